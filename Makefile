@@ -1,0 +1,46 @@
+# nsfs-fuse: `make run` sets up and mounts at /run/namespaces, `make test` runs the tests.
+# Both need root (the daemon reads every process's namespaces) and are safe to repeat.
+
+PYTHON     ?= python3
+VENV       := .venv
+MOUNTPOINT ?= /run/namespaces
+SBIN       ?= /usr/local/sbin
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux
+
+.PHONY: setup run stop test lint clean
+
+# Debian's fuse3 (mount.fuse3, fusermount3) and what pyfuse3 builds against.
+.system-deps:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+	@[ -e /dev/fuse ] || modprobe fuse
+	@touch $@
+
+$(VENV)/.installed: .system-deps pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+# mount(8) runs helpers with a fixed PATH that has /usr/local/sbin but not the venv.
+setup: $(VENV)/.installed
+	@ln -sfn $(CURDIR)/$(VENV)/bin/nsfs $(SBIN)/nsfs
+
+run: setup
+	@mkdir -p $(MOUNTPOINT)
+	@mountpoint -q $(MOUNTPOINT) || mount -t fuse nsfs $(MOUNTPOINT)
+	@ls -l $(MOUNTPOINT) | head -n 12
+
+stop:
+	@! mountpoint -q $(MOUNTPOINT) || umount $(MOUNTPOINT)
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check nsfs_fuse tests
+	$(VENV)/bin/ruff format --check nsfs_fuse tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .system-deps .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,318 @@
+"""`nsfs [SOURCE] MOUNTPOINT [-f] [-d] [-o OPTIONS]`: check, mount, go to the background.
+
+This is how mount.fuse3 runs us for both `mount -t fuse nsfs DIR` (no source)
+and `mount -t fuse.nsfs nsfs DIR` (source first), with `-o` carrying whatever
+mount(8) and fstab said. Bad input gets one line on stderr and a non-zero exit,
+before anything is mounted.
+
+Without -f the command returns only once the mount answers: the daemon runs in
+a child, which reports "ready" (or why it failed) over a pipe, and the parent
+then stats the mountpoint, which only succeeds once requests are being served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import logging.handlers
+import math
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import __version__, kernel
+from .discovery import DAEMON_COMM
+
+log = logging.getLogger("nsfs")
+
+USAGE = "usage: nsfs [SOURCE] MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]"
+HELP = f"""{USAGE}
+
+Mount a directory that lists every namespace of the machine as TYPE:[INODE].
+
+  -f, --foreground   stay in the foreground and log to stderr
+  -d, --debug        foreground with debug logging (same as -o debug)
+  -o OPTIONS         comma-separated mount options:
+                       interval=SECONDS   refresh period (default 1)
+                       logfile=PATH       log here when in the background (default syslog)
+                       debug              as -d
+                     generic mount options (rw, ro, nosuid, defaults, ...) are
+                     accepted; the filesystem is always read-only, nosuid, nodev
+  -V, --version      print the version
+  -h, --help         print this help
+
+Usually run by mount(8):  mount -t fuse nsfs /run/namespaces
+fstab:                    nsfs  /run/namespaces  fuse  defaults  0 0
+"""
+
+# Options mount(8), mount.fuse3, systemd or fstab may pass that change nothing here:
+# the mount is always read-only, nosuid, nodev and noexec.
+GENERIC_OPTIONS = frozenset(
+    [
+        "rw",
+        "ro",
+        "defaults",
+        "auto",
+        "noauto",
+        "user",
+        "nouser",
+        "users",
+        "owner",
+        "group",
+        "nofail",
+        "_netdev",
+        "dev",
+        "nodev",
+        "suid",
+        "nosuid",
+        "exec",
+        "noexec",
+        "atime",
+        "noatime",
+        "diratime",
+        "nodiratime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "nostrictatime",
+        "lazytime",
+        "nolazytime",
+        "sync",
+        "async",
+        "dirsync",
+        "mand",
+        "nomand",
+        "silent",
+        "loud",
+        "iversion",
+        "noiversion",
+        "symfollow",
+        "nosymfollow",
+        "allow_other",
+        "default_permissions",
+    ]
+)
+GENERIC_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
+
+MIN_INTERVAL, MAX_INTERVAL = 0.01, 86400.0
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+class SetupError(Exception):
+    """The mount cannot be made here: printed as one line, exit status 1."""
+
+
+@dataclass
+class Args:
+    mountpoint: str = ""
+    foreground: bool = False
+    debug: bool = False
+    interval: float = 1.0
+    logfile: str | None = None
+    show: str | None = None  # "help" or "version"
+    extra_fuse: set[str] = field(default_factory=set)
+
+
+def _apply_option(args: Args, option: str) -> None:
+    name, eq, value = option.partition("=")
+    if name == "interval" and eq:
+        try:
+            interval = float(value)
+        except ValueError:
+            interval = math.nan
+        if not MIN_INTERVAL <= interval <= MAX_INTERVAL:  # also false for nan
+            raise UsageError(f"interval must be seconds between {MIN_INTERVAL} and {MAX_INTERVAL:g}, not {value!r}")
+        args.interval = interval
+    elif name == "logfile" and eq and value:
+        args.logfile = value
+    elif option == "debug":
+        args.debug = args.foreground = True
+    elif option in GENERIC_OPTIONS or option.startswith(GENERIC_PREFIXES) or option == "":
+        pass
+    else:
+        raise UsageError(f"unknown mount option {option!r}")
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+    args = Args()
+    positional: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help"):
+            args.show = "help"
+        elif word in ("-V", "--version"):
+            args.show = "version"
+        elif word in ("-f", "--foreground"):
+            args.foreground = True
+        elif word in ("-d", "--debug"):
+            args.debug = args.foreground = True
+        elif word.startswith("-o"):
+            options = word[2:] or next(words, None)
+            if options is None:
+                raise UsageError("-o needs a list of options")
+            for option in options.split(","):
+                _apply_option(args, option.strip())
+        elif word == "--":
+            positional.extend(words)
+        elif word.startswith("-") and word != "-":
+            raise UsageError(f"unknown argument {word!r}")
+        else:
+            positional.append(word)
+    if args.show:
+        return args
+    if not positional:
+        raise UsageError("no mountpoint given")
+    if len(positional) > 2:
+        raise UsageError(f"too many arguments: {' '.join(positional)}")
+    args.mountpoint = positional[-1]  # a SOURCE before it, if any, is only a label
+    return args
+
+
+def _mounted_at(path: str) -> str | None:
+    """The fstype mounted exactly at `path`, if anything is."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            mountpoint = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+            if mountpoint == path:
+                return fields[sep + 1]
+    return None
+
+
+def check_can_mount(mountpoint: str) -> str:
+    """The absolute mountpoint, or SetupError saying in one line why not."""
+    if os.geteuid() != 0:
+        raise SetupError("must be run as root: only root can read every process's namespaces")
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        raise SetupError(f"cannot open /dev/fuse: {exc.strerror} (is the fuse module loaded?)") from None
+    path = os.path.realpath(mountpoint)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SetupError(f"mountpoint {mountpoint} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:  # a FUSE mount whose daemon is gone
+            raise SetupError(f"{mountpoint} is a dead mount: run 'umount {mountpoint}' first") from None
+        raise SetupError(f"cannot use {mountpoint}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SetupError(f"mountpoint {mountpoint} is not a directory")
+    fstype = _mounted_at(path)
+    if fstype is not None:
+        raise SetupError(f"{mountpoint} is already mounted ({fstype}): umount it first")
+    return path
+
+
+def fuse_options(args: Args) -> frozenset[str]:
+    options = {"fsname=nsfs", "subtype=nsfs", "ro", "nosuid", "nodev", "noexec", "default_permissions", "allow_other"}
+    return frozenset(options | args.extra_fuse)
+
+
+def _setup_logging(args: Args, background: bool) -> None:
+    handler: logging.Handler
+    if not background:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("nsfs: %(levelname)s: %(message)s"))
+    elif args.logfile:
+        handler = logging.FileHandler(args.logfile)
+        handler.setFormatter(logging.Formatter("%(asctime)s nsfs[%(process)d]: %(levelname)s: %(message)s"))
+    elif os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        handler.setFormatter(logging.Formatter("nsfs[%(process)d]: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    log.propagate = False
+
+
+def _daemon(args: Args, mountpoint: str, report: int) -> int:
+    """The background child: serve, reporting readiness or failure on `report`."""
+    from .service import Config, serve
+
+    os.setsid()
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+    def ready() -> None:
+        os.write(report, b"ready\n")
+        os.close(report)
+
+    try:
+        serve(Config(mountpoint, args.interval, fuse_options(args)), ready)
+    except Exception as exc:
+        log.exception("daemon failed")
+        with contextlib.suppress(OSError):
+            os.write(report, f"cannot mount {mountpoint}: {exc}\n".encode())
+        return 1
+    return 0
+
+
+def _background(args: Args, mountpoint: str) -> int:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _setup_logging(args, background=True)
+        os._exit(_daemon(args, mountpoint, write_end))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.readline().decode(errors="replace").strip()
+    if message != "ready":
+        os.waitpid(pid, 0)
+        raise SetupError(message or f"the daemon exited before {mountpoint} was ready")
+    try:
+        os.stat(mountpoint)  # answered only once the daemon serves requests
+    except OSError as exc:
+        raise SetupError(f"{mountpoint} does not answer: {exc.strerror}") from None
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.show == "help":
+            print(HELP, end="")
+            return 0
+        if args.show == "version":
+            print(f"nsfs {__version__}")
+            return 0
+        if args.debug:
+            args.extra_fuse.add("debug")
+        mountpoint = check_can_mount(args.mountpoint)
+        # Other daemons recognise us by this name and do not count our pins as holders.
+        kernel.set_process_name(DAEMON_COMM)
+        kernel.raise_fd_limit()
+        if not args.foreground:
+            return _background(args, mountpoint)
+        from .service import Config, serve
+
+        _setup_logging(args, background=False)
+        try:
+            serve(Config(mountpoint, args.interval, fuse_options(args)), lambda: log.info("serving %s", mountpoint))
+        except (OSError, RuntimeError) as exc:
+            raise SetupError(f"cannot mount {mountpoint}: {exc}") from None
+        return 0
+    except UsageError as exc:
+        print(f"nsfs: {exc} ({USAGE[7:]})", file=sys.stderr)
+        return 2
+    except SetupError as exc:
+        print(f"nsfs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

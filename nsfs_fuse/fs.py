@@ -1,0 +1,338 @@
+"""The FUSE side: pyfuse3 Operations over registry snapshots.
+
+Handlers read the published snapshot and never wait on /proc, with two
+exceptions the contract asks for: a lookup of a well-formed name the snapshot
+lacks waits for one shared rescan, and listing the root first makes sure the
+caller's own namespaces (a few readlinks) are in the index. The only /proc files
+read here are the caller's own, to learn who is asking.
+
+Inodes are derived, not stored: an entry's directory is `serial * SLOTS` and its
+files follow it. Serials are never reused, so a stale inode simply finds no entry
+(ENOENT), and `forget` has nothing to keep track of.
+
+Every answer is per caller, so the kernel must cache nothing: entry and
+attribute timeouts are 0, files are opened with direct_io, and listings and
+file contents are fixed when the caller opens them (readdir and read carry no
+request context).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple, NoReturn, ParamSpec, Protocol, TypeVar
+
+import pyfuse3
+import trio
+from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
+
+from . import discovery
+from .kernel import HIERARCHICAL, NsKey, parse_ns_name
+from .registry import Entry, Registry, Snapshot
+from .visibility import View, Views, caller_userns, map_uid
+
+log = logging.getLogger("nsfs")
+
+ROOT: Final = pyfuse3.ROOT_INODE
+SLOTS: Final = 16  # inodes per entry: the directory, then one per file
+
+
+class NsFile(NamedTuple):
+    name: str
+    slot: int
+    is_link: bool
+
+
+NSTYPE = NsFile("nstype", 1, False)
+OWNER = NsFile("owner", 2, True)
+PARENT = NsFile("parent", 3, True)
+OWNER_UID = NsFile("owner_uid", 4, False)
+ID = NsFile("id", 5, False)
+NS = NsFile("ns", 6, True)
+FILES: Final = (NSTYPE, OWNER, PARENT, OWNER_UID, ID, NS)
+FILE_BY_NAME: Final = {f.name: f for f in FILES}
+FILE_BY_SLOT: Final = {f.slot: f for f in FILES}
+
+
+class Rescanner(Protocol):
+    async def rescan(self) -> None:
+        """Return once a full scan that started after this call has been merged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request's caller and what it may see, against one snapshot."""
+
+    pid: int
+    snapshot: Snapshot
+    view: View
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _guarded(handler: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Turn any unexpected exception into EIO: one inside pyfuse3.main would end the daemon."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await handler(*args, **kwargs)
+        except FUSEError:
+            raise
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            raise FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+async def _read_only(*_args: object) -> NoReturn:
+    raise FUSEError(errno.EROFS)
+
+
+class NsFs(pyfuse3.Operations):
+    def __init__(self, registry: Registry, rescanner: Rescanner) -> None:
+        super().__init__()
+        self._registry = registry
+        self._rescanner = rescanner
+        self._views = Views()
+        self._pid = os.getpid()  # the `ns` links point into this process's fds
+        self._mounted_ns = time.time_ns()
+        self._handles = itertools.count(1)
+        self._files: dict[int, bytes] = {}
+        self._dirs: dict[int, tuple[Request, Sequence[tuple[str, int]]]] = {}
+
+    # -- who is asking ------------------------------------------------------
+
+    def _request(self, ctx: RequestContext, snapshot: Snapshot | None = None) -> Request:
+        snapshot = snapshot or self._registry.snapshot
+        return Request(ctx.pid, snapshot, self._views.get(snapshot, caller_userns(ctx.pid)))
+
+    def _entry(self, req: Request, inode: int) -> tuple[Entry, NsFile | None]:
+        """The visible entry behind `inode`, and which of its files (None: the directory)."""
+        entry = req.snapshot.by_serial.get(inode // SLOTS)
+        if entry is None or entry.name not in req.view.names:
+            raise FUSEError(errno.ENOENT)
+        slot = inode % SLOTS
+        if slot == 0:
+            return entry, None
+        file = FILE_BY_SLOT.get(slot)
+        if file is None or file not in self._files_of(req, entry):
+            raise FUSEError(errno.ENOENT)
+        return entry, file
+
+    # -- what an entry holds, for this caller --------------------------------
+
+    def _files_of(self, req: Request, entry: Entry) -> list[NsFile]:
+        files = [NSTYPE]
+        if req.view.sees(entry.owner):
+            files.append(OWNER)
+        if entry.key.type in HIERARCHICAL and req.view.sees(entry.parent):
+            files.append(PARENT)
+        if entry.creator_uid is not None:
+            files.append(OWNER_UID)
+        if entry.ns_id is not None:
+            files.append(ID)
+        files.append(NS)
+        return files
+
+    def _content(self, req: Request, entry: Entry, file: NsFile) -> bytes:
+        if file is NSTYPE:
+            return f"{entry.key.type}\n".encode()
+        if file is ID:
+            return f"{entry.ns_id}\n".encode()
+        if file is OWNER_UID:
+            assert entry.creator_uid is not None
+            uid = map_uid(req.pid, entry.creator_uid)
+            if uid is None:
+                raise FUSEError(errno.ENOENT)
+            return f"{uid}\n".encode()
+        if file is OWNER:
+            assert entry.owner is not None
+            return f"../{entry.owner.name}".encode()
+        if file is PARENT:
+            assert entry.parent is not None
+            return f"../{entry.parent.name}".encode()
+        return f"/proc/{self._pid}/fd/{entry.pin}".encode()
+
+    def _owner_uid(self, snapshot: Snapshot, entry: Entry) -> int:
+        """`ls -l` owner: the creator of the owning user namespace (0 for the initial one)."""
+        owner = snapshot.get(entry.owner)
+        if owner is not None and owner.creator_uid is not None:
+            return owner.creator_uid
+        return entry.creator_uid if entry.creator_uid is not None else 0
+
+    # -- attributes ---------------------------------------------------------
+
+    def _attr(self, inode: int, mode: int, size: int, uid: int, mtime_ns: int) -> EntryAttributes:
+        attr = EntryAttributes()
+        attr.st_ino = inode
+        attr.generation = 0
+        attr.entry_timeout = 0
+        attr.attr_timeout = 0
+        attr.st_mode = mode
+        attr.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        attr.st_uid = uid
+        attr.st_gid = uid  # the kernel does not tell the creator's gid; see README
+        attr.st_size = size
+        attr.st_blksize = 4096
+        attr.st_blocks = 0
+        attr.st_atime_ns = attr.st_ctime_ns = attr.st_mtime_ns = mtime_ns
+        return attr
+
+    def _root_attr(self) -> EntryAttributes:
+        return self._attr(ROOT, stat.S_IFDIR | 0o555, 0, 0, self._mounted_ns)
+
+    def _entry_attr(self, req: Request, entry: Entry, file: NsFile | None) -> EntryAttributes:
+        uid = self._owner_uid(req.snapshot, entry)
+        inode = entry.serial * SLOTS
+        if file is None:
+            return self._attr(inode, stat.S_IFDIR | 0o555, 0, uid, entry.first_seen_ns)
+        mode = stat.S_IFLNK | 0o777 if file.is_link else stat.S_IFREG | 0o444
+        size = len(self._content(req, entry, file))
+        return self._attr(inode + file.slot, mode, size, uid, entry.first_seen_ns)
+
+    # -- finding names the snapshot lacks ------------------------------------
+
+    async def _include_callers_own(self, req: Request) -> Request:
+        """Make sure the caller's own namespaces are indexed: it may have made them just now."""
+        missing = [s for s in discovery.caller_sightings(req.pid) if s.key.name not in req.snapshot.entries]
+        if not missing:
+            return req
+        snapshot = await trio.to_thread.run_sync(self._registry.adopt, missing)
+        return Request(req.pid, snapshot, self._views.get(snapshot, req.view.userns))
+
+    async def _find(self, req: Request, key: NsKey) -> Request:
+        """After a lookup miss: the caller's own namespaces first, else one shared rescan."""
+        own = [s for s in discovery.caller_sightings(req.pid) if s.key == key]
+        if own:
+            snapshot = await trio.to_thread.run_sync(self._registry.adopt, own)
+        else:
+            await self._rescanner.rescan()
+            snapshot = self._registry.snapshot
+        return Request(req.pid, snapshot, self._views.get(snapshot, req.view.userns))
+
+    # -- handlers -----------------------------------------------------------
+
+    @_guarded
+    async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
+        req = self._request(ctx)
+        text = name.decode("ascii", "replace")
+        if parent_inode == ROOT:
+            if req.view.userns is None or (key := parse_ns_name(text)) is None:
+                raise FUSEError(errno.ENOENT)
+            if key.name not in req.snapshot.entries:
+                req = await self._find(req, key)
+            entry = req.snapshot.entries.get(key.name)
+            if entry is None or entry.name not in req.view.names:
+                raise FUSEError(errno.ENOENT)
+            return self._entry_attr(req, entry, None)
+        entry, file = self._entry(req, parent_inode)
+        if file is not None:
+            raise FUSEError(errno.ENOTDIR)
+        file = FILE_BY_NAME.get(text)
+        if file is None or file not in self._files_of(req, entry):
+            raise FUSEError(errno.ENOENT)
+        return self._entry_attr(req, entry, file)
+
+    @_guarded
+    async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
+        if inode == ROOT:
+            return self._root_attr()
+        req = self._request(ctx)
+        entry, file = self._entry(req, inode)
+        return self._entry_attr(req, entry, file)
+
+    @_guarded
+    async def readlink(self, inode: int, ctx: RequestContext) -> bytes:
+        req = self._request(ctx)
+        entry, file = self._entry(req, inode)
+        if file is None or not file.is_link:
+            raise FUSEError(errno.EINVAL)
+        return self._content(req, entry, file)
+
+    @_guarded
+    async def opendir(self, inode: int, ctx: RequestContext) -> int:
+        req = self._request(ctx)
+        names: Sequence[tuple[str, int]]
+        if inode == ROOT:
+            if req.view.userns is not None:
+                req = await self._include_callers_own(req)
+            names = [(e.name, e.serial * SLOTS) for e in req.view.listing]
+        else:
+            entry, file = self._entry(req, inode)
+            if file is not None:
+                raise FUSEError(errno.ENOTDIR)
+            names = [(f.name, entry.serial * SLOTS + f.slot) for f in self._files_of(req, entry)]
+        fh = next(self._handles)
+        self._dirs[fh] = (req, names)
+        return fh
+
+    @_guarded
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        req, names = self._dirs[fh]
+        for index in range(start_id, len(names)):
+            name, inode = names[index]
+            entry = req.snapshot.by_serial[inode // SLOTS]
+            attr = self._entry_attr(req, entry, FILE_BY_SLOT.get(inode % SLOTS))
+            if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
+                return
+
+    @_guarded
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @_guarded
+    async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            raise FUSEError(errno.EROFS)
+        req = self._request(ctx)
+        entry, file = self._entry(req, inode)
+        if file is None or file.is_link:
+            raise FUSEError(errno.EISDIR if file is None else errno.ELOOP)
+        fh = next(self._handles)
+        self._files[fh] = self._content(req, entry, file)
+        return FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    @_guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self._files[fh][off : off + size]
+
+    @_guarded
+    async def release(self, fh: int) -> None:
+        self._files.pop(fh, None)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        """Nothing to do: inodes are derived from serials, not kept in a table."""
+
+    @_guarded
+    async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        data.f_blocks = data.f_bfree = data.f_bavail = 0
+        data.f_files = len(self._registry.snapshot.entries)
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    @_guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: RequestContext) -> bytes:
+        raise FUSEError(pyfuse3.ENOATTR)
+
+    @_guarded
+    async def listxattr(self, inode: int, ctx: RequestContext) -> Sequence[bytes]:
+        return []
+
+    # Everything that would change something. The mount is also read-only, so
+    # the kernel normally answers EROFS before asking us.
+    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only  # type: ignore[assignment]
+    write = create = setxattr = removexattr = _read_only  # type: ignore[assignment]

@@ -1,0 +1,165 @@
+"""Thin, typed wrappers over the kernel's namespace interfaces.
+
+Every function here is one system call (or a fixed handful) and raises OSError
+exactly as the kernel reports it. Policy (what to skip, what an errno means to
+the scan) belongs to the callers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import resource
+import struct
+from typing import Final, NamedTuple
+
+# The eight namespace types, in the order lsns and the kernel document them,
+# with the CLONE_NEW* flag that NS_GET_NSTYPE returns for each.
+CLONE_FLAGS: Final[dict[str, int]] = {
+    "cgroup": 0x02000000,
+    "ipc": 0x08000000,
+    "mnt": 0x00020000,
+    "net": 0x40000000,
+    "pid": 0x20000000,
+    "time": 0x00000080,
+    "user": 0x10000000,
+    "uts": 0x04000000,
+}
+NS_TYPES: Final[tuple[str, ...]] = tuple(CLONE_FLAGS)
+TYPE_OF_FLAG: Final[dict[int, str]] = {flag: name for name, flag in CLONE_FLAGS.items()}
+
+# Only pid and user namespaces have parents (NS_GET_PARENT gives EINVAL for the rest).
+HIERARCHICAL: Final[frozenset[str]] = frozenset({"pid", "user"})
+
+# Entries of /proc/PID/ns, including the two that name the namespace a process's
+# next children will get; they print the plain type name ("pid:[...]").
+PROC_NS_LINKS: Final[tuple[str, ...]] = (*NS_TYPES, "pid_for_children", "time_for_children")
+
+# <linux/nsfs.h>, generic _IOC layout (x86_64, arm64, riscv).
+NS_GET_USERNS: Final = 0xB701
+NS_GET_PARENT: Final = 0xB702
+NS_GET_NSTYPE: Final = 0xB703
+NS_GET_OWNER_UID: Final = 0xB704
+NS_GET_ID: Final = 0x8008B70D  # _IOR(0xb7, 13, __u64), Linux 6.18
+
+NSFS_MAGIC: Final = 0x6E736673
+OVERFLOW_UID: Final = 65534
+
+# "net:[4026531833]": what readlink of /proc/PID/ns/net or of an fd on it prints.
+# Digits only, no sign, no leading zeros (the kernel prints %u), at most 10 digits.
+_NAME_RE: Final = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[([1-9][0-9]{0,9})\]")
+
+
+class NsKey(NamedTuple):
+    """A namespace as the kernel names it: type and nsfs inode number."""
+
+    type: str
+    inode: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.type}:[{self.inode}]"
+
+
+def parse_ns_name(text: str) -> NsKey | None:
+    """The key for a kernel namespace name, or None if `text` is not one exactly."""
+    match = _NAME_RE.fullmatch(text)
+    if match is None:
+        return None
+    inode = int(match.group(2))
+    if inode > 0xFFFFFFFF:
+        return None
+    return NsKey(match.group(1), inode)
+
+
+def nsfs_device() -> int:
+    """st_dev of the kernel's nsfs: taken from a live ns file, never hard-coded."""
+    return os.stat("/proc/self/ns/user").st_dev
+
+
+def open_ns(path: str) -> int:
+    """Open a namespace file (or anything that resolves to one) as a pin."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def get_userns(fd: int) -> int:
+    """A new fd for the user namespace owning the namespace behind `fd`."""
+    return fcntl.ioctl(fd, NS_GET_USERNS)
+
+
+def get_parent(fd: int) -> int:
+    """A new fd for the parent of a pid or user namespace."""
+    return fcntl.ioctl(fd, NS_GET_PARENT)
+
+
+def get_nstype(fd: int) -> str:
+    """The type name of the namespace behind `fd`."""
+    flag = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    try:
+        return TYPE_OF_FLAG[flag]
+    except KeyError:
+        raise OSError(errno.EINVAL, f"unknown namespace type {flag:#x}") from None
+
+
+def get_owner_uid(fd: int) -> int:
+    """The creator's uid of a user namespace, as seen from the caller's user namespace."""
+    buf = bytearray(4)
+    fcntl.ioctl(fd, NS_GET_OWNER_UID, buf, True)
+    return int(struct.unpack("I", buf)[0])
+
+
+def get_ns_id(fd: int) -> int | None:
+    """The kernel's 64-bit, never-reused namespace id, or None on kernels without it."""
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(fd, NS_GET_ID, buf, True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EINVAL):
+            return None
+        raise
+    return int(struct.unpack("Q", buf)[0])
+
+
+def key_of_fd(fd: int, nsfs_dev: int) -> NsKey:
+    """Type and inode of an open namespace fd; ENOTTY if it is not an nsfs file."""
+    st = os.fstat(fd)
+    if st.st_dev != nsfs_dev:
+        raise OSError(errno.ENOTTY, "not a namespace file")
+    return NsKey(get_nstype(fd), st.st_ino)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): Python 3.11 has no os.unshare."""
+    _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2): Python 3.11 has no os.setns."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+
+def set_process_name(name: str) -> None:
+    """prctl(PR_SET_NAME): what /proc/PID/comm shows for this thread."""
+    pr_set_name = 15
+    _check(_libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0))
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft fd limit to the hard one (one pin per namespace); returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

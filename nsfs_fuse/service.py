@@ -1,0 +1,133 @@
+"""The running daemon: periodic and on-demand scans, signals, the FUSE loop.
+
+Scans run in a worker thread and publish a new snapshot when they are merged;
+the trio thread that serves FUSE requests never runs one itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from . import discovery
+from .fs import NsFs
+from .registry import Registry
+
+log = logging.getLogger("nsfs")
+
+# After an on-demand scan, the next one waits at least this long, and at least as
+# long as the last scan took: lookups of names that do not exist cannot keep the
+# daemon scanning more than half the time.
+MIN_PAUSE = 0.02
+
+
+@dataclass(frozen=True)
+class Config:
+    mountpoint: str
+    interval: float = 1.0
+    fuse_options: frozenset[str] = frozenset()
+
+
+class Refresher:
+    """Runs a full scan every `interval` seconds, or sooner when a lookup asks for one."""
+
+    def __init__(self, registry: Registry, interval: float) -> None:
+        self._registry = registry
+        self._interval = interval
+        self._own_pid = os.getpid()
+        self._started = 0  # scans begun
+        self._merged = 0  # scans merged and published
+        self._wake = trio.Event()
+        self._merged_event = trio.Event()
+        self._last_start = -math.inf
+        self._last_end = -math.inf
+        self._last_cost = 0.0
+
+    def refresh(self) -> None:
+        """One full scan and merge; blocking, for a worker thread (or before the loop starts)."""
+        started = time.monotonic()
+        found = discovery.scan(self._own_pid)
+        self._registry.merge(found, started)
+        log.debug("scan took %.3f s, %d namespaces", time.monotonic() - started, len(self._registry.snapshot.entries))
+
+    async def rescan(self) -> None:
+        """Return once a scan that started after this call has been merged.
+
+        Concurrent callers share that scan.
+        """
+        target = self._started + 1
+        while self._merged < target:
+            merged = self._merged_event
+            self._wake.set()
+            await merged.wait()
+
+    async def run(self) -> None:
+        # The first scan ran before the loop started.
+        self._last_start = self._last_end = trio.current_time()
+        while True:
+            due = self._last_start + self._interval
+            with trio.move_on_at(due):
+                await self._wake.wait()
+            # Woken or due, never sooner than the pause after the last scan.
+            await trio.sleep_until(self._last_end + max(MIN_PAUSE, self._last_cost))
+            self._wake = trio.Event()
+            self._started += 1
+            self._last_start = trio.current_time()
+            try:
+                await trio.to_thread.run_sync(self.refresh)
+            except OSError:
+                log.exception("scan failed; serving the previous snapshot")
+            self._last_end = trio.current_time()
+            self._last_cost = self._last_end - self._last_start
+            self._merged = self._started
+            self._merged_event.set()
+            self._merged_event = trio.Event()
+
+
+async def _main(refresher: Refresher, ready: Callable[[], None]) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(refresher.run)
+        nursery.start_soon(_on_signals, nursery.cancel_scope)
+        await trio.sleep(0)
+        ready()
+        try:
+            await pyfuse3.main()  # returns when the filesystem is unmounted
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _on_signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def serve(config: Config, ready: Callable[[], None]) -> None:
+    """Scan, mount, serve until unmounted or signalled, then release every pin.
+
+    `ready` is called once the mount exists and requests are being served.
+    Raises OSError or RuntimeError if the mount cannot be made.
+    """
+    registry = Registry()
+    refresher = Refresher(registry, config.interval)
+    try:
+        refresher.refresh()  # the first listing is complete from the start
+        log.info("found %d namespaces", len(registry.snapshot.entries))
+        ops = NsFs(registry, refresher)
+        pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
+        try:
+            trio.run(_main, refresher, ready)
+        finally:
+            pyfuse3.close(unmount=True)
+    finally:
+        registry.close()
