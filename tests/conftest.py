@@ -1,0 +1,62 @@
+"""Fixtures: a real nsfs mount per test, and the processes a test starts.
+
+These tests need root and /dev/fuse, and they never skip: a machine that
+cannot run them fails them, so a green run always means the filesystem ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .nsutil import Daemon, Procs, running_daemon
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("the tests must run as root")
+    if not os.path.exists("/dev/fuse"):
+        problems.append("/dev/fuse is missing")
+    if problems:
+        raise pytest.UsageError("cannot run the FUSE tests: " + "; ".join(problems))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test is a test that did not run: fail the session rather than pass quietly."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    started = Procs()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A temporary directory every user can traverse, as /run is: callers in user
+    namespaces run as other uids and cannot enter pytest's private tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix="nsfs-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+@pytest.fixture
+def nsfs(public_dir: Path, procs: Procs) -> Iterator[Daemon]:
+    """A daemon mounted on a temporary directory, refreshing every INTERVAL seconds."""
+    with running_daemon(public_dir / "mnt") as daemon:
+        yield daemon

@@ -1,0 +1,248 @@
+"""Test helpers: run the real daemon, make real namespaces, ask the kernel directly.
+
+The kernel oracles here use raw ioctl numbers, not nsfs_fuse.kernel, so a bug in
+the package's wrappers cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+INTERVAL = 0.2  # refresh period of test daemons: entries must go within it
+PATIENCE = 10.0  # how long a test waits for what should take one interval
+
+_T = TypeVar("_T")
+
+
+def wait_until(predicate: Callable[[], _T], what: str, timeout: float = PATIENCE) -> _T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def mounts() -> dict[str, str]:
+    """mountpoint -> fstype, from this process's mountinfo."""
+    result = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            result[fields[4]] = fields[fields.index("-") + 1]
+    return result
+
+
+def is_mounted(path: Path | str) -> bool:
+    return str(path) in mounts()
+
+
+# -- the kernel, asked directly ----------------------------------------------
+
+NS_GET_USERNS, NS_GET_PARENT, NS_GET_ID = 0xB701, 0xB702, 0x8008B70D
+
+
+def ns_of(pid: int, link: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{link}")
+
+
+def fd_name(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def related(path: str, request: int) -> str | None:
+    """Name of the owner (NS_GET_USERNS) or parent (NS_GET_PARENT) of a namespace file; None on EPERM."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            rel = fcntl.ioctl(fd, request)
+        except OSError as exc:
+            if exc.errno == errno.EPERM:
+                return None
+            raise
+        try:
+            return fd_name(rel)
+        finally:
+            os.close(rel)
+    finally:
+        os.close(fd)
+
+
+def ns_id(path: str) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, NS_GET_ID, buf, True)
+        return int(struct.unpack("Q", buf)[0])
+    finally:
+        os.close(fd)
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def all_process_namespaces() -> set[str]:
+    """What `ls /proc/*/ns/*` names: the floor of what the filesystem must list."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            for link in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"):
+                with contextlib.suppress(OSError):
+                    found.add(ns_of(int(pid), link))
+    return found
+
+
+# -- processes the tests start -----------------------------------------------
+
+
+class Procs:
+    """Processes started by one test; all are killed and reaped at its end."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+        self._procs.append(proc)
+        return proc  # type: ignore[no-any-return]
+
+    def sleeper(self, *unshare_flags: str, uid: int | None = None) -> int:
+        """A `sleep` in new namespaces, run by `uid` if given; returns its pid.
+
+        With --fork that is unshare's child, which is in the new pid and time namespaces.
+        """
+        as_user = () if uid is None else ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups")
+        proc = self.start(*as_user, "unshare", *unshare_flags, "sleep", "600")
+
+        def started(pid: int) -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"unshare {' '.join(unshare_flags)} exited with {proc.returncode}")
+            return _comm(pid) == "sleep"
+
+        if "--fork" not in unshare_flags:
+            wait_until(lambda: started(proc.pid), "unshare to exec sleep")
+            return proc.pid
+        kids = wait_until(lambda: children(proc.pid), "unshare --fork to start its child")
+        wait_until(lambda: started(kids[0]), "the child to exec sleep")
+        return kids[0]
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout=PATIENCE)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                self.stop(proc)
+
+
+def kill(pid: int) -> None:
+    """Kill a process by pid and wait until it is gone (reaped by whoever its parent is)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z", f"pid {pid} to die")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+# -- the daemon --------------------------------------------------------------
+
+NSFS = [sys.executable, "-m", "nsfs_fuse"]
+
+
+class Daemon:
+    """A foreground nsfs daemon serving `mountpoint`."""
+
+    def __init__(self, mountpoint: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.mountpoint = mountpoint
+        self.proc = proc
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def path(self, *parts: str) -> Path:
+        return self.mountpoint.joinpath(*parts)
+
+    def names(self) -> set[str]:
+        return set(os.listdir(self.mountpoint))
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def pinned(self) -> set[str]:
+        """Namespace names the daemon holds fds on."""
+        names = set()
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+                if ":[" in target and not target.startswith(("socket", "pipe", "anon_inode")):
+                    names.add(target)
+        return names
+
+    def read(self, name: str, file: str) -> str:
+        return self.path(name, file).read_text()
+
+
+@contextlib.contextmanager
+def running_daemon(mountpoint: Path, *options: str, interval: float = INTERVAL) -> Iterator[Daemon]:
+    mountpoint.mkdir(exist_ok=True)
+    log = mountpoint.with_name(mountpoint.name + ".log")
+    opts = ",".join([f"interval={interval}", *options])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*NSFS, str(mountpoint), "-f", "-o", opts], stdin=subprocess.DEVNULL, stderr=out)
+    daemon = Daemon(mountpoint, proc, log)
+    try:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {proc.returncode}: {log.read_text()}")
+            return is_mounted(mountpoint) and bool(os.listdir(mountpoint))
+
+        wait_until(up, f"{mountpoint} to be mounted")
+        yield daemon
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=PATIENCE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if is_mounted(mountpoint):
+            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+            raise AssertionError(f"{mountpoint} was left mounted after the daemon stopped")
+    assert proc.returncode == 0, f"daemon exited with {proc.returncode}: {log.read_text()}"

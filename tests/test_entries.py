@@ -1,0 +1,143 @@
+"""Entries: names, files, contents and links, checked against the kernel itself."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+from .nsutil import (
+    INTERVAL,
+    NS_GET_PARENT,
+    NS_GET_USERNS,
+    Daemon,
+    Procs,
+    all_process_namespaces,
+    ns_id,
+    ns_of,
+    related,
+    run,
+    wait_until,
+)
+
+TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+ALL_NEW = ("--user", "--map-root-user", "--cgroup", "--ipc", "--mount", "--net", "--pid", "--uts", "--time", "--fork")
+
+
+def test_every_type_is_listed_with_its_nstype(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper(*ALL_NEW)
+    names = {t: ns_of(pid, t) for t in TYPES}
+    assert len({n.split(":")[1] for n in names.values()}) == 8, "unshare made eight new namespaces"
+    listing = wait_until(lambda: nsfs.names() >= set(names.values()) and nsfs.names(), "the new namespaces")
+    for nstype, name in names.items():
+        assert name in listing
+        assert nsfs.read(name, "nstype") == f"{nstype}\n"
+
+
+def test_listing_covers_every_process_namespace_and_only_real_ones(nsfs: Daemon) -> None:
+    wait_until(lambda: all_process_namespaces() <= nsfs.names(), "every /proc/*/ns/* namespace to be listed")
+    for name in nsfs.names():
+        nstype, inode = name.split(":")
+        assert os.stat(nsfs.path(name, "ns")).st_ino == int(inode[1:-1])
+        assert nsfs.read(name, "nstype") == f"{nstype}\n"
+
+
+def test_entry_files_and_their_contents(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper("--user", "--map-root-user", "--pid", "--net", "--fork")
+    user, pidns, net = ns_of(pid, "user"), ns_of(pid, "pid"), ns_of(pid, "net")
+    init_user, init_pid = ns_of(os.getpid(), "user"), ns_of(os.getpid(), "pid")
+    wait_until(lambda: {user, pidns, net} <= nsfs.names(), "the new namespaces")
+
+    assert sorted(os.listdir(nsfs.path(net))) == ["id", "ns", "nstype", "owner"]
+    assert sorted(os.listdir(nsfs.path(pidns))) == ["id", "ns", "nstype", "owner", "parent"]
+    assert sorted(os.listdir(nsfs.path(user))) == ["id", "ns", "nstype", "owner", "owner_uid", "parent"]
+    # The initial namespaces have no owner or parent: the kernel answers EPERM there too.
+    assert sorted(os.listdir(nsfs.path(init_user))) == ["id", "ns", "nstype", "owner_uid"]
+    assert sorted(os.listdir(nsfs.path(init_pid))) == ["id", "ns", "nstype", "owner"]
+
+    assert os.readlink(nsfs.path(net, "owner")) == f"../{user}"
+    assert os.readlink(nsfs.path(pidns, "owner")) == f"../{user}"
+    assert os.readlink(nsfs.path(pidns, "parent")) == f"../{init_pid}"
+    assert os.readlink(nsfs.path(user, "owner")) == f"../{init_user}"
+    assert os.readlink(nsfs.path(user, "parent")) == f"../{init_user}"
+    assert os.readlink(nsfs.path(init_pid, "owner")) == f"../{init_user}"
+    # The links resolve inside the mount, to the entry they name.
+    assert os.path.realpath(nsfs.path(net, "owner")) == str(nsfs.path(user))
+
+    for name in (user, pidns, net):
+        nstype = name.split(":")[0]
+        assert nsfs.read(name, "id") == f"{ns_id(f'/proc/{pid}/ns/{nstype}')}\n"
+    assert nsfs.read(user, "owner_uid") == "0\n"
+    assert os.readlink(nsfs.path(net, "ns")) == f"/proc/{nsfs.pid}/fd/{_pin_fd(nsfs, net)}"
+
+
+def _pin_fd(nsfs: Daemon, name: str) -> int:
+    for fd in os.listdir(f"/proc/{nsfs.pid}/fd"):
+        if os.readlink(f"/proc/{nsfs.pid}/fd/{fd}") == name:
+            return int(fd)
+    raise AssertionError(f"the daemon holds no fd on {name}")
+
+
+def test_owner_and_parent_links_match_the_kernel_for_every_entry(nsfs: Daemon, procs: Procs) -> None:
+    procs.sleeper("--user", "--map-root-user", "--pid", "--net", "--fork")
+    procs.start("unshare", "--user", "--map-root-user", "--fork", "unshare", "--user", "--pid", "--ipc", "--fork", "sleep", "600")
+    wait_until(lambda: len([n for n in nsfs.names() if n.startswith("user:")]) >= 4, "the nested user namespaces")
+    for name in sorted(nsfs.names()):
+        ns_file = str(nsfs.path(name, "ns"))
+        expected = {"owner": related(ns_file, NS_GET_USERNS)}
+        if name.startswith(("pid:", "user:")):
+            expected["parent"] = related(ns_file, NS_GET_PARENT)
+        for link, target in expected.items():
+            path = nsfs.path(name, link)
+            if target is None:
+                assert not os.path.lexists(path), f"{name}/{link} should be absent (EPERM)"
+            else:
+                assert os.readlink(path) == f"../{target}", f"{name}/{link}"
+        if not name.startswith(("pid:", "user:")):
+            assert not os.path.lexists(nsfs.path(name, "parent"))
+
+
+def test_owner_uid_of_a_user_namespace_made_by_an_unprivileged_user(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper("--user", "--map-root-user", "--net", uid=1000)
+    user, net = ns_of(pid, "user"), ns_of(pid, "net")
+    wait_until(lambda: {user, net} <= nsfs.names(), "the namespaces of uid 1000")
+    assert nsfs.read(user, "owner_uid") == "1000\n"
+    # Inside that namespace uid 1000 is root: owner_uid is mapped per caller.
+    inside = run(["nsenter", f"--target={pid}", "--user", "cat", str(nsfs.path(user, "owner_uid"))])
+    assert (inside.returncode, inside.stdout) == (0, "0\n"), inside.stderr
+    # ls -l: an entry's owner is the creator of its owning user namespace.
+    assert os.stat(nsfs.path(net)).st_uid == 1000
+    assert os.stat(nsfs.path(net, "nstype")).st_uid == 1000
+    assert os.stat(nsfs.path(user)).st_uid == 0  # owned by the initial user namespace
+
+
+def test_ls_l_shows_modes_owner_and_first_seen_time(nsfs: Daemon, procs: Procs) -> None:
+    before = os.stat(nsfs.mountpoint).st_mtime
+    pid = procs.sleeper("--net")
+    net = ns_of(pid, "net")
+    wait_until(lambda: net in nsfs.names(), "the new namespace")
+    st = os.lstat(nsfs.path(net))
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o555
+    assert st.st_mtime >= before
+    assert stat.S_ISREG(os.lstat(nsfs.path(net, "nstype")).st_mode)
+    assert stat.S_IMODE(os.lstat(nsfs.path(net, "nstype")).st_mode) == 0o444
+    assert stat.S_ISLNK(os.lstat(nsfs.path(net, "owner")).st_mode)
+    listing = run(["ls", "-l", str(nsfs.mountpoint)])
+    line = next(line for line in listing.stdout.splitlines() if line.endswith(net))
+    assert line.startswith("dr-xr-xr-x 2 root root 0 "), line
+    # The first-seen time stays put across refreshes.
+    time.sleep(3 * INTERVAL)
+    assert nsfs.path(net).stat().st_mtime == st.st_mtime
+
+
+def test_ns_link_opens_the_namespace_itself(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper("--net", "--uts")
+    net, uts = ns_of(pid, "net"), ns_of(pid, "uts")
+    wait_until(lambda: {net, uts} <= nsfs.names(), "the new namespaces")
+    assert os.stat(nsfs.path(net, "ns")).st_ino == int(net[5:-1])
+    stat_l = run(["stat", "-L", "-c", "%i", str(nsfs.path(net, "ns"))])
+    assert stat_l.stdout == f"{net[5:-1]}\n"
+    entered = run(["nsenter", f"--net={nsfs.path(net, 'ns')}", "readlink", "/proc/self/ns/net"])
+    assert (entered.returncode, entered.stdout) == (0, f"{net}\n"), entered.stderr
+    entered = run(["nsenter", f"--uts={nsfs.path(uts, 'ns')}", "readlink", "/proc/self/ns/uts"])
+    assert entered.stdout == f"{uts}\n"
