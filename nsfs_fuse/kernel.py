@@ -48,6 +48,14 @@ NS_GET_ID: Final = 0x8008B70D  # _IOR(0xb7, 13, __u64), Linux 6.18
 NSFS_MAGIC: Final = 0x6E736673
 OVERFLOW_UID: Final = 65534
 
+# nsfs file handles (Linux 6.18): a handle names a namespace without holding it,
+# and opens relative to the kernel's own nsfs mount, never a user's bind mount.
+FD_NSFS_ROOT: Final = -10003
+AT_EMPTY_PATH: Final = 0x1000
+MAX_HANDLE_SZ: Final = 128
+# What name_to_handle_at / open_by_handle_at say on kernels without nsfs handles.
+NO_HANDLES: Final = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.ENOSYS, errno.EPERM})
+
 # "net:[4026531833]": what readlink of /proc/PID/ns/net or of an fd on it prints.
 # Digits only, no sign, no leading zeros (the kernel prints %u), at most 10 digits.
 _NAME_RE: Final = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[([1-9][0-9]{0,9})\]")
@@ -139,6 +147,33 @@ def _check(result: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return result
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = (
+        ("handle_bytes", ctypes.c_uint),
+        ("handle_type", ctypes.c_int),
+        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
+    )
+
+
+def ns_handle(fd: int) -> bytes | None:
+    """The nsfs file handle of the namespace behind `fd`, or None if this kernel has none."""
+    handle = _FileHandle(handle_bytes=MAX_HANDLE_SZ)
+    mount_id = ctypes.c_int()
+    result = _libc.name_to_handle_at(fd, b"", ctypes.byref(handle), ctypes.byref(mount_id), AT_EMPTY_PATH)
+    if result == -1:
+        err = ctypes.get_errno()
+        if err in NO_HANDLES:
+            return None
+        raise OSError(err, os.strerror(err))
+    return bytes(handle)[: 8 + handle.handle_bytes]
+
+
+def open_ns_handle(handle: bytes) -> int:
+    """Open a namespace by its handle: ESTALE or ENOENT once it is gone."""
+    buf = ctypes.create_string_buffer(handle, ctypes.sizeof(_FileHandle))
+    return _check(_libc.open_by_handle_at(FD_NSFS_ROOT, buf, os.O_RDONLY | os.O_CLOEXEC))
 
 
 def unshare(flags: int) -> None:

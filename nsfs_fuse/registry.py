@@ -38,6 +38,7 @@ class Entry:
     key: NsKey
     serial: int  # never reused while the daemon runs; FUSE inodes derive from it
     pin: int  # the daemon's fd on the namespace
+    handle: bytes | None  # its nsfs file handle, on kernels that have them
     ns_id: int | None  # NS_GET_ID, on kernels that have it
     owner: NsKey | None  # owning user namespace (None for the initial one)
     parent: NsKey | None  # pid and user namespaces only
@@ -138,6 +139,7 @@ class Registry:
 
     def _pin(self, key: NsKey, fd: int) -> None:
         """Take ownership of `fd` as the pin for `key`, and pin its owner and parent too."""
+        fd, handle = _detached(fd)
         owner = self._relative(fd, kernel.get_userns)
         if key.type == "user":
             parent = owner  # NS_GET_PARENT is NS_GET_USERNS for user namespaces
@@ -150,6 +152,7 @@ class Registry:
             key=key,
             serial=self._serial,
             pin=fd,
+            handle=handle,
             ns_id=kernel.get_ns_id(fd),
             owner=owner,
             parent=parent,
@@ -207,3 +210,25 @@ class Registry:
             generation=self._generation,
         )
         return self.snapshot
+
+
+def _detached(fd: int) -> tuple[int, bytes | None]:
+    """Re-open `fd` through its file handle, so that it holds the namespace and nothing else.
+
+    An fd opened through a bind mount, or through /proc/PID/fd/N of a process that
+    opened one, holds that mount too: `umount` would fail with EBUSY for as long as
+    the daemon pinned it, and the namespace could never be released. Opened by
+    handle, the fd refers to the kernel's own nsfs mount. Without handles (before
+    Linux 6.18), the path's fd is kept and such a mount stays busy while pinned.
+    """
+    handle = kernel.ns_handle(fd)
+    if handle is None:
+        return fd, None
+    try:
+        clean = kernel.open_ns_handle(handle)
+    except OSError as exc:
+        if exc.errno in kernel.NO_HANDLES:
+            return fd, handle
+        raise
+    os.close(fd)
+    return clean, handle
