@@ -115,6 +115,7 @@ class Procs:
 
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._by_pid: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
@@ -124,22 +125,36 @@ class Procs:
     def sleeper(self, *unshare_flags: str, uid: int | None = None) -> int:
         """A `sleep` in new namespaces, run by `uid` if given; returns its pid.
 
-        With --fork that is unshare's child, which is in the new pid and time namespaces.
+        With --fork that is unshare's child, which is in the new pid and time
+        namespaces, and dies with unshare (--kill-child).
         """
         as_user = () if uid is None else ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups")
-        proc = self.start(*as_user, "unshare", *unshare_flags, "sleep", "600")
+        fork = "--fork" in unshare_flags
+        proc = self.start(*as_user, "unshare", *unshare_flags, *(["--kill-child"] if fork else []), "sleep", "600")
+        pid = self.wait_for_sleep(proc)
+        self._by_pid[pid] = proc
+        return pid
 
-        def started(pid: int) -> bool:
+    def wait_for_sleep(self, proc: subprocess.Popen[bytes]) -> int:
+        """The pid of the `sleep` that `proc` runs or starts, however deep."""
+
+        def find() -> int:
             if proc.poll() is not None:
-                raise AssertionError(f"unshare {' '.join(unshare_flags)} exited with {proc.returncode}")
-            return _comm(pid) == "sleep"
+                raise AssertionError(f"{proc.args} exited with {proc.returncode}")
+            pid = proc.pid
+            while _comm(pid) != "sleep":
+                kids = children(pid)
+                if not kids:
+                    return 0
+                pid = kids[0]
+            return pid
 
-        if "--fork" not in unshare_flags:
-            wait_until(lambda: started(proc.pid), "unshare to exec sleep")
-            return proc.pid
-        kids = wait_until(lambda: children(proc.pid), "unshare --fork to start its child")
-        wait_until(lambda: started(kids[0]), "the child to exec sleep")
-        return kids[0]
+        return wait_until(find, f"{proc.args} to start sleep")
+
+    def end(self, pid: int) -> None:
+        """End a sleeper (and the unshare around it) and wait until it is gone."""
+        self.stop(self._by_pid.pop(pid))
+        kill(pid)
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -156,7 +171,7 @@ def kill(pid: int) -> None:
     """Kill a process by pid and wait until it is gone (reaped by whoever its parent is)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z", f"pid {pid} to die")
+    wait_until(lambda: _state(pid) in ("", "Z"), f"pid {pid} to die")
 
 
 def _comm(pid: int) -> str:
