@@ -36,13 +36,28 @@ class Config:
     fuse_options: frozenset[str] = frozenset()
 
 
-class Refresher:
-    """Runs a full scan every `interval` seconds, or sooner when a lookup asks for one."""
+def full_refresh(registry: Registry) -> Callable[[], None]:
+    """One full scan of /proc merged into `registry`: blocking, for a worker thread."""
+    own_pid = os.getpid()
 
-    def __init__(self, registry: Registry, interval: float) -> None:
-        self._registry = registry
+    def refresh() -> None:
+        started = time.monotonic()
+        registry.merge(discovery.scan(own_pid), started)
+        log.debug("scan took %.3f s, %d namespaces", time.monotonic() - started, len(registry.snapshot.entries))
+
+    return refresh
+
+
+class Refresher:
+    """Runs `refresh` every `interval` seconds, or sooner when a lookup asks for one.
+
+    On demand, the next scan still waits at least as long as the last one took,
+    so a stream of lookup misses cannot keep the daemon scanning without pause.
+    """
+
+    def __init__(self, refresh: Callable[[], None], interval: float) -> None:
+        self.refresh = refresh
         self._interval = interval
-        self._own_pid = os.getpid()
         self._started = 0  # scans begun
         self._merged = 0  # scans merged and published
         self._wake = trio.Event()
@@ -50,13 +65,6 @@ class Refresher:
         self._last_start = -math.inf
         self._last_end = -math.inf
         self._last_cost = 0.0
-
-    def refresh(self) -> None:
-        """One full scan and merge; blocking, for a worker thread (or before the loop starts)."""
-        started = time.monotonic()
-        found = discovery.scan(self._own_pid)
-        self._registry.merge(found, started)
-        log.debug("scan took %.3f s, %d namespaces", time.monotonic() - started, len(self._registry.snapshot.entries))
 
     async def rescan(self) -> None:
         """Return once a scan that started after this call has been merged.
@@ -119,7 +127,7 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     Raises OSError or RuntimeError if the mount cannot be made.
     """
     registry = Registry()
-    refresher = Refresher(registry, config.interval)
+    refresher = Refresher(full_refresh(registry), config.interval)
     try:
         refresher.refresh()  # the first listing is complete from the start
         log.info("found %d namespaces", len(registry.snapshot.entries))

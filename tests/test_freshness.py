@@ -1,0 +1,97 @@
+"""New namespaces answer at once, without waiting for the periodic refresh.
+
+The daemons here refresh only every 60 s: whatever they show sooner came from a
+lookup miss's rescan or from the caller's own namespace links.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from nsfs_fuse.service import Refresher
+
+from .nsutil import Daemon, Procs, run, running_daemon
+
+SLOW = 60.0
+
+
+@pytest.fixture
+def slow(public_dir: Path, procs: Procs) -> Iterator[Daemon]:
+    with running_daemon(public_dir / "slow", interval=SLOW) as daemon:
+        yield daemon
+
+
+def test_a_lookup_of_an_unknown_name_rescans_before_answering(slow: Daemon) -> None:
+    # The shell line from the issue, word for word but for the mountpoint.
+    script = f"unshare -n sleep 60 & sleep 0.1; cat {slow.mountpoint}/$(readlink /proc/$!/ns/net)/nstype; kill $!"
+    result = run(["sh", "-c", script])
+    assert (result.returncode, result.stdout, result.stderr) == (0, "net\n", "")
+
+
+def test_a_listing_includes_the_callers_own_new_namespaces(slow: Daemon) -> None:
+    script = f"readlink /proc/self/ns/user /proc/self/ns/net && ls {slow.mountpoint}"
+    result = run(["unshare", "--user", "--map-root-user", "--net", "sh", "-c", script])
+    assert result.returncode == 0, result.stderr
+    user, net, *listing = result.stdout.split()
+    assert sorted(listing) == sorted([user, net])
+
+
+def test_names_that_cannot_be_namespaces_are_enoent(slow: Daemon) -> None:
+    for name in ("net:[", "net:[abc]", "bogus:[1]", "net:[0123]", "net:[99999999999]", "NET:[4026531833]"):
+        assert not slow.path(name).exists()
+
+
+class Scans:
+    """A stand-in refresh that records when each call ran."""
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+        self.runs: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        start = time.monotonic()
+        time.sleep(self.cost)
+        with self._lock:
+            self.runs.append((start, time.monotonic()))
+
+
+def test_concurrent_lookup_misses_share_one_scan() -> None:
+    scans = Scans(cost=0.05)
+
+    async def main() -> None:
+        refresher = Refresher(scans, interval=SLOW)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refresher.run)
+            await trio.sleep(0.1)
+            async with trio.open_nursery() as misses:
+                for _ in range(50):
+                    misses.start_soon(refresher.rescan)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert len(scans.runs) == 1
+
+
+def test_a_stream_of_misses_leaves_a_pause_after_every_scan() -> None:
+    scans = Scans(cost=0.03)
+
+    async def main() -> None:
+        refresher = Refresher(scans, interval=SLOW)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refresher.run)
+            for _ in range(10):
+                await refresher.rescan()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert len(scans.runs) == 10
+    for (start, end), (next_start, _) in zip(scans.runs, scans.runs[1:], strict=False):
+        # Idle at least as long as the last scan took: at most half the time scanning.
+        assert next_start - end >= end - start

@@ -1,0 +1,104 @@
+"""Each caller sees what its user namespace may see, and nothing else leaks through."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .nsutil import Daemon, Procs, ns_of, run, wait_until
+
+# Run inside a caller's namespaces: what each operation on each path gives.
+PROBE = """
+import errno, os, sys
+for path in sys.argv[1:]:
+    for op, call in (("stat", os.stat), ("lstat", os.lstat), ("listdir", os.listdir),
+                     ("readlink", os.readlink), ("read", lambda p: open(p).read())):
+        try:
+            call(path)
+            print(op, path, "ok")
+        except OSError as exc:
+            print(op, path, errno.errorcode[exc.errno])
+"""
+
+
+def probe(prefix: list[str], *paths: Path) -> dict[tuple[str, str], str]:
+    result = run([*prefix, sys.executable, "-c", PROBE, *map(str, paths)])
+    assert result.returncode == 0, result.stderr
+    return {(op, path): outcome for op, path, outcome in (line.split() for line in result.stdout.splitlines())}
+
+
+def test_caller_in_a_new_user_namespace_lists_exactly_its_own(nsfs: Daemon) -> None:
+    script = f"readlink /proc/self/ns/user /proc/self/ns/net && ls {nsfs.mountpoint}"
+    result = run(["unshare", "--user", "--map-root-user", "--net", "sh", "-c", script])
+    assert result.returncode == 0, result.stderr
+    user, net, *listing = result.stdout.split()
+    assert user.startswith("user:[") and net.startswith("net:[")
+    assert sorted(listing) == sorted([user, net])
+
+
+def test_hidden_entries_are_enoent_to_every_operation(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper("--user", "--map-root-user", "--net")
+    user, net = ns_of(pid, "user"), ns_of(pid, "net")
+    host_net, host_user = ns_of(os.getpid(), "net"), ns_of(os.getpid(), "user")
+    wait_until(lambda: {user, net} <= nsfs.names(), "the caller's namespaces")
+    inside = ["nsenter", f"--target={pid}", "--user", "--net"]
+    paths = [nsfs.path(host_net), nsfs.path(host_net, "nstype"), nsfs.path(host_net, "owner"), nsfs.path(host_user)]
+    seen = probe(inside, *paths)
+    for path in paths:
+        for op in ("stat", "lstat", "listdir", "readlink", "read"):
+            assert seen[(op, str(path))] == "ENOENT", (op, path)
+    # Its own entries answer; links to what it cannot see are absent, not dangling.
+    assert sorted(os.listdir(nsfs.path(net))) == ["id", "ns", "nstype", "owner"]
+    own = probe(inside, nsfs.path(net, "owner"), nsfs.path(user, "owner"), nsfs.path(user, "parent"))
+    assert own[("readlink", str(nsfs.path(net, "owner")))] == "ok"
+    assert own[("lstat", str(nsfs.path(user, "owner")))] == "ENOENT"
+    assert own[("lstat", str(nsfs.path(user, "parent")))] == "ENOENT"
+    inner = run([*inside, "readlink", str(nsfs.path(net, "owner"))])
+    assert inner.stdout == f"../{user}\n"
+
+
+def test_a_parent_user_namespace_sees_its_descendants_and_not_its_sibling(nsfs: Daemon, procs: Procs) -> None:
+    parent = procs.sleeper("--user", "--map-root-user", "--fork")
+    nested = procs.start("nsenter", f"--target={parent}", "--user", "unshare", "--user", "--net", "sleep", "600")
+    child = procs.wait_for_sleep(nested)
+    sibling = procs.sleeper("--user", "--map-root-user", "--uts")
+    names = {
+        "parent_user": ns_of(parent, "user"),
+        "child_user": ns_of(child, "user"),
+        "child_net": ns_of(child, "net"),
+        "sibling_user": ns_of(sibling, "user"),
+        "sibling_uts": ns_of(sibling, "uts"),
+    }
+    wait_until(lambda: set(names.values()) <= nsfs.names(), "the nested and sibling namespaces")
+
+    def listing(pid: int) -> set[str]:
+        result = run(["nsenter", f"--target={pid}", "--user", "--preserve-credentials", "ls", str(nsfs.mountpoint)])
+        assert result.returncode == 0, result.stderr
+        return set(result.stdout.split())
+
+    assert listing(parent) == {names["parent_user"], names["child_user"], names["child_net"]}
+    assert listing(child) == {names["child_user"], names["child_net"]}
+    assert listing(sibling) == {names["sibling_user"], names["sibling_uts"]}
+    # The parent sees the child's links up to itself, the child none above its own namespace.
+    in_parent = run(["nsenter", f"--target={parent}", "--user", "readlink", str(nsfs.path(names["child_user"], "parent"))])
+    assert in_parent.stdout == f"../{names['parent_user']}\n"
+    in_child = probe(
+        ["nsenter", f"--target={child}", "--user", "--preserve-credentials"], nsfs.path(names["child_user"], "parent")
+    )
+    assert in_child[("lstat", str(nsfs.path(names["child_user"], "parent")))] == "ENOENT"
+
+
+def test_alternating_callers_never_see_each_other_s_view(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper("--user", "--map-root-user", "--net")
+    net = ns_of(pid, "net")
+    host_net = ns_of(os.getpid(), "net")
+    wait_until(lambda: net in nsfs.names(), "the caller's namespace")
+    inside = ["nsenter", f"--target={pid}", "--user", "--net"]
+    for _ in range(5):
+        # The host sees its own net namespace; the caller inside does not, even right after.
+        assert nsfs.read(host_net, "nstype") == "net\n"
+        seen = probe(inside, nsfs.path(host_net, "nstype"), nsfs.path(net, "nstype"))
+        assert seen[("read", str(nsfs.path(host_net, "nstype")))] == "ENOENT"
+        assert seen[("read", str(nsfs.path(net, "nstype")))] == "ok"
+        assert host_net in nsfs.names()
