@@ -140,7 +140,7 @@ class Procs:
 
         def find() -> int:
             if proc.poll() is not None:
-                raise AssertionError(f"{proc.args} exited with {proc.returncode}")
+                raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
             pid = proc.pid
             while _comm(pid) != "sleep":
                 kids = children(pid)
@@ -149,7 +149,7 @@ class Procs:
                 pid = kids[0]
             return pid
 
-        return wait_until(find, f"{proc.args} to start sleep")
+        return wait_until(find, f"{proc.args!r} to start sleep")
 
     def end(self, pid: int) -> None:
         """End a sleeper (and the unshare around it) and wait until it is gone."""
@@ -189,7 +189,9 @@ def _state(pid: int) -> str:
 
 
 def run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        argv, check=False, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, **kwargs
+    )
 
 
 # -- the daemon --------------------------------------------------------------

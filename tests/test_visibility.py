@@ -81,7 +81,8 @@ def test_a_parent_user_namespace_sees_its_descendants_and_not_its_sibling(nsfs: 
     assert listing(child) == {names["child_user"], names["child_net"]}
     assert listing(sibling) == {names["sibling_user"], names["sibling_uts"]}
     # The parent sees the child's links up to itself, the child none above its own namespace.
-    in_parent = run(["nsenter", f"--target={parent}", "--user", "readlink", str(nsfs.path(names["child_user"], "parent"))])
+    child_parent = str(nsfs.path(names["child_user"], "parent"))
+    in_parent = run(["nsenter", f"--target={parent}", "--user", "readlink", child_parent])
     assert in_parent.stdout == f"../{names['parent_user']}\n"
     in_child = probe(
         ["nsenter", f"--target={child}", "--user", "--preserve-credentials"], nsfs.path(names["child_user"], "parent")
