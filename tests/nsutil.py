@@ -111,26 +111,31 @@ def all_process_namespaces() -> set[str]:
 
 
 class Procs:
-    """Processes started by one test; all are killed and reaped at its end."""
+    """Processes started by one test; each in a process group of its own, killed whole.
+
+    Killing only the process a test started is not enough: `unshare --fork`
+    leaves a child behind (--kill-child relies on the parent-death signal, which
+    the kernel clears when --map-root-user changes credentials), and nested
+    unshares leave grandchildren. A process group follows its members into new
+    pid namespaces, so killing the group reaches them all.
+    """
 
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._by_pid: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)  # type: ignore[call-overload]
         self._procs.append(proc)
         return proc  # type: ignore[no-any-return]
 
     def sleeper(self, *unshare_flags: str, uid: int | None = None) -> int:
         """A `sleep` in new namespaces, run by `uid` if given; returns its pid.
 
-        With --fork that is unshare's child, which is in the new pid and time
-        namespaces, and dies with unshare (--kill-child).
+        With --fork that is unshare's child, which is in the new pid and time namespaces.
         """
         as_user = () if uid is None else ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups")
-        fork = "--fork" in unshare_flags
-        proc = self.start(*as_user, "unshare", *unshare_flags, *(["--kill-child"] if fork else []), "sleep", "600")
+        proc = self.start(*as_user, "unshare", *unshare_flags, "sleep", "600")
         pid = self.wait_for_sleep(proc)
         self._by_pid[pid] = proc
         return pid
@@ -157,9 +162,11 @@ class Procs:
         kill(pid)
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Kill everything in `proc`'s process group and wait until none of it is left."""
         with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=PATIENCE)
+        wait_until(lambda: not _group_members(proc.pid), f"every process of {proc.args!r} to die")
 
     def close(self) -> None:
         for proc in self._procs:
@@ -172,6 +179,17 @@ def kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: _state(pid) in ("", "Z"), f"pid {pid} to die")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group `pgid`."""
+    members = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(name))
+    return members
 
 
 def _comm(pid: int) -> str:
