@@ -212,7 +212,7 @@ def check_can_mount(mountpoint: str) -> str:
 
 
 def fuse_options(args: Args) -> frozenset[str]:
-    options = {"fsname=nsfs", "subtype=nsfs", "ro", "nosuid", "nodev", "noexec", "default_permissions", "allow_other"}
+    options = {"fsname=nsfs", "subtype=nsfs", "ro", "nosuid", "nodev", "noexec", "allow_other"}
     return frozenset(options | args.extra_fuse)
 
 
