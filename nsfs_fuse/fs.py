@@ -263,16 +263,18 @@ class NsFs(pyfuse3.Operations):
     @_guarded
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
         req = self._request(ctx)
-        names: Sequence[tuple[str, int]]
+        names: list[tuple[str, int]]
         if inode == ROOT:
             if req.view.userns is not None:
                 req = await self._include_callers_own(req)
-            names = [(e.name, e.serial * SLOTS) for e in req.view.listing]
+            names = [(".", ROOT), ("..", ROOT)]
+            names.extend((e.name, e.serial * SLOTS) for e in req.view.listing)
         else:
             entry, file = self._entry(req, inode)
             if file is not None:
                 raise FUSEError(errno.ENOTDIR)
-            names = [(f.name, entry.serial * SLOTS + f.slot) for f in self._files_of(req, entry)]
+            names = [(".", inode), ("..", ROOT)]
+            names.extend((f.name, entry.serial * SLOTS + f.slot) for f in self._files_of(req, entry))
         fh = next(self._handles)
         self._dirs[fh] = (req, names)
         return fh
@@ -282,8 +284,11 @@ class NsFs(pyfuse3.Operations):
         req, names = self._dirs[fh]
         for index in range(start_id, len(names)):
             name, inode = names[index]
-            entry = req.snapshot.by_serial[inode // SLOTS]
-            attr = self._entry_attr(req, entry, FILE_BY_SLOT.get(inode % SLOTS))
+            if inode == ROOT:
+                attr = self._root_attr()
+            else:
+                entry = req.snapshot.by_serial[inode // SLOTS]
+                attr = self._entry_attr(req, entry, FILE_BY_SLOT.get(inode % SLOTS))
             if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
                 return
 

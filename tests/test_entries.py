@@ -141,3 +141,12 @@ def test_ns_link_opens_the_namespace_itself(nsfs: Daemon, procs: Procs) -> None:
     assert (entered.returncode, entered.stdout) == (0, f"{net}\n"), entered.stderr
     entered = run(["nsenter", f"--uts={nsfs.path(uts, 'ns')}", "readlink", "/proc/self/ns/uts"])
     assert entered.stdout == f"{uts}\n"
+
+
+def test_directories_list_dot_and_dot_dot(nsfs: Daemon) -> None:
+    net = ns_of(os.getpid(), "net")
+    root = run(["ls", "-a", str(nsfs.mountpoint)]).stdout.split()
+    assert root[:2] == [".", ".."] and net in root
+    entry = run(["ls", "-a", str(nsfs.path(net))]).stdout.split()
+    assert entry == [".", "..", "id", "ns", "nstype", "owner"]
+    assert os.stat(nsfs.path(net, "..")).st_ino == os.stat(nsfs.mountpoint).st_ino

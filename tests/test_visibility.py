@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .nsutil import Daemon, Procs, ns_of, run, wait_until
+from .nsutil import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, wait_until
 
 # Run inside a caller's namespaces: what each operation on each path gives.
 PROBE = """
@@ -103,3 +103,23 @@ def test_alternating_callers_never_see_each_other_s_view(nsfs: Daemon, procs: Pr
         assert seen[("read", str(nsfs.path(host_net, "nstype")))] == "ENOENT"
         assert seen[("read", str(nsfs.path(net, "nstype")))] == "ok"
         assert host_net in nsfs.names()
+
+
+def test_a_caller_the_daemon_cannot_identify_sees_nothing(public_dir: Path, procs: Procs) -> None:
+    # FUSE gives the caller's pid as the daemon's pid namespace sees it: 0 for a caller
+    # outside it. A daemon in a child pid namespace cannot tell who the host's callers are.
+    mountpoint = public_dir / "mnt"
+    mountpoint.mkdir()
+    daemon = procs.start("unshare", "--pid", "--fork", *NSFS, str(mountpoint), "-f", "-o", "interval=0.2")
+    try:
+        wait_until(lambda: is_mounted(mountpoint), "the mount")
+        inner = wait_until(lambda: children(daemon.pid), "the daemon in its pid namespace")[0]
+        host_net = ns_of(os.getpid(), "net")
+        assert os.listdir(mountpoint) == []
+        assert not os.path.exists(mountpoint / host_net)
+        # A caller inside the daemon's pid namespace is identified, and sees the host's.
+        inside = run(["nsenter", f"--target={inner}", "--pid", "ls", str(mountpoint)])
+        assert host_net in inside.stdout.split(), inside.stderr
+    finally:
+        run(["umount", str(mountpoint)])
+    assert daemon.wait(timeout=PATIENCE) == 0
