@@ -91,12 +91,17 @@ class Registry:
         cannot release it.
         """
         with self._lock:
+            before = self._serial, len(self._entries)
             held: set[NsKey] = set()
             for key, sightings in scan.found.items():
                 if key in self._entries or self._pin_first(key, sightings):
                     held.add(key)
             held.update(k for k, at in self._pinned_at.items() if at > started)
             self._release_all_but(self._closure(held))
+            # Nothing pinned and nothing released: the published snapshot (and the
+            # views worked out from it) stay valid.
+            if (self._serial, len(self._entries)) == before:
+                return self.snapshot
             return self._publish()
 
     def adopt(self, sightings: Iterable[Sighting]) -> Snapshot:
@@ -139,24 +144,30 @@ class Registry:
 
     def _pin(self, key: NsKey, fd: int) -> None:
         """Take ownership of `fd` as the pin for `key`, and pin its owner and parent too."""
-        fd, handle = _detached(fd)
-        owner = self._relative(fd, kernel.get_userns)
-        if key.type == "user":
-            parent = owner  # NS_GET_PARENT is NS_GET_USERNS for user namespaces
-        elif key.type in kernel.HIERARCHICAL:
-            parent = self._relative(fd, kernel.get_parent)
-        else:
-            parent = None
+        try:
+            fd, handle = _detached(fd)
+            owner = self._relative(fd, kernel.get_userns)
+            if key.type == "user":
+                parent = owner  # NS_GET_PARENT is NS_GET_USERNS for user namespaces
+            elif key.type in kernel.HIERARCHICAL:
+                parent = self._relative(fd, kernel.get_parent)
+            else:
+                parent = None
+            ns_id = kernel.get_ns_id(fd)
+            creator_uid = kernel.get_owner_uid(fd) if key.type == "user" else None
+        except BaseException:
+            os.close(fd)
+            raise
         self._serial += 1
         self._entries[key] = Entry(
             key=key,
             serial=self._serial,
             pin=fd,
             handle=handle,
-            ns_id=kernel.get_ns_id(fd),
+            ns_id=ns_id,
             owner=owner,
             parent=parent,
-            creator_uid=kernel.get_owner_uid(fd) if key.type == "user" else None,
+            creator_uid=creator_uid,
             first_seen_ns=time.time_ns(),
         )
         self._pinned_at[key] = time.monotonic()
