@@ -91,7 +91,8 @@ class Refresher:
             self._last_start = trio.current_time()
             try:
                 await trio.to_thread.run_sync(self.refresh)
-            except OSError:
+            except Exception:
+                # Whatever went wrong, the last snapshot is still true enough to serve.
                 log.exception("scan failed; serving the previous snapshot")
             self._last_end = trio.current_time()
             self._last_cost = self._last_end - self._last_start
