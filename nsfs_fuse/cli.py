@@ -19,12 +19,13 @@ import logging.handlers
 import math
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import __version__, kernel
-from .discovery import DAEMON_COMM
+from .discovery import DAEMON_COMM, unescape
 
 log = logging.getLogger("nsfs")
 
@@ -180,8 +181,7 @@ def _mounted_at(path: str) -> str | None:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            mountpoint = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
-            if mountpoint == path:
+            if unescape(fields[4]) == path:
                 return fields[sep + 1]
     return None
 
@@ -275,6 +275,8 @@ def _background(args: Args, mountpoint: str) -> int:
     try:
         os.stat(mountpoint)  # answered only once the daemon serves requests
     except OSError as exc:
+        # The daemon died after mounting: leave no dead mount behind.
+        subprocess.run(["umount", "--lazy", mountpoint], check=False, capture_output=True)
         raise SetupError(f"{mountpoint} does not answer: {exc.strerror}") from None
     return 0
 

@@ -110,7 +110,7 @@ def fd_sightings(pid: int) -> Iterator[Sighting]:
             yield Sighting(key, path, Holder("fd", pid, int(name)))
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo."""
     if "\\" not in field:
         return field
@@ -145,7 +145,7 @@ def mount_sightings(pid: int) -> Iterator[Sighting]:
         key = parse_ns_name(fields[3])
         if key is None:
             continue
-        mountpoint = _unescape(fields[4])
+        mountpoint = unescape(fields[4])
         yield Sighting(key, f"/proc/{pid}/root{mountpoint}", Holder("mount", path=mountpoint))
 
 
