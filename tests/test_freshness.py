@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,35 +62,40 @@ class Scans:
             self.runs.append((start, time.monotonic()))
 
 
-def test_concurrent_lookup_misses_share_one_scan() -> None:
-    scans = Scans(cost=0.05)
+def with_refresher(scans: Scans, misses: Callable[[Refresher], Awaitable[None]]) -> None:
+    """Run the real refresher around `scans`, let `misses` ask it for rescans, then stop it."""
 
     async def main() -> None:
         refresher = Refresher(scans, interval=SLOW)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
-            await trio.sleep(0.1)
-            async with trio.open_nursery() as misses:
-                for _ in range(50):
-                    misses.start_soon(refresher.rescan)
+            await misses(refresher)
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_concurrent_lookup_misses_share_one_scan() -> None:
+    scans = Scans(cost=0.05)
+
+    async def fifty_at_once(refresher: Refresher) -> None:
+        await trio.sleep(0.1)
+        async with trio.open_nursery() as misses:
+            for _ in range(50):
+                misses.start_soon(refresher.rescan)
+
+    with_refresher(scans, fifty_at_once)
     assert len(scans.runs) == 1
 
 
 def test_a_stream_of_misses_leaves_a_pause_after_every_scan() -> None:
     scans = Scans(cost=0.03)
 
-    async def main() -> None:
-        refresher = Refresher(scans, interval=SLOW)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(refresher.run)
-            for _ in range(10):
-                await refresher.rescan()
-            nursery.cancel_scope.cancel()
+    async def one_after_another(refresher: Refresher) -> None:
+        for _ in range(10):
+            await refresher.rescan()
 
-    trio.run(main)
+    with_refresher(scans, one_after_another)
     assert len(scans.runs) == 10
     for (start, end), (next_start, _) in zip(scans.runs, scans.runs[1:], strict=False):
         # Idle at least as long as the last scan took: at most half the time scanning.
