@@ -1,9 +1,11 @@
-"""Find namespaces by what holds them: processes, threads, fds, bind mounts.
+"""Find namespaces by what holds them: processes, threads, fds, sockets, bind mounts.
 
 Each `*_sightings` function looks at one kind of holder and yields a Sighting for
-every namespace it names: the key, a path through which the namespace can be
-opened, and the holder itself. Nothing here opens a namespace or knows about the
-registry or FUSE: the scan is `readlink` and `listdir` over /proc, nothing more.
+every namespace it names: the key, a way to open the namespace while the holder
+lasts (`open_namespace`), and the holder itself. The scan is `readlink` and
+`listdir` over /proc; the only namespaces it opens are those behind sockets it
+has not met before, to learn which network namespace they belong to. Nothing
+here knows about the registry or FUSE.
 
 Processes come and go while we read. An error that means "this process (or this
 fd) is gone or not ours to see" skips that item only; see `_vanished`.
@@ -11,19 +13,23 @@ fd) is gone or not ours to see" skips that item only; see `_vanished`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import psutil
 
+from . import kernel
 from .kernel import NS_TYPES, NsKey, parse_ns_name
 
 # What the kernel says when a process exits under us, an fd is closed between
 # listdir and readlink, or a link is not there on this kernel: skip that item.
-_VANISHED = frozenset({errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EINVAL})
+_VANISHED = frozenset({errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EINVAL, errno.EBADF})
 
 DAEMON_COMM = "nsfs"
 
@@ -35,20 +41,23 @@ def _vanished(exc: OSError) -> bool:
 class Holder(NamedTuple):
     """Something that keeps a namespace alive.
 
-    kind is one of "process", "task", "for-children", "fd", "mount";
-    pid is the process (0 for a mount), num the thread id or fd number,
-    path the mountpoint of a bind mount.
+    kind: "process", "task", "for-children", "fd", "socket", "mount", and, added by
+    the registry, "owner-of", "parent-of", "unseen".
+    pid: the process (host pid); num: the thread id (task) or fd number (fd, socket);
+    text: the command name (process, task) or the mountpoint (mount);
+    ns: the mount namespace of a mount, or the namespace owned (owner-of, parent-of).
     """
 
     kind: str
     pid: int = 0
     num: int = 0
-    path: str = ""
+    text: str = ""
+    ns: str = ""
 
 
 class Sighting(NamedTuple):
     key: NsKey
-    path: str  # opens the namespace, as long as the holder lasts
+    path: str  # opens the namespace while the holder lasts ("" for sockets: see open_namespace)
     holder: Holder
 
 
@@ -70,6 +79,16 @@ def _listdir(path: str) -> list[str]:
         raise
 
 
+def _read_comm(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().rstrip("\n")
+    except OSError as exc:
+        if _vanished(exc):
+            return ""
+        raise
+
+
 def _ns_links(directory: str, links: Iterable[str] = NS_TYPES) -> Iterator[tuple[str, NsKey]]:
     """(link name, key) for each readable namespace link in a /proc .../ns directory."""
     for link in links:
@@ -78,36 +97,68 @@ def _ns_links(directory: str, links: Iterable[str] = NS_TYPES) -> Iterator[tuple
             yield link, key
 
 
-def process_sightings(pid: int) -> Iterator[Sighting]:
+def process_sightings(pid: int, comm: str = "") -> Iterator[Sighting]:
     """The namespaces a process is in, and those its next children will get."""
     ns_dir = f"/proc/{pid}/ns"
     for link, key in _ns_links(ns_dir):
-        yield Sighting(key, f"{ns_dir}/{link}", Holder("process", pid))
+        yield Sighting(key, f"{ns_dir}/{link}", Holder("process", pid, text=comm))
     for link, key in _ns_links(ns_dir, ("pid_for_children", "time_for_children")):
         yield Sighting(key, f"{ns_dir}/{link}", Holder("for-children", pid))
 
 
-def thread_sightings(pid: int) -> Iterator[Sighting]:
-    """Namespaces of threads other than the leader (a thread may unshare or setns alone)."""
+def thread_sightings(pid: int, leader: dict[str, NsKey]) -> Iterator[Sighting]:
+    """Namespaces of threads that differ from their leader's (a thread may unshare or setns alone)."""
     for name in _listdir(f"/proc/{pid}/task"):
         tid = int(name)
         if tid == pid:
             continue
-        ns_dir = f"/proc/{pid}/task/{tid}/ns"
-        for link, key in _ns_links(ns_dir):
-            yield Sighting(key, f"{ns_dir}/{link}", Holder("task", pid, tid))
+        task = f"/proc/{pid}/task/{tid}"
+        comm = ""
+        for link, key in _ns_links(f"{task}/ns"):
+            if leader.get(link) == key:
+                continue
+            comm = comm or _read_comm(f"{task}/comm")
+            yield Sighting(key, f"{task}/ns/{link}", Holder("task", pid, tid, comm))
 
 
-def fd_sightings(pid: int) -> Iterator[Sighting]:
-    """Open fds on namespace files: their link reads `type:[inode]`."""
+def fd_sightings(pid: int) -> tuple[list[Sighting], list[tuple[int, int]]]:
+    """Open fds on namespace files, and the (fd, socket inode) of every socket.
+
+    A namespace fd reads back as `type:[inode]`, a socket as `socket:[inode]`, a
+    file as an absolute path: one readlink tells them apart.
+    """
     fd_dir = f"/proc/{pid}/fd"
+    namespaces, sockets = [], []
     for name in _listdir(fd_dir):
         path = f"{fd_dir}/{name}"
         target = _readlink(path)
-        # Files read back as absolute paths, sockets and pipes as "socket:[...]":
-        # only namespace fds parse.
-        if target is not None and (key := parse_ns_name(target)) is not None:
-            yield Sighting(key, path, Holder("fd", pid, int(name)))
+        if target is None or target.startswith("/"):
+            continue
+        if target.startswith("socket:["):
+            sockets.append((int(name), int(target[8:-1])))
+        elif (key := parse_ns_name(target)) is not None:
+            namespaces.append(Sighting(key, path, Holder("fd", pid, int(name))))
+    return namespaces, sockets
+
+
+def socket_netns(pid: int, fd: int) -> int:
+    """A new fd on the network namespace of socket `fd` of process `pid`."""
+    pidfd = kernel.pidfd_open(pid)
+    try:
+        sock = kernel.pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)
+    try:
+        return kernel.socket_netns(sock)
+    finally:
+        os.close(sock)
+
+
+def open_namespace(sighting: Sighting) -> int:
+    """Open the namespace a sighting names, through its holder: OSError if the holder is gone."""
+    if sighting.holder.kind == "socket":
+        return socket_netns(sighting.holder.pid, sighting.holder.num)
+    return kernel.open_ns(sighting.path)
 
 
 def unescape(field: str) -> str:
@@ -125,8 +176,12 @@ def unescape(field: str) -> str:
     return "".join(out)
 
 
-def mount_sightings(pid: int) -> Iterator[Sighting]:
-    """nsfs bind mounts in the mount namespace of `pid`, opened through its root."""
+def mount_sightings(pid: int, mntns: NsKey) -> Iterator[Sighting]:
+    """nsfs bind mounts in mount namespace `mntns`, as process `pid` (in it) sees them.
+
+    They are opened through /proc/PID/root, so that each path resolves in that
+    mount namespace rather than the daemon's.
+    """
     try:
         with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
             lines = f.readlines()
@@ -146,54 +201,172 @@ def mount_sightings(pid: int) -> Iterator[Sighting]:
         if key is None:
             continue
         mountpoint = unescape(fields[4])
-        yield Sighting(key, f"/proc/{pid}/root{mountpoint}", Holder("mount", path=mountpoint))
+        yield Sighting(key, f"/proc/{pid}/root{mountpoint}", Holder("mount", text=mountpoint, ns=mntns.name))
 
 
-def is_nsfs_daemon(pid: int) -> bool:
+def is_nsfs_daemon(pid: int, comm: str) -> bool:
     """A process that is another nsfs daemon: its pins are not holders.
 
     Two daemons that counted each other's pins would keep every namespace they
     ever saw alive. A daemon names itself "nsfs" and runs as root, which an
     unprivileged process cannot imitate.
     """
+    if comm != DAEMON_COMM:
+        return False
     try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-            comm = f.read().rstrip("\n")
-        return comm == DAEMON_COMM and os.stat(f"/proc/{pid}").st_uid == 0
+        return os.stat(f"/proc/{pid}").st_uid == 0
     except OSError as exc:
         if _vanished(exc):
             return False
         raise
 
 
+# Sits in a mount namespace no process is in, so that the daemon can read its
+# mountinfo and open its bind mounts through /proc/PID/root. It execs nothing
+# after setns: that namespace's files may not even have a Python.
+_ENTER_MNTNS = """
+import ctypes, sys
+if ctypes.CDLL(None, use_errno=True).setns(int(sys.argv[1]), 0x20000) != 0:
+    sys.exit(1)
+print("in", flush=True)
+sys.stdin.read()
+"""
+
+
 @dataclass
 class Scan:
-    """Everything one pass over /proc found, grouped by namespace."""
+    """Everything one pass found, grouped by namespace. Close it after merging:
+    helpers holding process-less mount namespaces open live as long as the scan."""
 
     found: dict[NsKey, list[Sighting]] = field(default_factory=dict)
+    daemon_pins: set[NsKey] = field(default_factory=set)  # what other nsfs daemons hold fds on
+    helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def add(self, sightings: Iterable[Sighting]) -> None:
         for sighting in sightings:
             self.found.setdefault(sighting.key, []).append(sighting)
 
+    def close(self) -> None:
+        for helper in self.helpers:
+            with contextlib.suppress(OSError):
+                helper.kill()
+            helper.wait()
+        self.helpers.clear()
 
-def scan(own_pid: int) -> Scan:
-    """One full pass: every process, thread and fd, and the daemon's own mounts.
+    def __enter__(self) -> Scan:
+        return self
 
-    The daemon's own fds are its pins and never count as holders, nor do other
-    nsfs daemons' fds; the daemon's (and their) membership in namespaces does.
-    """
-    result = Scan()
-    for pid in psutil.pids():
-        result.add(process_sightings(pid))
-        result.add(thread_sightings(pid))
-        if pid == own_pid:
-            continue
-        fds = list(fd_sightings(pid))
-        if fds and not is_nsfs_daemon(pid):
-            result.add(fds)
-    result.add(mount_sightings(own_pid))
-    return result
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class Scanner:
+    """Full passes over /proc, remembering what does not change between them."""
+
+    def __init__(self, own_pid: int, nsfs_dev: int) -> None:
+        self._own_pid = own_pid
+        self._nsfs_dev = nsfs_dev
+        # A socket's network namespace never changes: ask the kernel once per socket.
+        self._socket_ns: dict[int, NsKey] = {}
+
+    def scan(self) -> Scan:
+        """One full pass: every process, thread, fd and socket, and the bind mounts of
+        every mount namespace.
+
+        The daemon's own fds are its pins and never count as holders, nor do other
+        nsfs daemons' fds; the daemon's (and their) membership in namespaces does.
+        """
+        result = Scan()
+        mount_ns: dict[NsKey, int] = {}  # each mount namespace a process is in, and one such pid
+        sockets: list[tuple[int, int, int]] = []
+        for pid in psutil.pids():
+            comm = _read_comm(f"/proc/{pid}/comm")
+            own = list(process_sightings(pid, comm))
+            result.add(own)
+            leader = {s.path.rsplit("/", 1)[1]: s.key for s in own if s.holder.kind == "process"}
+            if (mnt := leader.get("mnt")) is not None:
+                mount_ns.setdefault(mnt, pid)
+            result.add(thread_sightings(pid, leader))
+            if pid == self._own_pid:
+                continue
+            namespaces, socks = fd_sightings(pid)
+            if (namespaces or socks) and is_nsfs_daemon(pid, comm):
+                result.daemon_pins.update(s.key for s in namespaces)
+                continue
+            result.add(namespaces)
+            sockets.extend((pid, fd, inode) for fd, inode in socks)
+        for mnt, pid in mount_ns.items():
+            result.add(mount_sightings(pid, mnt))
+        result.add(self._socket_sightings(sockets))
+        self._processless_mounts(result, set(mount_ns))
+        return result
+
+    def _socket_sightings(self, sockets: list[tuple[int, int, int]]) -> list[Sighting]:
+        known, sightings = {}, []
+        for pid, fd, inode in sockets:
+            key = self._socket_ns.get(inode)
+            if key is None:
+                key = self._ask_socket_netns(pid, fd)
+                if key is None:
+                    continue
+            known[inode] = key
+            sightings.append(Sighting(key, "", Holder("socket", pid, fd)))
+        self._socket_ns = known  # forget closed sockets: their inode numbers come back
+        return sightings
+
+    def _ask_socket_netns(self, pid: int, fd: int) -> NsKey | None:
+        try:
+            netns = socket_netns(pid, fd)
+        except OSError as exc:
+            # Gone, not a socket any more, or a socket that has no namespace to tell.
+            if _vanished(exc) or exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK):
+                return None
+            raise
+        try:
+            return kernel.key_of_fd(netns, self._nsfs_dev)
+        finally:
+            os.close(netns)
+
+    def _processless_mounts(self, result: Scan, entered: set[NsKey]) -> None:
+        """Bind mounts in mount namespaces that no process is in (held by an fd or a mount).
+
+        A helper enters each one; a bind mount found there may name another such
+        namespace, so this repeats until nothing new turns up.
+        """
+        while todo := [k for k in result.found if k.type == "mnt" and k not in entered]:
+            for mnt in todo:
+                entered.add(mnt)
+                helper = self._enter(mnt, result.found[mnt])
+                if helper is not None:
+                    result.helpers.append(helper)
+                    result.add(mount_sightings(helper.pid, mnt))
+
+    def _enter(self, mnt: NsKey, sightings: list[Sighting]) -> subprocess.Popen[bytes] | None:
+        for sighting in sightings:
+            try:
+                fd = open_namespace(sighting)
+            except OSError as exc:
+                if _vanished(exc):
+                    continue
+                raise
+            try:
+                if kernel.key_of_fd(fd, self._nsfs_dev) != mnt:
+                    continue
+                helper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _ENTER_MNTNS, str(fd)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(fd,),
+                )
+            finally:
+                os.close(fd)
+            assert helper.stdout is not None
+            if helper.stdout.readline() == b"in\n":
+                return helper
+            helper.kill()
+            helper.wait()
+        return None
 
 
 def caller_sightings(tid: int) -> list[Sighting]:

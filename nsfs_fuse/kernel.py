@@ -43,7 +43,10 @@ NS_GET_USERNS: Final = 0xB701
 NS_GET_PARENT: Final = 0xB702
 NS_GET_NSTYPE: Final = 0xB703
 NS_GET_OWNER_UID: Final = 0xB704
+NS_GET_PID_IN_PIDNS: Final = 0x8004B708  # _IOR(0xb7, 8, int), Linux 6.11; the pid goes by value
 NS_GET_ID: Final = 0x8008B70D  # _IOR(0xb7, 13, __u64), Linux 6.18
+SIOCGSKNS: Final = 0x894C  # a socket's network namespace, Linux 4.9
+SYS_PIDFD_GETFD: Final = 438  # x86_64 and the generic table
 
 NSFS_MAGIC: Final = 0x6E736673
 OVERFLOW_UID: Final = 65534
@@ -59,6 +62,16 @@ NO_HANDLES: Final = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errn
 # "net:[4026531833]": what readlink of /proc/PID/ns/net or of an fd on it prints.
 # Digits only, no sign, no leading zeros (the kernel prints %u), at most 10 digits.
 _NAME_RE: Final = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[([1-9][0-9]{0,9})\]")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
 
 
 class NsKey(NamedTuple):
@@ -131,22 +144,31 @@ def get_ns_id(fd: int) -> int | None:
     return int(struct.unpack("Q", buf)[0])
 
 
+def pid_in_pidns(fd: int, pid: int) -> int:
+    """`pid` (of the caller's pid namespace) as the pid namespace behind `fd` numbers it; ESRCH if it is not in it."""
+    return fcntl.ioctl(fd, NS_GET_PID_IN_PIDNS, pid)
+
+
+def socket_netns(sock: int) -> int:
+    """A new fd on the network namespace a socket belongs to."""
+    return fcntl.ioctl(sock, SIOCGSKNS)
+
+
+def pidfd_open(pid: int) -> int:
+    return os.pidfd_open(pid)
+
+
+def pidfd_getfd(pidfd: int, fd: int) -> int:
+    """A duplicate of another process's fd (needs ptrace access to it), close-on-exec."""
+    return _check(_libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0))
+
+
 def key_of_fd(fd: int, nsfs_dev: int) -> NsKey:
     """Type and inode of an open namespace fd; ENOTTY if it is not an nsfs file."""
     st = os.fstat(fd)
     if st.st_dev != nsfs_dev:
         raise OSError(errno.ENOTTY, "not a namespace file")
     return NsKey(get_nstype(fd), st.st_ino)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int) -> int:
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
 
 
 class _FileHandle(ctypes.Structure):

@@ -2,13 +2,18 @@
 
 The registry owns one O_RDONLY|O_CLOEXEC fd per namespace it lists. A pin keeps
 the `type:[inode]` name meaningful (inode numbers are reused once a namespace
-dies) and backs the `ns` link; it also keeps the namespace alive, so a pin is
-released as soon as a scan finds no holder other than the daemon itself.
+dies) and backs the `ns` link; it also keeps the namespace alive, and the daemon
+must never be what keeps a namespace alive.
 
-What counts as held: a namespace some process, thread, fd or bind mount holds,
-and, up the hierarchy, the owner and parent of every held namespace (the child
-keeps them alive in the kernel too). Relations never change for a namespace, so
-they are read once, when it is first pinned.
+What counts as held: a namespace some process, thread, fd, socket or bind mount
+holds, and, up the hierarchy, the owner and parent of every held namespace (the
+child keeps them alive in the kernel too). Relations never change for a
+namespace, so they are read once, when it is first pinned.
+
+A namespace no scan finds held may still be alive through something no scan can
+see (an fd in flight in a unix socket, a kernel reference). Where the kernel has
+nsfs file handles, the registry closes its pin and re-opens the namespace by
+handle: that only succeeds while something else holds it (design.md section 3).
 
 All mutation happens under one lock, in a worker thread; FUSE handlers only read
 `Registry.snapshot`, which is replaced whole.
@@ -16,6 +21,7 @@ All mutation happens under one lock, in a worker thread; FUSE handlers only read
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -25,10 +31,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from . import kernel
-from .discovery import Scan, Sighting
+from .discovery import Holder, Scan, Sighting, open_namespace
 from .kernel import NsKey
 
 log = logging.getLogger("nsfs")
+
+# The order holders are listed in.
+HOLDER_KINDS = ("process", "task", "for-children", "fd", "socket", "mount", "owner-of", "parent-of", "unseen")
+_KIND_RANK = {kind: rank for rank, kind in enumerate(HOLDER_KINDS)}
+UNSEEN = Holder("unseen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,7 @@ class Snapshot:
 
     entries: Mapping[str, Entry]
     by_serial: Mapping[int, Entry]
+    holders: Mapping[str, tuple[Holder, ...]]  # by entry name, in HOLDER_KINDS order
     taken_ns: int
     generation: int
 
@@ -68,7 +80,11 @@ class Snapshot:
         return None if key is None else self.entries.get(key.name)
 
 
-EMPTY = Snapshot(entries={}, by_serial={}, taken_ns=0, generation=0)
+EMPTY = Snapshot(entries={}, by_serial={}, holders={}, taken_ns=0, generation=0)
+
+
+def _holder_order(holder: Holder) -> tuple[int, int, int, str, str]:
+    return (_KIND_RANK[holder.kind], holder.pid, holder.num, holder.text, holder.ns)
 
 
 class Registry:
@@ -76,58 +92,64 @@ class Registry:
         self._lock = threading.Lock()
         self._entries: dict[NsKey, Entry] = {}
         self._pinned_at: dict[NsKey, float] = {}  # monotonic time of pinning
+        self._seen: dict[NsKey, list[Holder]] = {}  # direct holders found by the last scan or adopt
+        self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
         self._serial = 0
         self._generation = 0
+        self._dirty = False  # entries changed since the last snapshot
         self._nsfs_dev = kernel.nsfs_device()
         self.snapshot: Snapshot = EMPTY
 
     # -- merging what discovery found --------------------------------------
 
     def merge(self, scan: Scan, started: float) -> Snapshot:
-        """Pin what `scan` found, release what it no longer finds, publish a snapshot.
+        """Pin what `scan` found, probe or release what it no longer finds, publish a snapshot.
 
         `started` is the monotonic time the scan began: a namespace pinned after
         that (by `adopt`, for a caller) was not there to be seen, so this scan
         cannot release it.
         """
         with self._lock:
-            before = self._serial, len(self._entries)
             held: set[NsKey] = set()
+            seen: dict[NsKey, list[Holder]] = {}
             for key, sightings in scan.found.items():
                 if key in self._entries or self._pin_first(key, sightings):
                     held.add(key)
-            held.update(k for k, at in self._pinned_at.items() if at > started)
-            self._release_all_but(self._closure(held))
-            # Nothing pinned and nothing released: the published snapshot (and the
-            # views worked out from it) stay valid.
-            if (self._serial, len(self._entries)) == before:
-                return self.snapshot
+                    seen[key] = [s.holder for s in sightings]
+            for key, at in self._pinned_at.items():
+                if at > started and key not in held:
+                    held.add(key)
+                    seen[key] = self._seen.get(key, [])
+            self._seen = seen
+            live = self._closure(held)
+            self._unseen = self._probe([k for k in self._entries if k not in live], live, scan.daemon_pins)
             return self._publish()
 
     def adopt(self, sightings: Iterable[Sighting]) -> Snapshot:
         """Pin namespaces found outside a scan (a caller's own), keeping everything else."""
         with self._lock:
-            changed = False
             for sighting in sightings:
-                if sighting.key not in self._entries:
-                    changed |= self._pin_first(sighting.key, [sighting])
-            return self._publish() if changed else self.snapshot
+                if sighting.key not in self._entries and self._pin_first(sighting.key, [sighting]):
+                    self._seen.setdefault(sighting.key, []).append(sighting.holder)
+            return self._publish()
 
     def close(self) -> None:
         """Release every pin."""
         with self._lock:
-            self._release_all_but(set())
+            for key in list(self._entries):
+                self._release(key)
+            self._seen.clear()
             self._publish()
 
-    # -- internals ----------------------------------------------------------
+    # -- pinning ------------------------------------------------------------
 
     def _pin_first(self, key: NsKey, sightings: list[Sighting]) -> bool:
         """Open the namespace through the first sighting that still leads to it."""
         for sighting in sightings:
             try:
-                fd = kernel.open_ns(sighting.path)
+                fd = open_namespace(sighting)
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.ENOTDIR):
+                if exc.errno in (errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EBADF):
                     continue  # the holder went away since the scan read it
                 raise
             try:
@@ -171,6 +193,7 @@ class Registry:
             first_seen_ns=time.time_ns(),
         )
         self._pinned_at[key] = time.monotonic()
+        self._dirty = True
 
     def _relative(self, fd: int, ioctl: Callable[[int], int]) -> NsKey | None:
         """Key of the namespace an NS_GET_* ioctl returns, pinning it if it is new."""
@@ -191,7 +214,19 @@ class Registry:
             self._pin(key, rel_fd)
         return key
 
-    def _closure(self, held: set[NsKey]) -> set[NsKey]:
+    def _release(self, key: NsKey) -> None:
+        os.close(self._forget(key).pin)
+
+    def _forget(self, key: NsKey) -> Entry:
+        entry = self._entries.pop(key)
+        del self._pinned_at[key]
+        self._dirty = True
+        log.debug("released %s", key.name)
+        return entry
+
+    # -- what is alive --------------------------------------------------------
+
+    def _closure(self, held: Iterable[NsKey]) -> set[NsKey]:
         """`held` plus every owner and parent up to the initial namespaces."""
         live: set[NsKey] = set()
         stack = list(held)
@@ -204,19 +239,79 @@ class Registry:
             stack.extend(k for k in (entry.owner, entry.parent) if k is not None)
         return live
 
-    def _release_all_but(self, live: set[NsKey]) -> None:
-        for key in [k for k in self._entries if k not in live]:
-            entry = self._entries.pop(key)
-            del self._pinned_at[key]
+    def _depth(self, key: NsKey) -> int:
+        depth, entry = 0, self._entries.get(key)
+        while entry is not None and entry.parent is not None:
+            depth += 1
+            entry = self._entries.get(entry.parent)
+        return depth
+
+    def _probe(self, candidates: list[NsKey], live: set[NsKey], daemon_pins: set[NsKey]) -> set[NsKey]:
+        """Release each candidate unless something the scan cannot see still holds it.
+
+        Leaves go first: the daemon's own pin on a child keeps its parent and owner
+        alive, so non-hierarchical namespaces are probed before pid namespaces,
+        and those before user namespaces, deepest first. A namespace another nsfs
+        daemon pins, or one above such a namespace, would always answer the probe:
+        for those the scan's word is final.
+        """
+        rank = {"pid": 1, "user": 2}
+        order = sorted(candidates, key=lambda k: (rank.get(k.type, 0), -self._depth(k)))
+        pinned_elsewhere = self._closure(daemon_pins)
+        unseen: set[NsKey] = set()
+        for key in order:
+            if key in live:  # kept alive by a child the probe found alive
+                continue
+            entry = self._entries[key]
+            if entry.handle is None or key in pinned_elsewhere:
+                self._release(key)
+                continue
             os.close(entry.pin)
-            log.debug("released %s", key.name)
+            try:
+                fd = kernel.open_ns_handle(entry.handle)
+            except OSError as exc:
+                self._forget(key)
+                if exc.errno not in (errno.ESTALE, errno.ENOENT):
+                    log.warning("probe of %s failed: %s; released", key.name, exc.strerror)
+                continue
+            self._entries[key] = dataclasses.replace(entry, pin=fd)
+            self._dirty = True
+            unseen.add(key)
+            live.update(self._closure([key]))
+        return unseen
+
+    # -- publishing -----------------------------------------------------------
+
+    def _holders(self) -> dict[str, tuple[Holder, ...]]:
+        by_name: dict[str, set[Holder]] = {e.name: set() for e in self._entries.values()}
+        for key, holders in self._seen.items():
+            if key.name in by_name:
+                by_name[key.name].update(holders)
+        for entry in self._entries.values():
+            if entry.owner is not None and entry.owner.name in by_name:
+                kind = "parent-of" if entry.key.type == "user" else "owner-of"
+                by_name[entry.owner.name].add(Holder(kind, ns=entry.name))
+            if entry.key.type == "pid" and entry.parent is not None and entry.parent.name in by_name:
+                by_name[entry.parent.name].add(Holder("parent-of", ns=entry.name))
+        for key in self._unseen:
+            by_name[key.name].add(UNSEEN)
+        return {name: tuple(sorted(holders, key=_holder_order)) for name, holders in by_name.items()}
 
     def _publish(self) -> Snapshot:
+        """A new snapshot if anything shown has changed; the current one otherwise.
+
+        An unchanged snapshot keeps the per-user-namespace views worked out from it.
+        """
+        holders = self._holders()
+        if not self._dirty and holders == self.snapshot.holders:
+            return self.snapshot
+        self._dirty = False
         self._generation += 1
         entries = {e.name: e for e in self._entries.values()}
         self.snapshot = Snapshot(
             entries=entries,
             by_serial={e.serial: e for e in entries.values()},
+            holders=holders,
             taken_ns=time.time_ns(),
             generation=self._generation,
         )

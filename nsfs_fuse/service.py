@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from . import discovery
+from . import discovery, kernel
 from .fs import NsFs
 from .registry import Registry
 
@@ -38,11 +38,12 @@ class Config:
 
 def full_refresh(registry: Registry) -> Callable[[], None]:
     """One full scan of /proc merged into `registry`: blocking, for a worker thread."""
-    own_pid = os.getpid()
+    scanner = discovery.Scanner(os.getpid(), kernel.nsfs_device())
 
     def refresh() -> None:
         started = time.monotonic()
-        registry.merge(discovery.scan(own_pid), started)
+        with scanner.scan() as found:
+            registry.merge(found, started)
         log.debug("scan took %.3f s, %d namespaces", time.monotonic() - started, len(registry.snapshot.entries))
 
     return refresh
