@@ -80,13 +80,21 @@ def _listdir(path: str) -> list[str]:
 
 
 def _read_comm(path: str) -> str:
+    """A process's or thread's command name (raw os calls: a text file object costs 50 us)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().rstrip("\n")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         if _vanished(exc):
             return ""
         raise
+    try:
+        return os.read(fd, 64).decode("utf-8", "replace").rstrip("\n")
+    except OSError as exc:
+        if _vanished(exc):
+            return ""
+        raise
+    finally:
+        os.close(fd)
 
 
 def _ns_links(directory: str, links: Iterable[str] = NS_TYPES) -> Iterator[tuple[str, NsKey]]:
@@ -371,4 +379,4 @@ class Scanner:
 
 def caller_sightings(tid: int) -> list[Sighting]:
     """The namespaces of one calling thread: a handful of readlinks, cheap enough for a handler."""
-    return list(process_sightings(tid))
+    return list(process_sightings(tid, _read_comm(f"/proc/{tid}/comm")))

@@ -33,10 +33,10 @@ import pyfuse3
 import trio
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
-from . import discovery
+from . import discovery, kernel
 from .kernel import HIERARCHICAL, NsKey, parse_ns_name
 from .registry import Entry, Registry, Snapshot
-from .visibility import View, Views, caller_userns, map_uid
+from .visibility import View, Views, caller_pidns, caller_userns, map_uid
 
 log = logging.getLogger("nsfs")
 
@@ -56,7 +56,8 @@ PARENT = NsFile("parent", 3, True)
 OWNER_UID = NsFile("owner_uid", 4, False)
 ID = NsFile("id", 5, False)
 NS = NsFile("ns", 6, True)
-FILES: Final = (NSTYPE, OWNER, PARENT, OWNER_UID, ID, NS)
+HOLDERS = NsFile("holders", 7, False)
+FILES: Final = (NSTYPE, OWNER, PARENT, OWNER_UID, ID, NS, HOLDERS)
 FILE_BY_NAME: Final = {f.name: f for f in FILES}
 FILE_BY_SLOT: Final = {f.slot: f for f in FILES}
 
@@ -73,6 +74,11 @@ class Request:
     pid: int
     snapshot: Snapshot
     view: View
+
+
+def escape(text: str) -> str:
+    """Octal-escape what would break a whitespace split, as mountinfo does."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
 
 
 _P = ParamSpec("_P")
@@ -106,6 +112,7 @@ class NsFs(pyfuse3.Operations):
         self._rescanner = rescanner
         self._views = Views()
         self._pid = os.getpid()  # the `ns` links point into this process's fds
+        self._pidns = caller_pidns(self._pid)
         self._mounted_ns = time.time_ns()
         self._handles = itertools.count(1)
         self._files: dict[int, bytes] = {}
@@ -143,6 +150,7 @@ class NsFs(pyfuse3.Operations):
         if entry.ns_id is not None:
             files.append(ID)
         files.append(NS)
+        files.append(HOLDERS)
         return files
 
     def _content(self, req: Request, entry: Entry, file: NsFile) -> bytes:
@@ -162,7 +170,51 @@ class NsFs(pyfuse3.Operations):
         if file is PARENT:
             assert entry.parent is not None
             return f"../{entry.parent.name}".encode()
+        if file is HOLDERS:
+            return self._holders(req, entry).encode()
         return f"/proc/{self._pid}/fd/{entry.pin}".encode()
+
+    def _holders(self, req: Request, entry: Entry) -> str:
+        """One line per holder the caller may see, pids as its pid namespace numbers them."""
+        to_caller = self._pid_translator(req)
+        lines = []
+        for h in req.snapshot.holders.get(entry.name, ()):
+            if h.kind in ("owner-of", "parent-of"):
+                if h.ns in req.view.names:
+                    lines.append(f"{h.kind} {h.ns}")
+            elif h.kind == "mount":
+                if h.ns in req.view.names:
+                    lines.append(f"mount {escape(h.text)} {h.ns}")
+            elif h.kind == "unseen":
+                lines.append("unseen")
+            elif (pid := to_caller(h.pid)) is not None:
+                if h.kind == "process":
+                    lines.append(f"process {pid} {escape(h.text)}")
+                elif h.kind == "task" and (tid := to_caller(h.num)) is not None:
+                    lines.append(f"task {pid} {tid} {escape(h.text)}")
+                elif h.kind == "for-children":
+                    lines.append(f"for-children {pid}")
+                elif h.kind in ("fd", "socket"):
+                    lines.append(f"{h.kind} {pid} {h.num}")
+        return "".join(f"{line}\n" for line in lines)
+
+    def _pid_translator(self, req: Request) -> Callable[[int], int | None]:
+        """Host pid -> the caller's pid for it, or None if the caller's pid namespace lacks it."""
+        pidns = caller_pidns(req.pid)
+        if pidns == self._pidns:
+            return lambda pid: pid
+        entry = req.snapshot.get(pidns)
+        if entry is None:
+            return lambda pid: None
+
+        def translate(pid: int) -> int | None:
+            try:
+                translated = kernel.pid_in_pidns(entry.pin, pid)
+            except OSError:
+                return None  # ESRCH: not in the caller's pid namespace
+            return translated if translated > 0 else None
+
+        return translate
 
     def _owner_uid(self, snapshot: Snapshot, entry: Entry) -> int:
         """`ls -l` owner: the creator of the owning user namespace (0 for the initial one)."""
@@ -198,7 +250,9 @@ class NsFs(pyfuse3.Operations):
         if file is None:
             return self._attr(inode, stat.S_IFDIR | 0o555, 0, uid, entry.first_seen_ns)
         mode = stat.S_IFLNK | 0o777 if file.is_link else stat.S_IFREG | 0o444
-        size = len(self._content(req, entry, file))
+        # holders may run to thousands of lines: like a /proc file it says size 0
+        # and is only worked out when opened.
+        size = 0 if file is HOLDERS else len(self._content(req, entry, file))
         return self._attr(inode + file.slot, mode, size, uid, entry.first_seen_ns)
 
     # -- finding names the snapshot lacks ------------------------------------

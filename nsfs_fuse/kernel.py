@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import re
 import resource
@@ -85,8 +86,13 @@ class NsKey(NamedTuple):
         return f"{self.type}:[{self.inode}]"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_ns_name(text: str) -> NsKey | None:
-    """The key for a kernel namespace name, or None if `text` is not one exactly."""
+    """The key for a kernel namespace name, or None if `text` is not one exactly.
+
+    Cached: a scan parses the same few names over and over (every process names
+    its eight namespaces, and most processes share them).
+    """
     match = _NAME_RE.fullmatch(text)
     if match is None:
         return None

@@ -86,15 +86,24 @@ def compute_view(snapshot: Snapshot, userns: NsKey) -> View:
     return View(userns, frozenset(e.name for e in listing), listing)
 
 
-def caller_userns(pid: int) -> NsKey | None:
-    """The user namespace of the thread making a request; None if it cannot be told."""
+def _caller_ns(pid: int, nstype: str) -> NsKey | None:
     if pid <= 0:  # the kernel could not map the caller into the daemon's pid namespace
         return None
     try:
-        key = parse_ns_name(os.readlink(f"/proc/{pid}/ns/user"))
+        key = parse_ns_name(os.readlink(f"/proc/{pid}/ns/{nstype}"))
     except OSError:
         return None  # exited mid-request: it sees nothing
-    return key if key is not None and key.type == "user" else None
+    return key if key is not None and key.type == nstype else None
+
+
+def caller_userns(pid: int) -> NsKey | None:
+    """The user namespace of the thread making a request; None if it cannot be told."""
+    return _caller_ns(pid, "user")
+
+
+def caller_pidns(pid: int) -> NsKey | None:
+    """The pid namespace of the thread making a request: whose pids it understands."""
+    return _caller_ns(pid, "pid")
 
 
 def map_uid(pid: int, kuid: int) -> int | None:

@@ -60,3 +60,9 @@ def nsfs(public_dir: Path, procs: Procs) -> Iterator[Daemon]:
     """A daemon mounted on a temporary directory, refreshing every INTERVAL seconds."""
     with running_daemon(public_dir / "mnt") as daemon:
         yield daemon
+
+
+@pytest.fixture
+def baseline(nsfs: Daemon) -> int:
+    """The daemon's fd count before the test makes anything."""
+    return nsfs.fd_count()

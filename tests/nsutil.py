@@ -281,3 +281,10 @@ def running_daemon(mountpoint: Path, *options: str, interval: float = INTERVAL) 
             subprocess.run(["umount", "-l", str(mountpoint)], check=False)
             raise AssertionError(f"{mountpoint} was left mounted after the daemon stopped")
     assert proc.returncode == 0, f"daemon exited with {proc.returncode}: {log.read_text()}"
+
+
+def assert_released(nsfs: Daemon, baseline: int, *names: str) -> None:
+    """The names leave the listing, and the daemon closes its pins on them."""
+    wait_until(lambda: not set(names) & nsfs.names(), f"{names} to leave the listing")
+    wait_until(lambda: not set(names) & nsfs.pinned(), f"the daemon to close its pins on {names}")
+    wait_until(lambda: nsfs.fd_count() <= baseline, f"the daemon's fd count to return to {baseline}")

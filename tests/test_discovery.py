@@ -10,24 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from .nsutil import Daemon, Procs, children, ns_of, run, running_daemon, wait_until
-
-
-@pytest.fixture
-def baseline(nsfs: Daemon) -> Iterator[int]:
-    """The daemon's fd count before the test makes anything."""
-    yield nsfs.fd_count()
-
-
-def assert_released(nsfs: Daemon, baseline: int, *names: str) -> None:
-    wait_until(lambda: not set(names) & nsfs.names(), f"{names} to leave the listing")
-    wait_until(lambda: not set(names) & nsfs.pinned(), f"the daemon to close its pins on {names}")
-    wait_until(lambda: nsfs.fd_count() <= baseline, f"the daemon's fd count to return to {baseline}")
+from .nsutil import Daemon, Procs, assert_released, children, ns_of, run, running_daemon, wait_until
 
 
 def test_held_by_a_process(nsfs: Daemon, procs: Procs, baseline: int) -> None:

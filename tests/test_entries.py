@@ -47,12 +47,12 @@ def test_entry_files_and_their_contents(nsfs: Daemon, procs: Procs) -> None:
     init_user, init_pid = ns_of(os.getpid(), "user"), ns_of(os.getpid(), "pid")
     wait_until(lambda: {user, pidns, net} <= nsfs.names(), "the new namespaces")
 
-    assert sorted(os.listdir(nsfs.path(net))) == ["id", "ns", "nstype", "owner"]
-    assert sorted(os.listdir(nsfs.path(pidns))) == ["id", "ns", "nstype", "owner", "parent"]
-    assert sorted(os.listdir(nsfs.path(user))) == ["id", "ns", "nstype", "owner", "owner_uid", "parent"]
+    assert sorted(os.listdir(nsfs.path(net))) == ["holders", "id", "ns", "nstype", "owner"]
+    assert sorted(os.listdir(nsfs.path(pidns))) == ["holders", "id", "ns", "nstype", "owner", "parent"]
+    assert sorted(os.listdir(nsfs.path(user))) == ["holders", "id", "ns", "nstype", "owner", "owner_uid", "parent"]
     # The initial namespaces have no owner or parent: the kernel answers EPERM there too.
-    assert sorted(os.listdir(nsfs.path(init_user))) == ["id", "ns", "nstype", "owner_uid"]
-    assert sorted(os.listdir(nsfs.path(init_pid))) == ["id", "ns", "nstype", "owner"]
+    assert sorted(os.listdir(nsfs.path(init_user))) == ["holders", "id", "ns", "nstype", "owner_uid"]
+    assert sorted(os.listdir(nsfs.path(init_pid))) == ["holders", "id", "ns", "nstype", "owner"]
 
     assert os.readlink(nsfs.path(net, "owner")) == f"../{user}"
     assert os.readlink(nsfs.path(pidns, "owner")) == f"../{user}"
@@ -148,5 +148,5 @@ def test_directories_list_dot_and_dot_dot(nsfs: Daemon) -> None:
     root = run(["ls", "-a", str(nsfs.mountpoint)]).stdout.split()
     assert root[:2] == [".", ".."] and net in root
     entry = run(["ls", "-a", str(nsfs.path(net))]).stdout.split()
-    assert entry == [".", "..", "id", "ns", "nstype", "owner"]
+    assert entry == [".", "..", "holders", "id", "ns", "nstype", "owner"]
     assert os.stat(nsfs.path(net, "..")).st_ino == os.stat(nsfs.mountpoint).st_ino

@@ -49,7 +49,7 @@ def test_hidden_entries_are_enoent_to_every_operation(nsfs: Daemon, procs: Procs
         for op in ("stat", "lstat", "listdir", "readlink", "read"):
             assert seen[(op, str(path))] == "ENOENT", (op, path)
     # Its own entries answer; links to what it cannot see are absent, not dangling.
-    assert sorted(os.listdir(nsfs.path(net))) == ["id", "ns", "nstype", "owner"]
+    assert sorted(os.listdir(nsfs.path(net))) == ["holders", "id", "ns", "nstype", "owner"]
     own = probe(inside, nsfs.path(net, "owner"), nsfs.path(user, "owner"), nsfs.path(user, "parent"))
     assert own[("readlink", str(nsfs.path(net, "owner")))] == "ok"
     assert own[("lstat", str(nsfs.path(user, "owner")))] == "ENOENT"
