@@ -8,13 +8,17 @@ checks that the entry goes and the daemon closes its pin.
 from __future__ import annotations
 
 import array
+import errno
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from .nsutil import Daemon, Procs, assert_released, children, ns_of, run, wait_until
+from nsfs_fuse import kernel
+
+from .nsutil import Daemon, Procs, assert_released, children, ns_id, ns_of, run, wait_until
 
 
 def holders(nsfs: Daemon, name: str) -> list[str]:
@@ -274,3 +278,79 @@ def test_a_long_list_reads_whole(nsfs: Daemon, procs: Procs) -> None:
     wait_until(lambda: net in nsfs.names() and holders(nsfs, net) == expected, "every holder", timeout=60)
     cat = run(["cat", str(nsfs.path(net, "holders"))])
     assert cat.stdout.splitlines() == expected
+
+
+def test_a_recycled_inode_is_a_new_entry_never_a_mix(nsfs: Daemon, procs: Procs) -> None:
+    # The old network namespace is owned by a user namespace that stays; the new one
+    # by the initial one. Inode numbers go lowest-free first, so once the old one is
+    # freed, the next namespace made takes its number.
+    owner = procs.sleeper("--user", "--map-root-user")
+    user = ns_of(owner, "user")
+    for _ in range(20):
+        old = procs.start("nsenter", f"--target={owner}", "--user", "unshare", "--net", "sleep", "600")
+        old_pid = procs.wait_for_sleep(old)
+        net = ns_of(old_pid, "net")
+        wait_until(lambda: net in nsfs.names(), "the first namespace")  # noqa: B023 - called at once
+        old_id, old_inode = nsfs.read(net, "id"), os.stat(nsfs.path(net)).st_ino
+        assert os.readlink(nsfs.path(net, "owner")) == f"../{user}"
+        handle = _handle(f"/proc/{old_pid}/ns/net")
+        procs.stop(old)
+        wait_until(lambda: _freed(handle), "the kernel to free the old namespace")  # noqa: B023 - called at once
+        time.sleep(0.3)  # the number itself is freed after an RCU grace period
+        pid = procs.sleeper("--net")
+        if ns_of(pid, "net") == net:
+            break
+        procs.end(pid)
+    else:
+        raise AssertionError("no new namespace reused an old one's inode number in 20 tries")
+    wait_until(lambda: net in nsfs.names() and holders(nsfs, net) == [f"process {pid} sleep"], "the new namespace")
+    assert nsfs.read(net, "id") == f"{ns_id(f'/proc/{pid}/ns/net')}\n" != old_id
+    assert os.readlink(nsfs.path(net, "owner")) == f"../{ns_of(os.getpid(), 'user')}"
+    assert os.stat(nsfs.path(net, "ns")).st_ino == int(net[5:-1])
+    assert os.stat(nsfs.path(net)).st_ino != old_inode, "a new entry, not the old one's inode"
+
+
+def _handle(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        handle = kernel.ns_handle(fd)
+    finally:
+        os.close(fd)
+    assert handle is not None, "this kernel has nsfs file handles"
+    return handle
+
+
+def _freed(handle: bytes) -> bool:
+    """Whether the namespace behind `handle` is gone (its inode number free again)."""
+    try:
+        os.close(kernel.open_ns_handle(handle))
+    except OSError as exc:
+        return exc.errno in (errno.ESTALE, errno.ENOENT)
+    return False
+
+
+def test_lsns_lists_nothing_the_filesystem_does_not(nsfs: Daemon, procs: Procs, public_dir: Path) -> None:
+    # A little of everything: processes, a socket-only and an fd-only namespace, a bind mount.
+    procs.sleeper("--user", "--map-root-user", "--pid", "--net", "--ipc", "--uts", "--fork")
+    sock = procs.start(sys.executable, "-c", SOCKET_ONLY, stdout=subprocess.PIPE)
+    assert sock.stdout is not None
+    socket_net = sock.stdout.readline().decode().split()[0]
+    pid = procs.sleeper("--net")
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    mounted = procs.sleeper("--net")
+    target = public_dir / "netns"
+    target.touch()
+    assert run(["mount", "--bind", f"/proc/{mounted}/ns/net", str(target)]).returncode == 0
+    try:
+        procs.end(pid)
+        procs.end(mounted)
+        wait_until(lambda: socket_net in nsfs.names(), "the socket-held namespace")
+        lsns = run(["lsns", "--list", "--noheadings", "--output", "NS,TYPE"])
+        assert lsns.returncode == 0, lsns.stderr
+        theirs = {f"{nstype}:[{inode}]" for inode, nstype in (line.split() for line in lsns.stdout.splitlines())}
+        ours = nsfs.names()
+        assert theirs <= ours, f"lsns lists what we do not: {sorted(theirs - ours)}"
+        assert socket_net in ours
+    finally:
+        os.close(fd)
+        assert run(["umount", str(target)]).returncode == 0
