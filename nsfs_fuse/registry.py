@@ -139,6 +139,7 @@ class Registry:
             for key in list(self._entries):
                 self._release(key)
             self._seen.clear()
+            self._unseen.clear()
             self._publish()
 
     # -- pinning ------------------------------------------------------------
@@ -294,7 +295,8 @@ class Registry:
             if entry.key.type == "pid" and entry.parent is not None and entry.parent.name in by_name:
                 by_name[entry.parent.name].add(Holder("parent-of", ns=entry.name))
         for key in self._unseen:
-            by_name[key.name].add(UNSEEN)
+            if key.name in by_name:
+                by_name[key.name].add(UNSEEN)
         return {name: tuple(sorted(holders, key=_holder_order)) for name, holders in by_name.items()}
 
     def _publish(self) -> Snapshot:
