@@ -7,7 +7,7 @@ MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux
 
-.PHONY: setup run stop test lint clean
+.PHONY: setup run stop test lint compare clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3) and what pyfuse3 builds against.
 .system-deps:
@@ -38,9 +38,13 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check nsfs_fuse tests
-	$(VENV)/bin/ruff format --check nsfs_fuse tests
+	$(VENV)/bin/ruff check nsfs_fuse tests bench
+	$(VENV)/bin/ruff format --check nsfs_fuse tests bench
 	$(VENV)/bin/mypy
+
+# What the mount finds that lsns does not, per kind of holder (COUNT of each).
+compare: setup
+	$(VENV)/bin/python -m bench.lsns_compare $(COUNT)
 
 clean:
 	rm -rf $(VENV) .system-deps .pytest_cache .mypy_cache .ruff_cache *.egg-info
