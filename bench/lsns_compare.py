@@ -12,7 +12,6 @@ import array
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,11 +42,6 @@ class World:
         self.sockets: list[socket.socket] = []
         self.in_flight: list[tuple[int, int]] = []  # (fd, pid) to let go once the daemon has seen them
 
-    def _line(self, argv: list[str]) -> list[str]:
-        proc = self.procs.start(*argv, stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        return proc.stdout.readline().decode().split()
-
     def _held_by_fd(self, pid: int, nstype: str) -> int:
         fd = os.open(f"/proc/{pid}/ns/{nstype}", os.O_RDONLY)
         self.fds.append(fd)
@@ -57,14 +51,14 @@ class World:
         return [ns_of(self.procs.sleeper("--net"), "net")]
 
     def thread(self) -> list[str]:
-        return [self._line([sys.executable, "-c", THREAD])[1]]
+        return [self.procs.reporting(sys.executable, "-c", THREAD)[1][1]]
 
     def pid_for_children(self) -> list[str]:
         proc = self.procs.start("unshare", "--pid", "sh", "-c", "(true); exec sleep 600")
         return [os.readlink(f"/proc/{self.procs.wait_for_sleep(proc)}/ns/pid_for_children")]
 
     def time_for_children(self) -> list[str]:
-        return self._line([sys.executable, "-c", UNSHARE_TIME_NO_EXEC])
+        return self.procs.reporting(sys.executable, "-c", UNSHARE_TIME_NO_EXEC)[1]
 
     def fd(self) -> list[str]:
         pid = self.procs.sleeper("--net")
@@ -106,7 +100,7 @@ class World:
         return names
 
     def socket(self) -> list[str]:
-        return [self._line([sys.executable, "-c", SOCKET_ONLY])[0]]
+        return [self.procs.reporting(sys.executable, "-c", SOCKET_ONLY)[1][0]]
 
     def owner_only(self) -> list[str]:
         pid = self.procs.sleeper("--user", "--map-root-user", "--net")

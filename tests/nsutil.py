@@ -167,6 +167,12 @@ class Procs:
         self._procs.append(proc)
         return proc  # type: ignore[no-any-return]
 
+    def reporting(self, *argv: str) -> tuple[subprocess.Popen[bytes], list[str]]:
+        """Start a program that prints one line about what it holds; return it and that line's words."""
+        proc = self.start(*argv, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        return proc, proc.stdout.readline().decode().split()
+
     def sleeper(self, *unshare_flags: str, uid: int | None = None) -> int:
         """A `sleep` in new namespaces, run by `uid` if given; returns its pid.
 

@@ -53,9 +53,7 @@ def test_a_process(nsfs: Daemon, procs: Procs, baseline: int) -> None:
 
 
 def test_a_thread(nsfs: Daemon, procs: Procs, baseline: int) -> None:
-    proc = procs.start(sys.executable, "-c", THREAD, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    tid, net = proc.stdout.readline().decode().split()
+    proc, (tid, net) = procs.reporting(sys.executable, "-c", THREAD)
     wait_until(lambda: net in nsfs.names(), "the thread's namespace")
     assert holders(nsfs, net) == [f"task {proc.pid} {tid} {comm(proc.pid, int(tid))}"]
     procs.stop(proc)
@@ -119,9 +117,7 @@ def test_a_bind_mount_in_a_mount_namespace_no_process_is_in(
 
 
 def test_a_socket(nsfs: Daemon, procs: Procs, baseline: int) -> None:
-    proc = procs.start(sys.executable, "-c", SOCKET_ONLY, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    net, fd = proc.stdout.readline().decode().split()
+    proc, (net, fd) = procs.reporting(sys.executable, "-c", SOCKET_ONLY)
     assert ns_of(proc.pid, "net") != net, "the process went back home; only its socket is in there"
     wait_until(lambda: net in nsfs.names(), "a namespace held by a socket")
     assert holders(nsfs, net) == [f"socket {proc.pid} {fd}"]
@@ -130,9 +126,7 @@ def test_a_socket(nsfs: Daemon, procs: Procs, baseline: int) -> None:
 
 
 def test_time_for_children(nsfs: Daemon, procs: Procs, baseline: int) -> None:
-    proc = procs.start(sys.executable, "-c", UNSHARE_TIME_NO_EXEC, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    time_ns = proc.stdout.readline().decode().strip()
+    proc, (time_ns,) = procs.reporting(sys.executable, "-c", UNSHARE_TIME_NO_EXEC)
     wait_until(lambda: time_ns in nsfs.names(), "a time namespace held for children")
     assert holders(nsfs, time_ns) == [f"for-children {proc.pid}"]
     procs.stop(proc)
@@ -341,9 +335,7 @@ def _freed(handle: bytes) -> bool:
 def test_lsns_lists_nothing_the_filesystem_does_not(nsfs: Daemon, procs: Procs, public_dir: Path) -> None:
     # A little of everything: processes, a socket-only and an fd-only namespace, a bind mount.
     procs.sleeper("--user", "--map-root-user", "--pid", "--net", "--ipc", "--uts", "--fork")
-    sock = procs.start(sys.executable, "-c", SOCKET_ONLY, stdout=subprocess.PIPE)
-    assert sock.stdout is not None
-    socket_net = sock.stdout.readline().decode().split()[0]
+    socket_net = procs.reporting(sys.executable, "-c", SOCKET_ONLY)[1][0]
     pid = procs.sleeper("--net")
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     mounted = procs.sleeper("--net")
