@@ -275,8 +275,9 @@ class Registry:
                 if exc.errno not in (errno.ESTALE, errno.ENOENT):
                     log.warning("probe of %s failed: %s; released", key.name, exc.strerror)
                 continue
-            self._entries[key] = dataclasses.replace(entry, pin=fd)
-            self._dirty = True
+            if fd != entry.pin:  # usually the number just closed comes back: nothing to publish
+                self._entries[key] = dataclasses.replace(entry, pin=fd)
+                self._dirty = True
             unseen.add(key)
             live.update(self._closure([key]))
         return unseen
