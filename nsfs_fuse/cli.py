@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _setup_logging(args, background=False)
         try:
-            serve(Config(mountpoint, args.interval, fuse_options(args)), lambda: log.info("serving %s", mountpoint))
+            serve(Config(mountpoint, args.interval, fuse_options(args)), lambda: None)
         except (OSError, RuntimeError) as exc:
             raise SetupError(f"cannot mount {mountpoint}: {exc}") from None
         return 0

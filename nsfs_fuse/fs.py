@@ -149,7 +149,8 @@ class NsFs(pyfuse3.Operations):
             files.append(OWNER_UID)
         if entry.ns_id is not None:
             files.append(ID)
-        files.append(NS)
+        if entry.pin is not None:
+            files.append(NS)
         files.append(HOLDERS)
         return files
 
@@ -204,12 +205,13 @@ class NsFs(pyfuse3.Operations):
         if pidns == self._pidns:
             return lambda pid: pid
         entry = req.snapshot.get(pidns)
-        if entry is None:
+        if entry is None or entry.pin is None:
             return lambda pid: None
+        pin = entry.pin
 
         def translate(pid: int) -> int | None:
             try:
-                translated = kernel.pid_in_pidns(entry.pin, pid)
+                translated = kernel.pid_in_pidns(pin, pid)
             except OSError:
                 return None  # ESRCH: not in the caller's pid namespace
             return translated if translated > 0 else None

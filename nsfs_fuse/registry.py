@@ -25,6 +25,7 @@ import dataclasses
 import errno
 import logging
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +42,10 @@ HOLDER_KINDS = ("process", "task", "for-children", "fd", "socket", "mount", "own
 _KIND_RANK = {kind: rank for rank, kind in enumerate(HOLDER_KINDS)}
 UNSEEN = Holder("unseen")
 
+# fds the daemon keeps free for FUSE, scans, helpers and the ioctls that read a new
+# namespace; pins stop short of the limit by this much.
+FD_RESERVE = 64
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -48,7 +53,7 @@ class Entry:
 
     key: NsKey
     serial: int  # never reused while the daemon runs; FUSE inodes derive from it
-    pin: int  # the daemon's fd on the namespace
+    pin: int | None  # the daemon's fd on the namespace; None past the fd limit (no `ns` link then)
     handle: bytes | None  # its nsfs file handle, on kernels that have them
     ns_id: int | None  # NS_GET_ID, on kernels that have it
     owner: NsKey | None  # owning user namespace (None for the initial one)
@@ -98,6 +103,10 @@ class Registry:
         self._generation = 0
         self._dirty = False  # entries changed since the last snapshot
         self._nsfs_dev = kernel.nsfs_device()
+        self._pins = 0
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self._max_pins = max(0, soft - FD_RESERVE) if soft != resource.RLIM_INFINITY else 1 << 30
+        self._warned_full = False
         self.snapshot: Snapshot = EMPTY
 
     # -- merging what discovery found --------------------------------------
@@ -123,6 +132,7 @@ class Registry:
             self._seen = seen
             live = self._closure(held)
             self._unseen = self._probe([k for k in self._entries if k not in live], live, scan.daemon_pins)
+            self._pin_unpinned()
             return self._publish()
 
     def adopt(self, sightings: Iterable[Sighting]) -> Snapshot:
@@ -181,11 +191,12 @@ class Registry:
         except BaseException:
             os.close(fd)
             raise
+        pin = self._keep(fd)
         self._serial += 1
         self._entries[key] = Entry(
             key=key,
             serial=self._serial,
-            pin=fd,
+            pin=pin,
             handle=handle,
             ns_id=ns_id,
             owner=owner,
@@ -215,8 +226,44 @@ class Registry:
             self._pin(key, rel_fd)
         return key
 
+    def _keep(self, fd: int) -> int | None:
+        """`fd` as a pin, or None (and `fd` closed) once pins would crowd out everything else.
+
+        Past the limit a namespace is still listed, from what was read while the fd
+        was open; it has no `ns` link until a pin is free again.
+        """
+        if self._pins < self._max_pins:
+            self._pins += 1
+            return fd
+        os.close(fd)
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning(
+                "fd limit reached (%d pins): further namespaces are listed without an ns link",
+                self._pins,
+            )
+        return None
+
+    def _unpin(self, entry: Entry) -> None:
+        if entry.pin is not None:
+            os.close(entry.pin)
+            self._pins -= 1
+
+    def _pin_unpinned(self) -> None:
+        """Give entries listed without a pin one, by handle, as pins free up."""
+        for key, entry in list(self._entries.items()):
+            if self._pins >= self._max_pins:
+                return
+            if entry.pin is None and entry.handle is not None:
+                try:
+                    fd = kernel.open_ns_handle(entry.handle)
+                except OSError:
+                    continue  # gone: the next scan drops it
+                self._entries[key] = dataclasses.replace(entry, pin=self._keep(fd))
+                self._dirty = True
+
     def _release(self, key: NsKey) -> None:
-        os.close(self._forget(key).pin)
+        self._unpin(self._forget(key))
 
     def _forget(self, key: NsKey) -> Entry:
         entry = self._entries.pop(key)
@@ -267,7 +314,7 @@ class Registry:
             if entry.handle is None or key in pinned_elsewhere:
                 self._release(key)
                 continue
-            os.close(entry.pin)
+            self._unpin(entry)
             try:
                 fd = kernel.open_ns_handle(entry.handle)
             except OSError as exc:
@@ -275,8 +322,9 @@ class Registry:
                 if exc.errno not in (errno.ESTALE, errno.ENOENT):
                     log.warning("probe of %s failed: %s; released", key.name, exc.strerror)
                 continue
-            if fd != entry.pin:  # usually the number just closed comes back: nothing to publish
-                self._entries[key] = dataclasses.replace(entry, pin=fd)
+            pin = self._keep(fd)
+            if pin != entry.pin:  # usually the number just closed comes back: nothing to publish
+                self._entries[key] = dataclasses.replace(entry, pin=pin)
                 self._dirty = True
             unseen.add(key)
             live.update(self._closure([key]))

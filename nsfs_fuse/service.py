@@ -102,11 +102,12 @@ class Refresher:
             self._merged_event = trio.Event()
 
 
-async def _main(refresher: Refresher, ready: Callable[[], None]) -> None:
+async def _main(refresher: Refresher, mountpoint: str, ready: Callable[[], None]) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(refresher.run)
         nursery.start_soon(_on_signals, nursery.cancel_scope)
         await trio.sleep(0)
+        log.info("serving %s", mountpoint)
         ready()
         try:
             await pyfuse3.main()  # returns when the filesystem is unmounted
@@ -136,8 +137,9 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
         ops = NsFs(registry, refresher)
         pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
         try:
-            trio.run(_main, refresher, ready)
+            trio.run(_main, refresher, config.mountpoint, ready)
         finally:
             pyfuse3.close(unmount=True)
     finally:
         registry.close()
+        log.info("exiting: %s unmounted, every pin closed", config.mountpoint)

@@ -297,12 +297,16 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(mountpoint: Path, *options: str, interval: float = INTERVAL) -> Iterator[Daemon]:
+def running_daemon(
+    mountpoint: Path, *options: str, interval: float = INTERVAL, prefix: Sequence[str] = ()
+) -> Iterator[Daemon]:
+    """A foreground daemon on `mountpoint` (run under `prefix`, e.g. prlimit), stopped with SIGTERM."""
     mountpoint.mkdir(exist_ok=True)
     log = mountpoint.with_name(mountpoint.name + ".log")
     opts = ",".join([f"interval={interval}", *options])
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*NSFS, str(mountpoint), "-f", "-o", opts], stdin=subprocess.DEVNULL, stderr=out)
+        argv = [*prefix, *NSFS, str(mountpoint), "-f", "-o", opts]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=out)
     daemon = Daemon(mountpoint, proc, log)
     try:
 

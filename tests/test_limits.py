@@ -1,0 +1,62 @@
+"""Exhausted limits and faults: the daemon keeps serving and says what happened, once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from .nsutil import NSFS, Procs, is_mounted, ns_of, run, running_daemon, wait_until
+
+FD_LIMIT = 128  # the daemon keeps 64 of them for itself: at most 64 pins
+
+
+def test_more_namespaces_than_fds(public_dir: Path, procs: Procs) -> None:
+    with running_daemon(public_dir / "mnt", prefix=["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}"]) as nsfs:
+        made = set()
+        for _ in range(40):
+            pid = procs.sleeper("--net", "--uts", "--ipc")
+            made |= {ns_of(pid, t) for t in ("net", "uts", "ipc")}
+        wait_until(lambda: made <= nsfs.names(), "all 120 new namespaces to be listed", timeout=30)
+        names = nsfs.names()
+        linked = {n for n in names if os.path.lexists(nsfs.path(n, "ns"))}
+        assert len(names) > FD_LIMIT
+        assert 0 < len(linked) <= FD_LIMIT - 64
+        for name in names - linked:  # listed in full, but for the link
+            assert nsfs.read(name, "nstype") == name.split(":")[0] + "\n"
+            assert sorted(os.listdir(nsfs.path(name)))[:2] == ["holders", "id"]
+        for name in linked:
+            assert os.stat(nsfs.path(name, "ns")).st_ino == int(name.split("[")[1][:-1])
+        assert nsfs.fd_count() <= FD_LIMIT
+        warnings = [line for line in nsfs.log.read_text().splitlines() if "fd limit reached" in line]
+        assert len(warnings) == 1, warnings
+    # running_daemon checked that it stopped cleanly (exit 0, unmounted).
+
+
+def test_logfile_in_the_background(public_dir: Path) -> None:
+    mountpoint, logfile = public_dir / "mnt", public_dir / "nsfs.log"
+    mountpoint.mkdir()
+    started = run([*NSFS, str(mountpoint), "-o", f"logfile={logfile},interval=0.2"])
+    assert (started.returncode, started.stderr) == (0, "")
+    try:
+        wait_until(lambda: logfile.exists() and "serving" in logfile.read_text(), "the log file")
+        assert "found" in logfile.read_text()
+    finally:
+        assert run(["umount", str(mountpoint)]).returncode == 0
+    wait_until(lambda: "exiting" in logfile.read_text(), "the daemon to log its exit")
+
+
+def test_a_killed_daemon_leaves_a_mount_that_umount_removes(public_dir: Path) -> None:
+    mountpoint = public_dir / "mnt"
+    mountpoint.mkdir()
+    proc = subprocess.Popen([*NSFS, str(mountpoint), "-f"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: is_mounted(mountpoint) and bool(os.listdir(mountpoint)), "the mount")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    dead = run(["ls", str(mountpoint)])
+    assert "Transport endpoint is not connected" in dead.stderr
+    assert run(["umount", str(mountpoint)]).returncode == 0
+    assert not is_mounted(mountpoint)
