@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from nsfs_fuse.visibility import caller_userns
+
 from .nsutil import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, wait_until
 
 # Run inside a caller's namespaces: what each operation on each path gives.
@@ -123,3 +125,66 @@ def test_a_caller_the_daemon_cannot_identify_sees_nothing(public_dir: Path, proc
     finally:
         run(["umount", str(mountpoint)])
     assert daemon.wait(timeout=PATIENCE) == 0
+
+
+AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+
+
+def test_an_unprivileged_caller_in_the_initial_user_namespace_sees_all_but_cannot_open_ns(nsfs: Daemon) -> None:
+    net = ns_of(os.getpid(), "net")
+
+    def same_listing() -> bool:
+        listed = run([*AS_1000, "ls", str(nsfs.mountpoint)])
+        return set(listed.stdout.split()) == nsfs.names()
+
+    wait_until(same_listing, "uid 1000 to list what root lists")
+    seen = probe(AS_1000, nsfs.path(net, "nstype"), nsfs.path(net, "ns"))
+    assert seen[("read", str(nsfs.path(net, "nstype")))] == "ok"
+    assert seen[("readlink", str(nsfs.path(net, "ns")))] == "ok"  # the link is there to read...
+    assert seen[("read", str(nsfs.path(net, "ns")))] == "EACCES"  # ...but only root may follow it
+
+
+def test_child_grandchild_and_sibling_made_by_an_unprivileged_user(nsfs: Daemon, procs: Procs) -> None:
+    child = procs.sleeper("--user", "--map-root-user", "--fork", uid=1000)
+    nested = ["nsenter", f"--target={child}", "--user", "unshare", "--user", "--map-root-user", "--net", "sleep", "600"]
+    grandchild = procs.wait_for_sleep(procs.start(*nested))
+    sibling = procs.sleeper("--user", "--map-root-user", "--uts", uid=1000)
+    c_user, g_user, g_net = ns_of(child, "user"), ns_of(grandchild, "user"), ns_of(grandchild, "net")
+    s_user, s_uts = ns_of(sibling, "user"), ns_of(sibling, "uts")
+    wait_until(lambda: {c_user, g_user, g_net, s_user, s_uts} <= nsfs.names(), "all five namespaces")
+
+    def enter(pid: int) -> list[str]:
+        return ["nsenter", f"--target={pid}", "--user", "--preserve-credentials"]
+
+    def listing(pid: int) -> set[str]:
+        return set(run([*enter(pid), "ls", str(nsfs.mountpoint)]).stdout.split())
+
+    assert listing(child) == {c_user, g_user, g_net}
+    assert listing(grandchild) == {g_user, g_net}
+    assert listing(sibling) == {s_user, s_uts}
+    # Names taken from a sibling are not there at all, whatever one does with them.
+    paths = [nsfs.path(c_user), nsfs.path(g_net, "nstype"), nsfs.path(g_user, "owner"), nsfs.path(g_net, "ns")]
+    from_sibling = probe(enter(sibling), *paths)
+    assert set(from_sibling.values()) == {"ENOENT"}, from_sibling
+    # owner_uid is the creator (uid 1000) as each caller's user namespace maps it.
+    assert nsfs.read(c_user, "owner_uid") == "1000\n"
+    assert run([*enter(child), "cat", str(nsfs.path(c_user, "owner_uid"))]).stdout == "0\n"
+    assert run([*enter(grandchild), "cat", str(nsfs.path(g_user, "owner_uid"))]).stdout == "0\n"
+
+
+def test_owner_uid_unmapped_in_the_callers_namespace_is_65534(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper("--user", uid=1000)  # no uid map written: nothing is mapped inside
+    user = ns_of(pid, "user")
+    wait_until(lambda: user in nsfs.names(), "the namespace")
+    assert nsfs.read(user, "owner_uid") == "1000\n"
+    inside = run(
+        ["nsenter", f"--target={pid}", "--user", "--preserve-credentials", "cat", str(nsfs.path(user, "owner_uid"))]
+    )
+    assert inside.stdout == "65534\n", inside.stderr
+
+
+def test_a_caller_that_is_gone_sees_nothing(procs: Procs) -> None:
+    proc = procs.start("true")
+    proc.wait()
+    assert caller_userns(proc.pid) is None
+    assert caller_userns(0) is None
