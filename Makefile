@@ -7,7 +7,7 @@ MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux
 
-.PHONY: setup run stop test lint compare clean
+.PHONY: setup run stop test lint compare soak clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3) and what pyfuse3 builds against.
 .system-deps:
@@ -41,6 +41,12 @@ lint: setup
 	$(VENV)/bin/ruff check nsfs_fuse tests bench
 	$(VENV)/bin/ruff format --check nsfs_fuse tests bench
 	$(VENV)/bin/mypy
+
+# Namespaces made and destroyed at RATE a second for SOAK_SECONDS while readers check every answer.
+SOAK_SECONDS ?= 60
+RATE ?= 200
+soak: setup
+	$(VENV)/bin/python -m bench.soak --seconds $(SOAK_SECONDS) --rate $(RATE)
 
 # What the mount finds that lsns does not, per kind of holder (COUNT of each).
 compare: setup

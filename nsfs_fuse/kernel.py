@@ -86,12 +86,13 @@ class NsKey(NamedTuple):
         return f"{self.type}:[{self.inode}]"
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=512)
 def parse_ns_name(text: str) -> NsKey | None:
     """The key for a kernel namespace name, or None if `text` is not one exactly.
 
     Cached: a scan parses the same few names over and over (every process names
-    its eight namespaces, and most processes share them).
+    its eight namespaces, and most processes share them). Small on purpose: under
+    churn a large cache fills with the names of namespaces long dead.
     """
     match = _NAME_RE.fullmatch(text)
     if match is None:
