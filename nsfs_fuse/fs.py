@@ -42,6 +42,7 @@ log = logging.getLogger("nsfs")
 
 ROOT: Final = pyfuse3.ROOT_INODE
 SLOTS: Final = 16  # inodes per entry: the directory, then one per file
+NAME_MAX: Final = 255
 
 
 class NsFile(NamedTuple):
@@ -85,7 +86,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _guarded(handler: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+def guarded(handler: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """Turn any unexpected exception into EIO: one inside pyfuse3.main would end the daemon."""
 
     @functools.wraps(handler)
@@ -279,8 +280,10 @@ class NsFs(pyfuse3.Operations):
 
     # -- handlers -----------------------------------------------------------
 
-    @_guarded
+    @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
+        if len(name) > NAME_MAX:  # FUSE passes names up to 1024 bytes; statfs says 255
+            raise FUSEError(errno.ENAMETOOLONG)
         req = self._request(ctx)
         text = name.decode("ascii", "replace")
         if parent_inode == ROOT:
@@ -300,7 +303,7 @@ class NsFs(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         return self._entry_attr(req, entry, file)
 
-    @_guarded
+    @guarded
     async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
         if inode == ROOT:
             return self._root_attr()
@@ -308,7 +311,7 @@ class NsFs(pyfuse3.Operations):
         entry, file = self._entry(req, inode)
         return self._entry_attr(req, entry, file)
 
-    @_guarded
+    @guarded
     async def readlink(self, inode: int, ctx: RequestContext) -> bytes:
         req = self._request(ctx)
         entry, file = self._entry(req, inode)
@@ -316,7 +319,7 @@ class NsFs(pyfuse3.Operations):
             raise FUSEError(errno.EINVAL)
         return self._content(req, entry, file)
 
-    @_guarded
+    @guarded
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
         req = self._request(ctx)
         names: list[tuple[str, int]]
@@ -335,7 +338,7 @@ class NsFs(pyfuse3.Operations):
         self._dirs[fh] = (req, names)
         return fh
 
-    @_guarded
+    @guarded
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         req, names = self._dirs[fh]
         for index in range(start_id, len(names)):
@@ -348,11 +351,11 @@ class NsFs(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
                 return
 
-    @_guarded
+    @guarded
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
-    @_guarded
+    @guarded
     async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             raise FUSEError(errno.EROFS)
@@ -364,25 +367,25 @@ class NsFs(pyfuse3.Operations):
         self._files[fh] = self._content(req, entry, file)
         return FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
-    @_guarded
+    @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
         return self._files[fh][off : off + size]
 
-    @_guarded
+    @guarded
     async def release(self, fh: int) -> None:
         self._files.pop(fh, None)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """Nothing to do: inodes are derived from serials, not kept in a table."""
 
-    @_guarded
+    @guarded
     async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = 4096
         data.f_blocks = data.f_bfree = data.f_bavail = 0
         data.f_files = len(self._registry.snapshot.entries)
         data.f_ffree = data.f_favail = 0
-        data.f_namemax = 255
+        data.f_namemax = NAME_MAX
         return data
 
     # getxattr and listxattr are left to pyfuse3's default, ENOSYS: the kernel then

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
 import subprocess
 from pathlib import Path
+
+import pytest
+import trio
+from pyfuse3 import FUSEError
+
+from nsfs_fuse.fs import guarded
 
 from .nsutil import NSFS, Procs, is_mounted, ns_of, run, running_daemon, wait_until
 
@@ -60,3 +68,16 @@ def test_a_killed_daemon_leaves_a_mount_that_umount_removes(public_dir: Path) ->
     assert "Transport endpoint is not connected" in dead.stderr
     assert run(["umount", str(mountpoint)]).returncode == 0
     assert not is_mounted(mountpoint)
+
+
+def test_an_unexpected_exception_in_a_handler_is_eio_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # A bug must cost one request, not the daemon: pyfuse3 ends its main loop on any
+    # exception other than FUSEError.
+    @guarded
+    async def handler() -> None:
+        raise ValueError("a bug")
+
+    with caplog.at_level(logging.ERROR, logger="nsfs"), pytest.raises(FUSEError) as raised:
+        trio.run(handler)
+    assert raised.value.errno == errno.EIO
+    assert "handler failed" in caplog.text and "ValueError: a bug" in caplog.text

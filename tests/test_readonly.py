@@ -97,3 +97,40 @@ def test_reads_at_any_offset_and_size(nsfs: Daemon) -> None:
         assert os.pread(fd, 4096, 1 << 40) == b""
     finally:
         os.close(fd)
+
+
+# (what, path under the mount, the errno every lookup of it gives)
+ODD_PATHS = [
+    ("a name one byte too long", "x" * 256, errno.ENAMETOOLONG),
+    ("a namespace name padded to the limit", "net:[4026531833]" + "0" * 239, errno.ENOENT),
+    ("a file of a file", "{net}/nstype/x", errno.ENOTDIR),
+    ("a link of a link", "{net}/owner/owner_uid/x", errno.ENOTDIR),
+]
+
+
+@pytest.mark.parametrize(("what", "path", "error"), ODD_PATHS, ids=[p[0] for p in ODD_PATHS])
+def test_odd_paths(nsfs: Daemon, what: str, path: str, error: int) -> None:
+    with pytest.raises(OSError) as raised:
+        os.stat(nsfs.path(path.format(net=_net(nsfs))))
+    assert raised.value.errno == error, what
+    assert _net(nsfs) in nsfs.names()
+
+
+def test_dot_and_dot_dot_chains_resolve_like_any_directory(nsfs: Daemon) -> None:
+    net, user = _net(nsfs), ns_of(os.getpid(), "user")
+    chain = nsfs.path(net, ".", "..", net, "..", user, ".", "nstype")
+    assert chain.read_text() == "user\n"
+    assert os.path.realpath(nsfs.path(net, "..", "..")) == str(nsfs.mountpoint.parent)
+    # Following owner and then .. lands back in the mount's root.
+    assert os.stat(nsfs.path(net, "owner", "..")).st_ino == os.stat(nsfs.mountpoint).st_ino
+
+
+def test_xattrs_are_not_supported_and_cannot_be_set(nsfs: Daemon) -> None:
+    path = nsfs.path(_net(nsfs), "nstype")
+    for call in (lambda: os.getxattr(path, "user.x"), lambda: os.listxattr(path)):
+        with pytest.raises(OSError) as raised:
+            call()
+        assert raised.value.errno == errno.EOPNOTSUPP
+    with pytest.raises(OSError) as raised:
+        os.setxattr(path, "user.x", b"1")
+    assert raised.value.errno == errno.EROFS
