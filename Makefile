@@ -7,7 +7,7 @@ MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux
 
-.PHONY: setup run stop test lint compare soak clean
+.PHONY: setup run stop test lint compare soak bench clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3) and what pyfuse3 builds against.
 .system-deps:
@@ -47,6 +47,10 @@ SOAK_SECONDS ?= 60
 RATE ?= 200
 soak: setup
 	$(VENV)/bin/python -m bench.soak --seconds $(SOAK_SECONDS) --rate $(RATE)
+
+# The mount against lsns, a plain /proc scan and tmpfs, at 5,000 processes (BENCH_ARGS to resize).
+bench: setup
+	$(VENV)/bin/python -m bench.bench $(BENCH_ARGS)
 
 # What the mount finds that lsns does not, per kind of holder (COUNT of each).
 compare: setup

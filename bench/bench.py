@@ -1,0 +1,235 @@
+"""Benchmark: the mount against lsns, a plain /proc scan and an empty tmpfs, at scale.
+
+Builds a world (PROCS sleeping processes in groups of namespaces, a quarter of
+them in user namespaces of their own, FDS open fds among them, and ORPHANS
+namespaces held only by an fd or a bind mount), mounts a daemon, measures, prints
+a table, and tears the world down. Medians over REPS repetitions.
+
+Run as root from the repository: `make bench` (full size) or
+`python -m bench.bench --procs 500 --fds 5000 --orphans 20` for a quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.nsutil import Daemon, Procs, run, running_daemon, wait_until
+
+GROUP = 20  # processes per group of namespaces
+FDS_PER_PROC_MAX = 64
+
+# A plain scan, the thing a user would write: every ns link of every process and
+# thread, every fd, and the nsfs mounts; printed as a count.
+PLAIN_SCAN = r"""
+import os
+found = set()
+def add(path):
+    try:
+        t = os.readlink(path)
+    except OSError:
+        return
+    if ":[" in t and not t.startswith(("socket", "pipe", "anon_inode")):
+        found.add(t)
+LINKS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts", "pid_for_children", "time_for_children")
+def listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    for d in [f"/proc/{pid}"] + [f"/proc/{pid}/task/{t}" for t in listdir(f"/proc/{pid}/task")]:
+        for ns in LINKS:
+            add(f"{d}/ns/{ns}")
+    for fd in listdir(f"/proc/{pid}/fd"):
+        add(f"/proc/{pid}/fd/{fd}")
+for line in open("/proc/self/mountinfo"):
+    f = line.split()
+    if f[f.index("-") + 1] == "nsfs":
+        found.add(f[3])
+print(len(found))
+"""
+
+
+def median_time(argv: list[str], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def median_of(measure: Callable[[], float], reps: int) -> float:
+    return statistics.median(measure() for _ in range(reps))
+
+
+class World:
+    def __init__(self, procs: Procs, scratch: Path) -> None:
+        self.procs, self.scratch = procs, scratch
+        self.fds: list[int] = []
+        self.mounts: list[Path] = []
+
+    def build(self, processes: int, fds: int, orphans: int) -> None:
+        groups = max(1, processes // GROUP)
+        per_proc = min(FDS_PER_PROC_MAX, max(0, fds // max(1, processes)))
+        opens = " ".join(f"{3 + i}</dev/null" for i in range(per_proc))
+        loop = f"exec {opens}; i=0; while [ $i -lt {GROUP - 1} ]; do sleep 3600 & i=$((i+1)); done; echo up; wait"
+        started = []
+        for g in range(groups):
+            flags = (
+                ["--user", "--map-root-user", "--net", "--uts"]
+                if g % 4 == 0
+                else ["--net", "--uts", "--ipc", "--mount"]
+            )
+            started.append(self.procs.start("unshare", *flags, "bash", "-c", loop, stdout=subprocess.PIPE))
+        for proc in started:
+            assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+        for i in range(orphans):
+            pid = self.procs.sleeper("--net")
+            if i % 2:
+                self.fds.append(os.open(f"/proc/{pid}/ns/net", os.O_RDONLY))
+            else:
+                target = self.scratch / f"ns-{i}"
+                target.touch()
+                assert run(["mount", "--bind", f"/proc/{pid}/ns/net", str(target)]).returncode == 0
+                self.mounts.append(target)
+            self.procs.end(pid)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        for target in self.mounts:
+            run(["umount", str(target)])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def appearance(nsfs: Daemon, procs: Procs, by_fd: bool) -> float:
+    """Seconds from a namespace's creation (with a process, or only as an fd) to a listing showing it."""
+    if by_fd:
+        pid = procs.sleeper("--net")
+        name = os.readlink(f"/proc/{pid}/ns/net")
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        procs.end(pid)
+        start = time.perf_counter()  # from here on only the fd holds it
+    else:
+        start = time.perf_counter()
+        pid = procs.sleeper("--net")
+        name = os.readlink(f"/proc/{pid}/ns/net")
+    try:
+        wait_until(lambda: name in nsfs.names(), f"{name} to appear", timeout=120)
+        return time.perf_counter() - start
+    finally:
+        if by_fd:
+            os.close(fd)
+        else:
+            procs.end(pid)
+
+
+def disappearance(nsfs: Daemon, procs: Procs) -> float:
+    pid = procs.sleeper("--net")
+    name = os.readlink(f"/proc/{pid}/ns/net")
+    wait_until(lambda: name in nsfs.names(), f"{name} to appear", timeout=120)
+    start = time.perf_counter()
+    procs.end(pid)
+    wait_until(lambda: name not in nsfs.names(), f"{name} to go", timeout=120)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--procs", type=int, default=5000)
+    parser.add_argument("--fds", type=int, default=50000)
+    parser.add_argument("--orphans", type=int, default=200, help="namespaces held only by an fd or a bind mount")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--idle", type=float, default=60, help="seconds of idle CPU measurement")
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="nsfs-bench-"))
+    scratch.chmod(0o755)
+    procs = Procs()
+    world = World(procs, scratch)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        t0 = time.perf_counter()
+        world.build(args.procs, args.fds, args.orphans)
+        built = time.perf_counter() - t0
+        with running_daemon(scratch / "mnt", interval=1.0) as nsfs:
+            wait_until(lambda: len(nsfs.names()) > 100, "the first listing", timeout=120)
+            time.sleep(3)
+            names = sorted(nsfs.names())
+            floor = scratch / "floor"
+            floor.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(floor)], check=True)
+            try:
+                for name in names:
+                    (floor / name).mkdir()
+                reps = args.reps
+                ls = median_time(["ls", str(nsfs.mountpoint)], reps)
+                ls_l = median_time(["ls", "-l", str(nsfs.mountpoint)], reps)
+                lsns = median_time(["lsns"], reps)
+                plain = median_time([sys.executable, "-c", PLAIN_SCAN], reps)
+                ls_floor = median_time(["ls", str(floor)], reps)
+                ls_l_floor = median_time(["ls", "-l", str(floor)], reps)
+            finally:
+                subprocess.run(["umount", str(floor)], check=False)
+            rows += [
+                ("a) ls", f"{ls * 1000:.0f} ms", f"lsns/ls = {lsns / ls:.1f}x", ">= 10x"),
+                ("a) ls -l", f"{ls_l * 1000:.0f} ms", f"lsns/ls-l = {lsns / ls_l:.1f}x", ">= 5x"),
+                ("a) lsns", f"{lsns * 1000:.0f} ms", "", ""),
+                ("a) plain python /proc scan", f"{plain * 1000:.0f} ms", f"plain/ls = {plain / ls:.1f}x", ""),
+                ("a) ls, ls -l on tmpfs (floor)", f"{ls_floor * 1000:.0f} / {ls_l_floor * 1000:.0f} ms", "", ""),
+            ]
+            new_proc = median_of(lambda: appearance(nsfs, procs, by_fd=False), reps)
+            new_fd = median_of(lambda: appearance(nsfs, procs, by_fd=True), reps)
+            gone = median_of(lambda: disappearance(nsfs, procs), reps)
+            rows += [
+                ("b) new process -> listed", f"{new_proc * 1000:.0f} ms", "", "<= 100 ms"),
+                ("b) new fd-only -> listed", f"{new_fd * 1000:.0f} ms", "", "<= one sweep"),
+                ("c) last holder gone -> unlisted", f"{gone * 1000:.0f} ms", "", "<= 1000 ms"),
+            ]
+            cpu0 = cpu_seconds(nsfs.pid)
+            time.sleep(args.idle)
+            idle = (cpu_seconds(nsfs.pid) - cpu0) / args.idle
+            pins = len(nsfs.pinned())
+            rows += [
+                (f"d) idle CPU over {args.idle:.0f} s", f"{idle * 100:.1f}% of a core", "", "<= 2%"),
+                ("e) resident memory", f"{rss_mb(nsfs.pid):.0f} MB", "", "<= 100 MB"),
+                ("e) open fds / pinned", f"{nsfs.fd_count()} / {pins}", "", "<= pins + 32"),
+            ]
+            print(
+                f"world: {args.procs} processes, {args.fds} fds, {args.orphans} fd/mount-only namespaces, "
+                f"{len(names)} namespaces listed; built in {built:.0f} s; medians of {args.reps}"
+            )
+            for row in rows:
+                print(f"{row[0]:34} {row[1]:>20}  {row[2]:22} {row[3]}")
+        return 0
+    finally:
+        world.close()
+        procs.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
