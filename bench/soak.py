@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import fcntl
 import os
 import shutil
@@ -25,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.nsutil import NS_GET_ID, NS_GET_USERNS, Daemon, running_daemon, wait_until
+from tests.nsutil import NS_GET_ID, NS_GET_USERNS, Daemon, related_fd, running_daemon, wait_until
 
 # Makes namespaces at a rate, each held one way for 0.1 to 1 s, then undone.
 CHURN = r"""
@@ -51,20 +50,22 @@ def kill(pid):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
 
+def undo_one(what, arg):
+    if what == "kill":
+        kill(arg)
+    elif what == "close":
+        os.close(arg)
+    else:
+        libc.umount2(arg.encode(), MNT_DETACH)
+        os.unlink(arg)
+
 home = os.readlink("/proc/self/ns/net")
 end, made, n = time.monotonic() + seconds, 0, 0
 while time.monotonic() < end:
     now = time.monotonic()
     for item in [u for u in undo if u[0] <= now]:
         undo.remove(item)
-        _, what, arg = item
-        if what == "kill":
-            kill(arg)
-        elif what == "close":
-            os.close(arg)
-        else:
-            libc.umount2(arg.encode(), MNT_DETACH)
-            os.unlink(arg)
+        undo_one(*item[1:])
     pid = child()
     settle(pid)
     later = now + random.uniform(0.1, 1.0)
@@ -84,13 +85,7 @@ while time.monotonic() < end:
     n += 1
     time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - now)))
 for _, what, arg in undo:
-    if what == "kill":
-        kill(arg)
-    elif what == "close":
-        os.close(arg)
-    else:
-        libc.umount2(arg.encode(), MNT_DETACH)
-        os.unlink(arg)
+    undo_one(what, arg)
 print(made, flush=True)
 """
 
@@ -107,19 +102,6 @@ class Tally:
             self.reads += reads
             self.vanished += vanished
             self.wrong.extend(wrong[:10])
-
-
-def _ioctl_name(fd: int, request: int) -> str | None:
-    try:
-        rel = fcntl.ioctl(fd, request)
-    except OSError as exc:
-        if exc.errno == errno.EPERM:
-            return None
-        raise
-    try:
-        return os.readlink(f"/proc/self/fd/{rel}")
-    finally:
-        os.close(rel)
 
 
 def check_entry(nsfs: Daemon, name: str) -> list[str]:
@@ -139,7 +121,7 @@ def check_entry(nsfs: Daemon, name: str) -> list[str]:
         fcntl.ioctl(fd, NS_GET_ID, buf, True)
         if nsfs.read(name, "id") != f"{int.from_bytes(buf, 'little')}\n":
             wrong.append(f"{name}: id")
-        owner = _ioctl_name(fd, NS_GET_USERNS)
+        owner = related_fd(fd, NS_GET_USERNS)
         link = nsfs.path(name, "owner")
         said = os.readlink(link) if os.path.lexists(link) else None
         if said != (None if owner is None else f"../{owner}"):

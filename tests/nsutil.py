@@ -63,20 +63,25 @@ def fd_name(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
+def related_fd(fd: int, request: int) -> str | None:
+    """Name of the owner (NS_GET_USERNS) or parent (NS_GET_PARENT) of an open namespace; None on EPERM."""
+    try:
+        rel = fcntl.ioctl(fd, request)
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            return None
+        raise
+    try:
+        return fd_name(rel)
+    finally:
+        os.close(rel)
+
+
 def related(path: str, request: int) -> str | None:
-    """Name of the owner (NS_GET_USERNS) or parent (NS_GET_PARENT) of a namespace file; None on EPERM."""
+    """As related_fd, for a namespace file's path."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        try:
-            rel = fcntl.ioctl(fd, request)
-        except OSError as exc:
-            if exc.errno == errno.EPERM:
-                return None
-            raise
-        try:
-            return fd_name(rel)
-        finally:
-            os.close(rel)
+        return related_fd(fd, request)
     finally:
         os.close(fd)
 
