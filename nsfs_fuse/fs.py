@@ -121,8 +121,8 @@ class NsFs(pyfuse3.Operations):
 
     # -- who is asking ------------------------------------------------------
 
-    def _request(self, ctx: RequestContext, snapshot: Snapshot | None = None) -> Request:
-        snapshot = snapshot or self._registry.snapshot
+    def _request(self, ctx: RequestContext) -> Request:
+        snapshot = self._registry.snapshot
         return Request(ctx.pid, snapshot, self._views.get(snapshot, caller_userns(ctx.pid)))
 
     def _entry(self, req: Request, inode: int) -> tuple[Entry, NsFile | None]:

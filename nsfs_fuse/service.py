@@ -23,9 +23,9 @@ from .registry import Registry
 
 log = logging.getLogger("nsfs")
 
-# After an on-demand scan, the next one waits at least this long, and at least as
-# long as the last scan took: lookups of names that do not exist cannot keep the
-# daemon scanning more than half the time.
+# Between two scans the daemon waits at least this long, and at least as long as
+# the last scan took: neither the refresh period nor lookups of names that do not
+# exist can keep it scanning more than half the time.
 MIN_PAUSE = 0.02
 
 
