@@ -377,11 +377,6 @@ class Scanner:
         return None
 
 
-def comm_of(pid: int) -> str:
-    """A process's command name, "" if it is gone."""
-    return _read_comm(f"/proc/{pid}/comm")
-
-
 def caller_sightings(tid: int) -> list[Sighting]:
     """The namespaces of one calling thread: a handful of readlinks, cheap enough for a handler."""
-    return list(process_sightings(tid, comm_of(tid)))
+    return list(process_sightings(tid, _read_comm(f"/proc/{tid}/comm")))

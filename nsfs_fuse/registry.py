@@ -97,11 +97,8 @@ class Registry:
         self._lock = threading.Lock()
         self._entries: dict[NsKey, Entry] = {}
         self._pinned_at: dict[NsKey, float] = {}  # monotonic time of pinning
-        self._seen: dict[NsKey, list[Holder]] = {}  # direct holders, from the last scan and events since
-        self._by_pid: dict[int, set[NsKey]] = {}  # which of those each process holds
-        self._daemon_pins: set[NsKey] = set()  # what other nsfs daemons pinned at the last scan
+        self._seen: dict[NsKey, list[Holder]] = {}  # direct holders found by the last scan or adopt
         self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
-        self.newly_unseen: set[NsKey] = set()  # of those, the ones the last merge or update added
         self._serial = 0
         self._generation = 0
         self._dirty = False  # entries changed since the last snapshot
@@ -118,62 +115,33 @@ class Registry:
         """Pin what `scan` found, probe or release what it no longer finds, publish a snapshot.
 
         `started` is the monotonic time the scan began: a namespace pinned after
-        that (by `update`, for a caller or a process event) was not there to be
-        seen, so this scan cannot release it.
+        that (by `adopt`, for a caller) was not there to be seen, so this scan
+        cannot release it.
         """
         with self._lock:
+            held: set[NsKey] = set()
             seen: dict[NsKey, list[Holder]] = {}
             for key, sightings in scan.found.items():
                 if key in self._entries or self._pin_first(key, sightings):
+                    held.add(key)
                     seen[key] = [s.holder for s in sightings]
             for key, at in self._pinned_at.items():
-                if at > started and key not in seen:
+                if at > started and key not in held:
+                    held.add(key)
                     seen[key] = self._seen.get(key, [])
             self._seen = seen
-            self._by_pid = {}
-            for key, holders in seen.items():
-                for holder in holders:
-                    if holder.pid:
-                        self._by_pid.setdefault(holder.pid, set()).add(key)
-            self._daemon_pins = scan.daemon_pins
-            return self._settle()
-
-    def update(self, sightings: Iterable[Sighting], gone: Iterable[int] = ()) -> Snapshot:
-        """Between scans: processes in `gone` hold nothing any more, and `sightings` are new.
-
-        Namespaces that lost their last holder are probed at once, so a namespace
-        whose last process exited goes without waiting for the next full scan.
-        """
-        with self._lock:
-            for pid in gone:
-                for key in self._by_pid.pop(pid, ()):
-                    holders = [h for h in self._seen.get(key, ()) if h.pid != pid]
-                    if holders:
-                        self._seen[key] = holders
-                    else:
-                        self._seen.pop(key, None)
-            for sighting in sightings:
-                key = sighting.key
-                if key in self._entries or self._pin_first(key, [sighting]):
-                    holders = self._seen.setdefault(key, [])
-                    if sighting.holder not in holders:
-                        holders.append(sighting.holder)
-                    if sighting.holder.pid:
-                        self._by_pid.setdefault(sighting.holder.pid, set()).add(key)
-            return self._settle()
+            live = self._closure(held)
+            self._unseen = self._probe([k for k in self._entries if k not in live], live, scan.daemon_pins)
+            self._pin_unpinned()
+            return self._publish()
 
     def adopt(self, sightings: Iterable[Sighting]) -> Snapshot:
         """Pin namespaces found outside a scan (a caller's own), keeping everything else."""
-        return self.update(sightings)
-
-    def _settle(self) -> Snapshot:
-        """Probe what nothing seen holds any more, then publish."""
-        live = self._closure(self._seen)
-        unseen = self._probe([k for k in self._entries if k not in live], live, self._daemon_pins)
-        self.newly_unseen = unseen - self._unseen
-        self._unseen = unseen
-        self._pin_unpinned()
-        return self._publish()
+        with self._lock:
+            for sighting in sightings:
+                if sighting.key not in self._entries and self._pin_first(sighting.key, [sighting]):
+                    self._seen.setdefault(sighting.key, []).append(sighting.holder)
+            return self._publish()
 
     def close(self) -> None:
         """Release every pin."""
@@ -181,7 +149,6 @@ class Registry:
             for key in list(self._entries):
                 self._release(key)
             self._seen.clear()
-            self._by_pid.clear()
             self._unseen.clear()
             self._publish()
 

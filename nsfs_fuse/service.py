@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +27,6 @@ log = logging.getLogger("nsfs")
 # the last scan took: neither the refresh period nor lookups of names that do not
 # exist can keep it scanning more than half the time.
 MIN_PAUSE = 0.02
-
-# While process events keep the index fresh, full sweeps (for fds, mounts, and
-# setns or unshare without exec) take at most this share of a core.
-SWEEP_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ class Refresher:
 
     def __init__(self, refresh: Callable[[], None], interval: float) -> None:
         self.refresh = refresh
-        self.interval = interval
+        self._interval = interval
         self._started = 0  # scans begun
         self._merged = 0  # scans merged and published
         self._wake = trio.Event()
@@ -71,11 +66,6 @@ class Refresher:
         self._last_start = -math.inf
         self._last_end = -math.inf
         self._last_cost = 0.0
-        self.following_events = False  # set while process events arrive: sweeps can be rarer
-
-    def wake(self) -> None:
-        """Ask for a scan soon (after the usual pause), without waiting for it."""
-        self._wake.set()
 
     async def rescan(self) -> None:
         """Return once a scan that started after this call has been merged.
@@ -92,8 +82,7 @@ class Refresher:
         # The first scan ran before the loop started.
         self._last_start = self._last_end = trio.current_time()
         while True:
-            period = max(self.interval, self._last_cost / SWEEP_SHARE) if self.following_events else self.interval
-            due = self._last_start + period
+            due = self._last_start + self._interval
             with trio.move_on_at(due):
                 await self._wake.wait()
             # Woken or due, never sooner than the pause after the last scan.
@@ -113,81 +102,9 @@ class Refresher:
             self._merged_event = trio.Event()
 
 
-def apply_events(registry: Registry) -> Callable[[set[int], set[int]], bool]:
-    """Fold a batch of process events into `registry`: blocking, for a worker thread.
-
-    True if a namespace is now held only by something the scan has not seen yet
-    (its last process exited, an fd or mount still holds it): worth a sweep soon,
-    so that `holders` names that holder rather than saying `unseen`.
-    """
-
-    def apply(born: set[int], gone: set[int]) -> bool:
-        sightings = [s for pid in born - gone for s in discovery.process_sightings(pid, discovery.comm_of(pid))]
-        registry.update(sightings, gone)
-        return bool(registry.newly_unseen)
-
-    return apply
-
-
-async def follow_events(refresher: Refresher, apply: Callable[[set[int], set[int]], bool]) -> None:
-    """Read fork, exec and exit events, so that the index follows processes between sweeps.
-
-    Without them (no CAP_NET_ADMIN, or no proc connector) the periodic scan is all
-    there is, and the log says so once.
-    """
-    try:
-        sock = kernel.proc_events()
-    except OSError as exc:
-        log.warning("process events unavailable (%s): scanning every %g s instead", exc.strerror, refresher.interval)
-        return
-    with sock:
-        # Outside the initial pid and user namespaces the kernel accepts the
-        # subscription and sends nothing: see one event arrive before relying on them.
-        if not await _events_arrive(sock):
-            log.warning("process events unavailable (none arrive): scanning every %g s instead", refresher.interval)
-            return
-        refresher.following_events = True
-        try:
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                born: set[int] = set()
-                gone: set[int] = set()
-                try:
-                    while True:
-                        for what, pid, tgid in kernel.parse_proc_events(sock.recv(65536, socket.MSG_DONTWAIT)):
-                            if pid != tgid:
-                                continue  # threads: the sweeps see those
-                            (gone if what == kernel.PROC_EVENT_EXIT else born).add(pid)
-                except BlockingIOError:
-                    pass
-                except OSError as exc:  # ENOBUFS: events were lost; a sweep catches up
-                    log.warning("process events lost (%s): rescanning", exc.strerror)
-                    await refresher.rescan()
-                if await trio.to_thread.run_sync(apply, born, gone):
-                    refresher.wake()
-        finally:
-            refresher.following_events = False
-
-
-async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:
-    """Whether the exit of a child of ours shows up on `sock` within `patience` seconds."""
-    child = await trio.lowlevel.open_process(["true"])
-    await child.wait()
-    with trio.move_on_after(patience):
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            for what, pid, _tgid in kernel.parse_proc_events(sock.recv(65536)):
-                if what == kernel.PROC_EVENT_EXIT and pid == child.pid:
-                    return True
-    return False
-
-
-async def _main(
-    refresher: Refresher, events: Callable[[set[int], set[int]], bool], mountpoint: str, ready: Callable[[], None]
-) -> None:
+async def _main(refresher: Refresher, mountpoint: str, ready: Callable[[], None]) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(refresher.run)
-        nursery.start_soon(follow_events, refresher, events)
         nursery.start_soon(_on_signals, nursery.cancel_scope)
         await trio.sleep(0)
         log.info("serving %s", mountpoint)
@@ -220,7 +137,7 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
         ops = NsFs(registry, refresher)
         pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
         try:
-            trio.run(_main, refresher, apply_events(registry), config.mountpoint, ready)
+            trio.run(_main, refresher, config.mountpoint, ready)
         finally:
             pyfuse3.close(unmount=True)
     finally:
