@@ -35,9 +35,6 @@ TYPE_OF_FLAG: Final[dict[int, str]] = {flag: name for name, flag in CLONE_FLAGS.
 # Only pid and user namespaces have parents (NS_GET_PARENT gives EINVAL for the rest).
 HIERARCHICAL: Final[frozenset[str]] = frozenset({"pid", "user"})
 
-# Entries of /proc/PID/ns, including the two that name the namespace a process's
-# next children will get; they print the plain type name ("pid:[...]").
-PROC_NS_LINKS: Final[tuple[str, ...]] = (*NS_TYPES, "pid_for_children", "time_for_children")
 
 # <linux/nsfs.h>, generic _IOC layout (x86_64, arm64, riscv).
 NS_GET_USERNS: Final = 0xB701
@@ -49,7 +46,6 @@ NS_GET_ID: Final = 0x8008B70D  # _IOR(0xb7, 13, __u64), Linux 6.18
 SIOCGSKNS: Final = 0x894C  # a socket's network namespace, Linux 4.9
 SYS_PIDFD_GETFD: Final = 438  # x86_64 and the generic table
 
-NSFS_MAGIC: Final = 0x6E736673
 OVERFLOW_UID: Final = 65534
 
 # nsfs file handles (Linux 6.18): a handle names a namespace without holding it,
@@ -203,16 +199,6 @@ def open_ns_handle(handle: bytes) -> int:
     """Open a namespace by its handle: ESTALE or ENOENT once it is gone."""
     buf = ctypes.create_string_buffer(handle, ctypes.sizeof(_FileHandle))
     return _check(_libc.open_by_handle_at(FD_NSFS_ROOT, buf, os.O_RDONLY | os.O_CLOEXEC))
-
-
-def unshare(flags: int) -> None:
-    """unshare(2): Python 3.11 has no os.unshare."""
-    _check(_libc.unshare(ctypes.c_int(flags)))
-
-
-def setns(fd: int, nstype: int = 0) -> None:
-    """setns(2): Python 3.11 has no os.setns."""
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
 
 
 def set_process_name(name: str) -> None:

@@ -78,14 +78,13 @@ class Snapshot:
     entries: Mapping[str, Entry]
     by_serial: Mapping[int, Entry]
     holders: Mapping[str, tuple[Holder, ...]]  # by entry name, in HOLDER_KINDS order
-    taken_ns: int
     generation: int
 
     def get(self, key: NsKey | None) -> Entry | None:
         return None if key is None else self.entries.get(key.name)
 
 
-EMPTY = Snapshot(entries={}, by_serial={}, holders={}, taken_ns=0, generation=0)
+EMPTY = Snapshot(entries={}, by_serial={}, holders={}, generation=0)
 
 
 def _holder_order(holder: Holder) -> tuple[int, int, int, str, str]:
@@ -363,7 +362,6 @@ class Registry:
             entries=entries,
             by_serial={e.serial: e for e in entries.values()},
             holders=holders,
-            taken_ns=time.time_ns(),
             generation=self._generation,
         )
         return self.snapshot
