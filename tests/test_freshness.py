@@ -42,11 +42,6 @@ def test_a_listing_includes_the_callers_own_new_namespaces(slow: Daemon) -> None
     assert sorted(listing) == sorted([user, net])
 
 
-def test_names_that_cannot_be_namespaces_are_enoent(slow: Daemon) -> None:
-    for name in ("net:[", "net:[abc]", "bogus:[1]", "net:[0123]", "net:[99999999999]", "NET:[4026531833]"):
-        assert not slow.path(name).exists()
-
-
 class Scans:
     """A stand-in refresh that records when each call ran."""
 
