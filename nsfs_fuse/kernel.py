@@ -14,6 +14,7 @@ import functools
 import os
 import re
 import resource
+import socket
 import struct
 from typing import Final, NamedTuple
 
@@ -213,3 +214,56 @@ def raise_fd_limit() -> int:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+# The proc connector (<linux/cn_proc.h>): fork, exec and exit of every process, over netlink.
+NETLINK_CONNECTOR: Final = 11
+CN_IDX_PROC: Final = 1
+CN_VAL_PROC: Final = 1
+PROC_CN_MCAST_LISTEN: Final = 1
+PROC_EVENT_FORK: Final = 0x00000001
+PROC_EVENT_EXEC: Final = 0x00000002
+PROC_EVENT_EXIT: Final = 0x80000000
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
+_PROC_EVENT = struct.Struct("=IIQ")  # what, cpu, timestamp
+_PIDS = struct.Struct("=iiii")  # fork: parent pid, parent tgid, child pid, child tgid; others start pid, tgid
+_NLMSG_DONE = 3
+_SO_RCVBUFFORCE = 33
+EVENT_BUFFER = 16 << 20  # room for a burst of tens of thousands of events while a batch is applied
+
+
+def proc_events() -> socket.socket:
+    """A non-blocking socket that receives every process's fork, exec and exit."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, NETLINK_CONNECTOR)
+    try:
+        try:  # past net.core.rmem_max: needs CAP_NET_ADMIN, which the daemon usually has
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, EVENT_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EVENT_BUFFER)
+        sock.bind((0, CN_IDX_PROC))
+        op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+        cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0) + op
+        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(cn), _NLMSG_DONE, 0, 0, 0) + cn)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def parse_proc_events(data: bytes) -> list[tuple[int, int, int]]:
+    """(what, pid, tgid) for each event in a datagram: the child for fork, the process otherwise."""
+    events, offset = [], 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length = _NLMSGHDR.unpack_from(data, offset)[0]
+        body = offset + _NLMSGHDR.size + _CN_MSG.size
+        if length < _NLMSGHDR.size or body + _PROC_EVENT.size + _PIDS.size > len(data):
+            break
+        what = _PROC_EVENT.unpack_from(data, body)[0]
+        pids = _PIDS.unpack_from(data, body + _PROC_EVENT.size)
+        if what == PROC_EVENT_FORK:
+            events.append((what, pids[2], pids[3]))
+        elif what in (PROC_EVENT_EXEC, PROC_EVENT_EXIT):
+            events.append((what, pids[0], pids[1]))
+        offset += (length + 3) & ~3
+    return events
