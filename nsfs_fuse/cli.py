@@ -23,9 +23,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import __version__, kernel
 from .discovery import DAEMON_COMM, unescape
+
+if TYPE_CHECKING:  # the service (pyfuse3, trio) is imported only when a daemon starts
+    from .service import Config
 
 log = logging.getLogger("nsfs")
 
@@ -37,7 +41,9 @@ Mount a directory that lists every namespace of the machine as TYPE:[INODE].
   -f, --foreground   stay in the foreground and log to stderr
   -d, --debug        foreground with debug logging (same as -o debug)
   -o OPTIONS         comma-separated mount options:
-                       interval=SECONDS   refresh period (default 1)
+                       interval=SECONDS   pause between full sweeps (default 1)
+                       sweep_cpu=PERCENT  most of a core a sweep may use while
+                                          process events are followed (default 1)
                        logfile=PATH       log here when in the background (default syslog)
                        debug              as -d
                      generic mount options (rw, ro, nosuid, defaults, ...) are
@@ -115,6 +121,7 @@ class Args:
     foreground: bool = False
     debug: bool = False
     interval: float = 1.0
+    sweep_cpu: float = 1.0  # percent
     logfile: str | None = None
     show: str | None = None  # "help" or "version"
     extra_fuse: set[str] = field(default_factory=set)
@@ -130,6 +137,14 @@ def _apply_option(args: Args, option: str) -> None:
         if not MIN_INTERVAL <= interval <= MAX_INTERVAL:  # also false for nan
             raise UsageError(f"interval must be seconds between {MIN_INTERVAL} and {MAX_INTERVAL:g}, not {value!r}")
         args.interval = interval
+    elif name == "sweep_cpu" and eq:
+        try:
+            percent = float(value)
+        except ValueError:
+            percent = math.nan
+        if not 0.1 <= percent <= 100:  # also false for nan
+            raise UsageError(f"sweep_cpu must be a percentage between 0.1 and 100, not {value!r}")
+        args.sweep_cpu = percent
     elif name == "logfile" and eq and value:
         args.logfile = value
     elif option == "debug":
@@ -216,6 +231,12 @@ def fuse_options(args: Args) -> frozenset[str]:
     return frozenset(options | args.extra_fuse)
 
 
+def config(mountpoint: str, args: Args) -> Config:
+    from .service import Config
+
+    return Config(mountpoint, args.interval, args.sweep_cpu / 100, fuse_options(args))
+
+
 def _setup_logging(args: Args, background: bool) -> None:
     handler: logging.Handler
     if not background:
@@ -236,7 +257,7 @@ def _setup_logging(args: Args, background: bool) -> None:
 
 def _daemon(args: Args, mountpoint: str, report: int) -> int:
     """The background child: serve, reporting readiness or failure on `report`."""
-    from .service import Config, serve
+    from .service import serve
 
     os.setsid()
     os.chdir("/")
@@ -250,7 +271,7 @@ def _daemon(args: Args, mountpoint: str, report: int) -> int:
         os.close(report)
 
     try:
-        serve(Config(mountpoint, args.interval, fuse_options(args)), ready)
+        serve(config(mountpoint, args), ready)
     except Exception as exc:
         log.exception("daemon failed")
         with contextlib.suppress(OSError):
@@ -298,11 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         kernel.raise_fd_limit()
         if not args.foreground:
             return _background(args, mountpoint)
-        from .service import Config, serve
+        from .service import serve
 
         _setup_logging(args, background=False)
         try:
-            serve(Config(mountpoint, args.interval, fuse_options(args)), lambda: None)
+            serve(config(mountpoint, args), lambda: None)
         except (OSError, RuntimeError) as exc:
             raise SetupError(f"cannot mount {mountpoint}: {exc}") from None
         return 0

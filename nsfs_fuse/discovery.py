@@ -18,7 +18,8 @@ import errno
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -241,13 +242,28 @@ sys.stdin.read()
 """
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessRead:
+    """Everything one process holds, as read at one moment.
+
+    A later read of the same pid replaces an earlier one whole, so a recycled pid
+    or a process that exec'd, closed an fd or exited is never mixed with what was
+    there before. An empty read is a process that is gone.
+    """
+
+    pid: int
+    read_at: float  # time.monotonic() before the first read: of two reads, the later one wins
+    sightings: tuple[Sighting, ...] = ()  # process, task, for-children, fd and socket holders
+    daemon_pins: frozenset[NsKey] = frozenset()  # another nsfs daemon's fds: its pins, not holders
+    mnt: NsKey | None = None  # the process's mount namespace
+
+
 @dataclass
 class Scan:
-    """Everything one pass found, grouped by namespace. Close it after merging:
-    helpers holding process-less mount namespaces open live as long as the scan."""
+    """The bind mounts a sweep found. Close it after merging: helpers holding
+    process-less mount namespaces open live as long as the scan."""
 
     found: dict[NsKey, list[Sighting]] = field(default_factory=dict)
-    daemon_pins: set[NsKey] = field(default_factory=set)  # what other nsfs daemons hold fds on
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def add(self, sightings: Iterable[Sighting]) -> None:
@@ -268,58 +284,88 @@ class Scan:
         self.close()
 
 
+# Processes read between two calls of a sweep's `each`: small enough that a paced
+# sweep is smooth and that the registry sees a sweep's findings as it goes.
+CHUNK = 64
+
+
 class Scanner:
-    """Full passes over /proc, remembering what does not change between them."""
+    """Reads of /proc, remembering what does not change between them.
+
+    `read` may run in several threads at once (process events and a sweep).
+    """
 
     def __init__(self, own_pid: int, nsfs_dev: int) -> None:
         self._own_pid = own_pid
         self._nsfs_dev = nsfs_dev
         # A socket's network namespace never changes: ask the kernel once per socket.
         self._socket_ns: dict[int, NsKey] = {}
+        self._sockets_met: set[int] = set()  # socket inodes read since the sweep began
 
-    def scan(self) -> Scan:
-        """One full pass: every process, thread, fd and socket, and the bind mounts of
-        every mount namespace.
+    def read(self, pid: int) -> ProcessRead:
+        """One process: its namespaces, its threads' where they differ, its fds and sockets.
 
         The daemon's own fds are its pins and never count as holders, nor do other
         nsfs daemons' fds; the daemon's (and their) membership in namespaces does.
         """
-        result = Scan()
+        read_at = time.monotonic()
+        comm = _read_comm(f"/proc/{pid}/comm")
+        sightings = list(process_sightings(pid, comm))
+        leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind == "process"}
+        sightings.extend(thread_sightings(pid, leader))
+        mnt = leader.get("mnt")
+        if pid == self._own_pid:
+            return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
+        namespaces, sockets = fd_sightings(pid)
+        if (namespaces or sockets) and is_nsfs_daemon(pid, comm):
+            return ProcessRead(pid, read_at, tuple(sightings), frozenset(s.key for s in namespaces), mnt)
+        sightings.extend(namespaces)
+        sightings.extend(self._socket_sightings(pid, sockets))
+        return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
+
+    def sweep(self, each: Callable[[list[ProcessRead]], bool]) -> Scan | None:
+        """Read every process, CHUNK at a time, handing each chunk to `each`; then
+        find the bind mounts of every mount namespace.
+
+        `each` returns False to abandon the sweep: None is returned then.
+        """
+        self._sockets_met = set()
         mount_ns: dict[NsKey, int] = {}  # each mount namespace a process is in, and one such pid
-        sockets: list[tuple[int, int, int]] = []
-        for pid in psutil.pids():
-            comm = _read_comm(f"/proc/{pid}/comm")
-            own = list(process_sightings(pid, comm))
-            result.add(own)
-            leader = {s.path.rsplit("/", 1)[1]: s.key for s in own if s.holder.kind == "process"}
-            if (mnt := leader.get("mnt")) is not None:
-                mount_ns.setdefault(mnt, pid)
-            result.add(thread_sightings(pid, leader))
-            if pid == self._own_pid:
-                continue
-            namespaces, socks = fd_sightings(pid)
-            if (namespaces or socks) and is_nsfs_daemon(pid, comm):
-                result.daemon_pins.update(s.key for s in namespaces)
-                continue
-            result.add(namespaces)
-            sockets.extend((pid, fd, inode) for fd, inode in socks)
-        for mnt, pid in mount_ns.items():
-            result.add(mount_sightings(pid, mnt))
-        result.add(self._socket_sightings(sockets))
-        self._processless_mounts(result, set(mount_ns))
+        held_mnt: dict[NsKey, list[Sighting]] = {}  # mount namespaces held by an fd, for helpers to enter
+        pids = psutil.pids()
+        for start in range(0, len(pids), CHUNK):
+            reads = [self.read(pid) for pid in pids[start : start + CHUNK]]
+            for read in reads:
+                if read.mnt is not None:
+                    mount_ns.setdefault(read.mnt, read.pid)
+                for sighting in read.sightings:
+                    if sighting.key.type == "mnt" and sighting.holder.kind != "process":
+                        held_mnt.setdefault(sighting.key, []).append(sighting)
+            if not each(reads):
+                return None
+        met = self._sockets_met
+        self._socket_ns = {inode: key for inode, key in self._socket_ns.items() if inode in met}
+        result = Scan()
+        try:
+            for mnt, pid in mount_ns.items():
+                result.add(mount_sightings(pid, mnt))
+            self._processless_mounts(result, set(mount_ns), held_mnt)
+        except BaseException:
+            result.close()
+            raise
         return result
 
-    def _socket_sightings(self, sockets: list[tuple[int, int, int]]) -> list[Sighting]:
-        known, sightings = {}, []
-        for pid, fd, inode in sockets:
+    def _socket_sightings(self, pid: int, sockets: list[tuple[int, int]]) -> list[Sighting]:
+        sightings = []
+        for fd, inode in sockets:
+            self._sockets_met.add(inode)
             key = self._socket_ns.get(inode)
             if key is None:
                 key = self._ask_socket_netns(pid, fd)
                 if key is None:
                     continue
-            known[inode] = key
+                self._socket_ns[inode] = key
             sightings.append(Sighting(key, "", Holder("socket", pid, fd)))
-        self._socket_ns = known  # forget closed sockets: their inode numbers come back
         return sightings
 
     def _ask_socket_netns(self, pid: int, fd: int) -> NsKey | None:
@@ -335,16 +381,16 @@ class Scanner:
         finally:
             os.close(netns)
 
-    def _processless_mounts(self, result: Scan, entered: set[NsKey]) -> None:
+    def _processless_mounts(self, result: Scan, entered: set[NsKey], held: dict[NsKey, list[Sighting]]) -> None:
         """Bind mounts in mount namespaces that no process is in (held by an fd or a mount).
 
         A helper enters each one; a bind mount found there may name another such
         namespace, so this repeats until nothing new turns up.
         """
-        while todo := [k for k in result.found if k.type == "mnt" and k not in entered]:
+        while todo := [k for k in (*held, *result.found) if k.type == "mnt" and k not in entered]:
             for mnt in todo:
                 entered.add(mnt)
-                helper = self._enter(mnt, result.found[mnt])
+                helper = self._enter(mnt, held.get(mnt, []) + result.found.get(mnt, []))
                 if helper is not None:
                     result.helpers.append(helper)
                     result.add(mount_sightings(helper.pid, mnt))

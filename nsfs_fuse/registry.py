@@ -10,6 +10,10 @@ holds, and, up the hierarchy, the owner and parent of every held namespace (the
 child keeps them alive in the kernel too). Relations never change for a
 namespace, so they are read once, when it is first pinned.
 
+What each process holds is kept per pid, as the latest `ProcessRead` of it
+delivered: a process event or a sweep reads a process again, and that read
+replaces the last one whole. Bind mounts are replaced by each completed sweep.
+
 A namespace no scan finds held may still be alive through something no scan can
 see (an fd in flight in a unix socket, a kernel reference). Where the kernel has
 nsfs file handles, the registry closes its pin and re-opens the namespace by
@@ -32,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from . import kernel
-from .discovery import Holder, Scan, Sighting, open_namespace
+from .discovery import Holder, ProcessRead, Scan, Sighting, open_namespace
 from .kernel import NsKey
 
 log = logging.getLogger("nsfs")
@@ -91,13 +95,26 @@ def _holder_order(holder: Holder) -> tuple[int, int, int, str, str]:
     return (_KIND_RANK[holder.kind], holder.pid, holder.num, holder.text, holder.ns)
 
 
+@dataclass(slots=True)
+class _Process:
+    read_at: float  # of the read this state came from
+    keys: set[NsKey]  # what it holds (a tombstone, for a process that is gone, holds nothing)
+
+
+MOUNTS = 0  # the pid bind-mount holders are kept under: no process has pid 0
+
+
 class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[NsKey, Entry] = {}
-        self._pinned_at: dict[NsKey, float] = {}  # monotonic time of pinning
-        self._seen: dict[NsKey, list[Holder]] = {}  # direct holders found by the last scan or adopt
+        # Direct holders of each namespace, by the pid that holds it (MOUNTS for bind mounts).
+        self._held: dict[NsKey, dict[int, tuple[Holder, ...]]] = {}
+        self._processes: dict[int, _Process] = {}
+        self._daemons: dict[int, frozenset[NsKey]] = {}  # other nsfs daemons and what they pin
+        self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
         self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
+        self._changed: set[NsKey] = set()  # whose holders may differ from the snapshot's
         self._serial = 0
         self._generation = 0
         self._dirty = False  # entries changed since the last snapshot
@@ -108,48 +125,109 @@ class Registry:
         self._warned_full = False
         self.snapshot: Snapshot = EMPTY
 
-    # -- merging what discovery found --------------------------------------
+    # -- what discovery found -------------------------------------------------
 
-    def merge(self, scan: Scan, started: float) -> Snapshot:
-        """Pin what `scan` found, probe or release what it no longer finds, publish a snapshot.
+    def update(self, reads: Iterable[ProcessRead]) -> bool:
+        """Each read replaces what its process held before, unless a later read of it came first.
 
-        `started` is the monotonic time the scan began: a namespace pinned after
-        that (by `adopt`, for a caller) was not there to be seen, so this scan
-        cannot release it.
+        Namespaces that lost their last holder are probed at once: a namespace
+        whose last process exited goes without waiting for a sweep. True if one
+        of them is still alive, kept only by the probe.
         """
         with self._lock:
-            held: set[NsKey] = set()
-            seen: dict[NsKey, list[Holder]] = {}
-            for key, sightings in scan.found.items():
-                if key in self._entries or self._pin_first(key, sightings):
-                    held.add(key)
-                    seen[key] = [s.holder for s in sightings]
-            for key, at in self._pinned_at.items():
-                if at > started and key not in held:
-                    held.add(key)
-                    seen[key] = self._seen.get(key, [])
-            self._seen = seen
-            live = self._closure(held)
-            self._unseen = self._probe([k for k in self._entries if k not in live], live, scan.daemon_pins)
-            self._pin_unpinned()
-            return self._publish()
+            for read in reads:
+                state = self._processes.get(read.pid)
+                if state is not None and state.read_at > read.read_at:
+                    continue  # an event read the process again while this read was on its way
+                if read.daemon_pins:
+                    self._daemons[read.pid] = read.daemon_pins
+                else:
+                    self._daemons.pop(read.pid, None)
+                keys = self._replace(read.pid, read.sightings, set() if state is None else state.keys)
+                self._processes[read.pid] = _Process(read.read_at, keys)
+            before = self._unseen
+            self._settle(probe_unseen=False)
+            return not self._unseen <= before
+
+    def end_sweep(self, mounts: Scan, started: float) -> Snapshot:
+        """A sweep that began at `started` has read every process: the bind mounts it found
+        replace the last sweep's, and processes it did not find (nor events since) are gone."""
+        with self._lock:
+            for pid in [pid for pid, state in self._processes.items() if state.read_at < started]:
+                self._replace(pid, (), self._processes.pop(pid).keys)
+                self._daemons.pop(pid, None)
+            found = [s for sightings in mounts.found.values() for s in sightings]
+            self._replace(MOUNTS, found, {k for k, by_pid in self._held.items() if MOUNTS in by_pid})
+            return self._settle(probe_unseen=True)
 
     def adopt(self, sightings: Iterable[Sighting]) -> Snapshot:
-        """Pin namespaces found outside a scan (a caller's own), keeping everything else."""
+        """Pin namespaces found outside a sweep (a caller's own), keeping everything else."""
         with self._lock:
+            now = time.monotonic()
             for sighting in sightings:
-                if sighting.key not in self._entries and self._pin_first(sighting.key, [sighting]):
-                    self._seen.setdefault(sighting.key, []).append(sighting.holder)
+                key, pid = sighting.key, sighting.holder.pid
+                if key in self._entries or not self._pin_first(key, [sighting]):
+                    continue
+                self._hold(key, pid, (sighting.holder,))
+                state = self._processes.setdefault(pid, _Process(now, set()))
+                state.read_at = now  # newer than any read of it still on its way
+                state.keys.add(key)
             return self._publish()
+
+    def has_unseen(self) -> bool:
+        return bool(self._unseen)
+
+    def reprobe(self) -> Snapshot:
+        """Probe again what only the probe keeps: its hidden holder may have gone."""
+        with self._lock:
+            return self._settle(probe_unseen=True) if self._unseen else self.snapshot
 
     def close(self) -> None:
         """Release every pin."""
         with self._lock:
             for key in list(self._entries):
                 self._release(key)
-            self._seen.clear()
+            self._held.clear()
+            self._processes.clear()
+            self._daemons.clear()
             self._unseen.clear()
             self._publish()
+
+    def _replace(self, pid: int, sightings: Iterable[Sighting], before: set[NsKey]) -> set[NsKey]:
+        """Make `sightings` all that `pid` holds; the keys it holds now."""
+        by_key: dict[NsKey, list[Sighting]] = {}
+        for sighting in sightings:
+            by_key.setdefault(sighting.key, []).append(sighting)
+        now: set[NsKey] = set()
+        for key, found in by_key.items():
+            if key in self._entries or self._pin_first(key, found):
+                self._hold(key, pid, tuple(s.holder for s in found))
+                now.add(key)
+        for key in before - now:
+            by_pid = self._held.get(key)
+            if by_pid is not None and by_pid.pop(pid, None) is not None:
+                self._changed.add(key)
+                if not by_pid:
+                    del self._held[key]  # the next settle probes it
+        return now
+
+    def _hold(self, key: NsKey, pid: int, holders: tuple[Holder, ...]) -> None:
+        by_pid = self._held.setdefault(key, {})
+        if by_pid.get(pid) != holders:
+            by_pid[pid] = holders
+            self._changed.add(key)
+
+    def _settle(self, probe_unseen: bool) -> Snapshot:
+        """Probe what nothing holds any more (and, if asked, what only the probe kept), then publish."""
+        live = self._closure(self._held)
+        kept = set() if probe_unseen else {k for k in self._unseen if k in self._entries and k not in live}
+        candidates = [k for k in self._entries if k not in live and k not in kept]
+        daemon_pins: set[NsKey] = set().union(*self._daemons.values())
+        unseen = kept | self._probe(candidates, live | kept, daemon_pins)
+        self._changed.update(unseen ^ self._unseen)
+        self._unseen = unseen
+        self._pin_unpinned()
+        return self._publish()
 
     # -- pinning ------------------------------------------------------------
 
@@ -203,8 +281,22 @@ class Registry:
             creator_uid=creator_uid,
             first_seen_ns=time.time_ns(),
         )
-        self._pinned_at[key] = time.monotonic()
+        self._changed.add(key)
+        for relative, holder in self._relations_of(self._entries[key]):
+            self._relations.setdefault(relative, set()).add(holder)
+            self._changed.add(relative)
         self._dirty = True
+
+    @staticmethod
+    def _relations_of(entry: Entry) -> list[tuple[NsKey, Holder]]:
+        """What `entry` adds to the holders of its owner and parent."""
+        relations = []
+        if entry.owner is not None:
+            kind = "parent-of" if entry.key.type == "user" else "owner-of"
+            relations.append((entry.owner, Holder(kind, ns=entry.name)))
+        if entry.key.type == "pid" and entry.parent is not None:
+            relations.append((entry.parent, Holder("parent-of", ns=entry.name)))
+        return relations
 
     def _relative(self, fd: int, ioctl: Callable[[int], int]) -> NsKey | None:
         """Key of the namespace an NS_GET_* ioctl returns, pinning it if it is new."""
@@ -266,7 +358,14 @@ class Registry:
 
     def _forget(self, key: NsKey) -> Entry:
         entry = self._entries.pop(key)
-        del self._pinned_at[key]
+        for relative, holder in self._relations_of(entry):
+            relations = self._relations.get(relative, set())
+            relations.discard(holder)
+            if not relations:
+                self._relations.pop(relative, None)
+            self._changed.add(relative)
+        self._held.pop(key, None)
+        self._changed.add(key)
         self._dirty = True
         log.debug("released %s", key.name)
         return entry
@@ -331,29 +430,29 @@ class Registry:
 
     # -- publishing -----------------------------------------------------------
 
-    def _holders(self) -> dict[str, tuple[Holder, ...]]:
-        by_name: dict[str, set[Holder]] = {e.name: set() for e in self._entries.values()}
-        for key, holders in self._seen.items():
-            if key.name in by_name:
-                by_name[key.name].update(holders)
-        for entry in self._entries.values():
-            if entry.owner is not None and entry.owner.name in by_name:
-                kind = "parent-of" if entry.key.type == "user" else "owner-of"
-                by_name[entry.owner.name].add(Holder(kind, ns=entry.name))
-            if entry.key.type == "pid" and entry.parent is not None and entry.parent.name in by_name:
-                by_name[entry.parent.name].add(Holder("parent-of", ns=entry.name))
-        for key in self._unseen:
-            if key.name in by_name:
-                by_name[key.name].add(UNSEEN)
-        return {name: tuple(sorted(holders, key=_holder_order)) for name, holders in by_name.items()}
+    def _holders_of(self, key: NsKey) -> tuple[Holder, ...]:
+        holders: set[Holder] = set(self._relations.get(key, ()))
+        for by_pid in self._held.get(key, {}).values():
+            holders.update(by_pid)
+        if key in self._unseen:
+            holders.add(UNSEEN)
+        return tuple(sorted(holders, key=_holder_order))
 
     def _publish(self) -> Snapshot:
         """A new snapshot if anything shown has changed; the current one otherwise.
 
+        Only the holders of namespaces something happened to are worked out again.
         An unchanged snapshot keeps the per-user-namespace views worked out from it.
         """
-        holders = self._holders()
-        if not self._dirty and holders == self.snapshot.holders:
+        changed, self._changed = self._changed, set()
+        holders = dict(self.snapshot.holders)
+        for key in changed:
+            if key not in self._entries:
+                holders.pop(key.name, None)
+            elif holders.get(key.name) != (now := self._holders_of(key)):
+                holders[key.name] = now
+                self._dirty = True
+        if not self._dirty:
             return self.snapshot
         self._dirty = False
         self._generation += 1

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import TypeVar
 
 INTERVAL = 0.2  # refresh period of test daemons: entries must go within it
+# Test daemons may sweep faster than the default 1% of a core: what only a sweep
+# finds (fds, mounts, sockets) is then found within seconds on a test machine.
+SWEEP_CPU = 25
 PATIENCE = 10.0  # how long a test waits for what should take one interval
 
 _T = TypeVar("_T")
@@ -308,7 +311,7 @@ def running_daemon(
     """A foreground daemon on `mountpoint` (run under `prefix`, e.g. prlimit), stopped with SIGTERM."""
     mountpoint.mkdir(exist_ok=True)
     log = mountpoint.with_name(mountpoint.name + ".log")
-    opts = ",".join([f"interval={interval}", *options])
+    opts = ",".join([f"interval={interval}", f"sweep_cpu={SWEEP_CPU}", *options])
     with open(log, "wb") as out:
         argv = [*prefix, *NSFS, str(mountpoint), "-f", "-o", opts]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=out)

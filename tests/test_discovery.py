@@ -91,8 +91,8 @@ def test_a_bind_mount_in_another_mount_namespace(nsfs: Daemon, procs: Procs, bas
     procs.end(pid)
     # The daemon's own mount namespace has no such mount: only the other one does.
     assert str(target) not in Path("/proc/self/mountinfo").read_text()
-    wait_until(lambda: net in nsfs.names(), "a namespace bind-mounted in another mount namespace")
-    assert holders(nsfs, net) == [f"mount {target} {mnt}"]
+    expected = [f"mount {target} {mnt}"]
+    wait_until(lambda: net in nsfs.names() and holders(nsfs, net) == expected, "a mount in another mount namespace")
     procs.end(holder)  # its mount namespace goes, and the mount with it
     assert_released(nsfs, baseline, net, mnt)
 
@@ -109,8 +109,9 @@ def test_a_bind_mount_in_a_mount_namespace_no_process_is_in(
         procs.end(pid)
         procs.end(holder)
         wait_until(lambda: {net, mnt} <= nsfs.names(), "both namespaces, with no process in either")
-        assert holders(nsfs, mnt) == [f"fd {os.getpid()} {mnt_fd}"]
-        assert holders(nsfs, net) == [f"mount {str(target).replace(' ', chr(92) + '040')} {mnt}"]
+        wait_until(lambda: holders(nsfs, mnt) == [f"fd {os.getpid()} {mnt_fd}"], "the fd holder")
+        escaped = str(target).replace(" ", "\\040")
+        wait_until(lambda: holders(nsfs, net) == [f"mount {escaped} {mnt}"], "the mount holder")
     finally:
         os.close(mnt_fd)
     assert_released(nsfs, baseline, net, mnt)
@@ -153,7 +154,7 @@ def test_a_parent_only(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     try:
         procs.stop(proc)
         wait_until(lambda: outer in nsfs.names() and holders(nsfs, outer) == [f"parent-of {child}"], "a parent only")
-        assert holders(nsfs, child) == [f"fd {os.getpid()} {fd}"]
+        wait_until(lambda: holders(nsfs, child) == [f"fd {os.getpid()} {fd}"], "the fd holder")
     finally:
         os.close(fd)
     assert_released(nsfs, baseline, outer, child)
@@ -230,8 +231,8 @@ def test_a_bind_mount_in_the_daemons_mount_namespace(
     assert run(["mount", "--bind", f"/proc/{pid}/ns/net", str(target)]).returncode == 0
     try:
         procs.end(pid)
-        wait_until(lambda: name in nsfs.names(), "a namespace held by a bind mount")
-        assert holders(nsfs, name) == [f"mount {target} {ns_of(os.getpid(), 'mnt')}"]
+        expected = [f"mount {target} {ns_of(os.getpid(), 'mnt')}"]
+        wait_until(lambda: name in nsfs.names() and holders(nsfs, name) == expected, "a mount holder")
     finally:
         assert run(["umount", str(target)]).returncode == 0
     assert_released(nsfs, baseline, name)

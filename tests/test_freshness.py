@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from nsfs_fuse.service import Refresher
+from nsfs_fuse.service import Pace, Refresher
 
-from .nsutil import Daemon, Procs, run, running_daemon
+from .nsutil import PATIENCE, Daemon, Procs, run, running_daemon
 
 SLOW = 60.0
 
@@ -43,18 +43,19 @@ def test_a_listing_includes_the_callers_own_new_namespaces(slow: Daemon) -> None
 
 
 class Scans:
-    """A stand-in refresh that records when each call ran."""
+    """A stand-in sweep that records when each call ran, and costs `cost` seconds of "CPU"."""
 
     def __init__(self, cost: float) -> None:
         self.cost = cost
         self.runs: list[tuple[float, float]] = []
         self._lock = threading.Lock()
 
-    def __call__(self) -> None:
+    def __call__(self, _pace: Pace) -> float:
         start = time.monotonic()
         time.sleep(self.cost)
         with self._lock:
             self.runs.append((start, time.monotonic()))
+        return self.cost
 
 
 def with_refresher(scans: Scans, misses: Callable[[Refresher], Awaitable[None]]) -> None:
@@ -92,6 +93,39 @@ def test_a_stream_of_misses_leaves_a_pause_after_every_scan() -> None:
 
     with_refresher(scans, one_after_another)
     assert len(scans.runs) == 10
-    for (start, end), (next_start, _) in zip(scans.runs, scans.runs[1:], strict=False):
-        # Idle at least as long as the last scan took: at most half the time scanning.
-        assert next_start - end >= end - start
+    for (_start, end), (next_start, _) in zip(scans.runs, scans.runs[1:], strict=False):
+        # Idle at least as long as the last sweep's CPU time: at most half the time sweeping.
+        assert next_start - end >= scans.cost
+
+
+class PacedSweeps:
+    """A stand-in sweep of many chunks, each "costing" 10 ms of CPU, asking `pace` after each."""
+
+    def __init__(self) -> None:
+        self.ends: list[str] = []  # "done" or "abandoned", per sweep
+
+    def __call__(self, pace: Pace) -> float:
+        for chunk in range(1, 1001):
+            if not pace(chunk * 0.01, 0.0):
+                self.ends.append("abandoned")
+                return chunk * 0.01
+        self.ends.append("done")
+        return 10.0
+
+
+def test_a_lookup_miss_abandons_a_paced_sweep_for_one_at_full_speed() -> None:
+    sweeps = PacedSweeps()
+
+    async def main() -> None:
+        # At 1% of a core the first sweep would take 1000 s.
+        refresher = Refresher(sweeps, interval=0.01, sweep_cpu=0.01)
+        refresher.following_events = True
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refresher.run)
+            await trio.sleep(0.2)  # the paced sweep is under way
+            with trio.fail_after(PATIENCE):
+                await refresher.rescan()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert sweeps.ends[:2] == ["abandoned", "done"]
