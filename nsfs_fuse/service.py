@@ -65,7 +65,10 @@ def sweeper(registry: Registry, scanner: discovery.Scanner) -> Callable[[Pace], 
     for the registry lock, the GIL or the pace would inflate on the wall clock.
     """
 
+    told = False  # whether the log has said how long a paced sweep lasts
+
     def sweep(pace: Pace) -> float:
+        nonlocal told
         started, cpu = time.monotonic(), time.thread_time()
 
         def each(reads: list[discovery.ProcessRead]) -> bool:
@@ -77,6 +80,9 @@ def sweeper(registry: Registry, scanner: discovery.Scanner) -> Callable[[Pace], 
             with mounts:
                 registry.end_sweep(mounts, started)
         cost = time.thread_time() - cpu
+        if mounts is not None and pace is not full_speed and not told:
+            told = True
+            log.info("a paced sweep took %.0f s (%.2f s of CPU)", time.monotonic() - started, cost)
         log.debug(
             "sweep %s in %.3f s (%.3f s of CPU), %d namespaces",
             "done" if mounts is not None else "abandoned",
@@ -128,6 +134,10 @@ class Refresher:
             self._abandon.set()
             self._wake.set()
             await merged.wait()
+
+    def stop(self) -> None:
+        """End a sweep under way at its next chunk: the daemon is exiting, and trio waits for its thread."""
+        self._abandon.set()
 
     def _pace(self, cpu: float, elapsed: float) -> bool:
         """Between two chunks of a paced sweep (in its thread): sleep to stay within the budget."""
@@ -273,6 +283,7 @@ async def _main(
         try:
             await pyfuse3.main()  # returns when the filesystem is unmounted
         finally:
+            refresher.stop()
             nursery.cancel_scope.cancel()
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,9 +92,11 @@ def test_the_fstab_line_works(helper: Path, mountpoint: Path, public_dir: Path) 
 
 
 def test_sigterm_unmounts_and_ends_the_background_daemon(mountpoint: Path) -> None:
-    result = run([*NSFS, str(mountpoint)])
+    # At 0.1% of a core a sweep lasts minutes: the daemon must not wait for it to end.
+    result = run([*NSFS, str(mountpoint), "-o", "sweep_cpu=0.1"])
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     pid = assert_mounted_and_serving(mountpoint)
+    time.sleep(2)  # the first paced sweep is under way
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: gone(pid), "the daemon to exit on SIGTERM")
     assert not is_mounted(mountpoint)
@@ -106,6 +109,7 @@ def test_version_and_help(helper: Path) -> None:
     assert help_text.returncode == 0
     assert help_text.stdout.startswith("usage: nsfs [SOURCE] MOUNTPOINT")
     assert "interval=SECONDS" in help_text.stdout
+    assert "sweep_cpu=PERCENT" in help_text.stdout
 
 
 BAD_OPTIONS = [
@@ -115,6 +119,9 @@ BAD_OPTIONS = [
     (["-o", "interval=-1"], "nsfs: interval must be seconds between 0.01 and 86400, not '-1'"),
     (["-o", "interval=nan"], "nsfs: interval must be seconds between 0.01 and 86400, not 'nan'"),
     (["-o", "interval=inf"], "nsfs: interval must be seconds between 0.01 and 86400, not 'inf'"),
+    (["-o", "sweep_cpu=0"], "nsfs: sweep_cpu must be a percentage between 0.1 and 100, not '0'"),
+    (["-o", "sweep_cpu=101"], "nsfs: sweep_cpu must be a percentage between 0.1 and 100, not '101'"),
+    (["-o", "sweep_cpu=1%"], "nsfs: sweep_cpu must be a percentage between 0.1 and 100, not '1%'"),
     (["--frobnicate"], "nsfs: unknown argument '--frobnicate'"),
     (["-o"], "nsfs: -o needs a list of options"),
 ]
