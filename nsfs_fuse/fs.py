@@ -10,10 +10,13 @@ Inodes are derived, not stored: an entry's directory is `serial * SLOTS` and its
 files follow it. Serials are never reused, so a stale inode simply finds no entry
 (ENOENT), and `forget` has nothing to keep track of.
 
-Every answer is per caller, so the kernel must cache nothing: entry and
-attribute timeouts are 0, files are opened with direct_io, and listings and
-file contents are fixed when the caller opens them (readdir and read carry no
-request context).
+Every answer is per caller, so the kernel must cache nothing that differs
+between callers: entry timeouts are 0 (each path walk asks who is calling),
+attribute timeouts are 0 except for entry directories, whose attributes are the
+same for everyone, files are opened with direct_io, and listings and file
+contents are fixed when the caller opens them (readdir and read carry no
+request context). `ls -l` makes three path walks per entry (statx and two ACL
+getxattrs): three LOOKUPs, and no GETATTR.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ log = logging.getLogger("nsfs")
 ROOT: Final = pyfuse3.ROOT_INODE
 SLOTS: Final = 16  # inodes per entry: the directory, then one per file
 NAME_MAX: Final = 255
+# Seconds the kernel may keep an entry directory's attributes; see _entry_attr.
+DIR_ATTR_TIMEOUT: Final = 1.0
 
 
 class NsFile(NamedTuple):
@@ -251,7 +256,11 @@ class NsFs(pyfuse3.Operations):
         uid = self._owner_uid(req.snapshot, entry)
         inode = entry.serial * SLOTS
         if file is None:
-            return self._attr(inode, stat.S_IFDIR | 0o555, 0, uid, entry.first_seen_ns)
+            attr = self._attr(inode, stat.S_IFDIR | 0o555, 0, uid, entry.first_seen_ns)
+            # The same for every caller (the kernel maps uid for each), and only reachable
+            # through a lookup, which is never cached: the kernel may keep these a while.
+            attr.attr_timeout = DIR_ATTR_TIMEOUT
+            return attr
         mode = stat.S_IFLNK | 0o777 if file.is_link else stat.S_IFREG | 0o444
         # holders may run to thousands of lines: like a /proc file it says size 0
         # and is only worked out when opened.

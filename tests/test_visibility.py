@@ -99,9 +99,13 @@ def test_alternating_callers_never_see_each_other_s_view(nsfs: Daemon, procs: Pr
     wait_until(lambda: net in nsfs.names(), "the caller's namespace")
     inside = ["nsenter", f"--target={pid}", "--user", "--net"]
     for _ in range(5):
-        # The host sees its own net namespace; the caller inside does not, even right after.
+        # The host sees its own net namespace; the caller inside does not, even right after
+        # the kernel was given the entry directory's attributes to keep.
         assert nsfs.read(host_net, "nstype") == "net\n"
-        seen = probe(inside, nsfs.path(host_net, "nstype"), nsfs.path(net, "nstype"))
+        assert os.stat(nsfs.path(host_net)).st_uid == 0
+        seen = probe(inside, nsfs.path(host_net), nsfs.path(host_net, "nstype"), nsfs.path(net, "nstype"))
+        assert seen[("stat", str(nsfs.path(host_net)))] == "ENOENT"
+        assert seen[("lstat", str(nsfs.path(host_net)))] == "ENOENT"
         assert seen[("read", str(nsfs.path(host_net, "nstype")))] == "ENOENT"
         assert seen[("read", str(nsfs.path(net, "nstype")))] == "ok"
         assert host_net in nsfs.names()
