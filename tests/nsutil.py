@@ -306,12 +306,20 @@ class Daemon:
 
 @contextlib.contextmanager
 def running_daemon(
-    mountpoint: Path, *options: str, interval: float = INTERVAL, prefix: Sequence[str] = ()
+    mountpoint: Path,
+    *options: str,
+    interval: float = INTERVAL,
+    sweep_cpu: float | None = SWEEP_CPU,
+    prefix: Sequence[str] = (),
 ) -> Iterator[Daemon]:
-    """A foreground daemon on `mountpoint` (run under `prefix`, e.g. prlimit), stopped with SIGTERM."""
+    """A foreground daemon on `mountpoint` (run under `prefix`, e.g. prlimit), stopped with SIGTERM.
+
+    sweep_cpu=None leaves the daemon's default.
+    """
     mountpoint.mkdir(exist_ok=True)
     log = mountpoint.with_name(mountpoint.name + ".log")
-    opts = ",".join([f"interval={interval}", f"sweep_cpu={SWEEP_CPU}", *options])
+    budget = [] if sweep_cpu is None else [f"sweep_cpu={sweep_cpu:g}"]
+    opts = ",".join([f"interval={interval}", *budget, *options])
     with open(log, "wb") as out:
         argv = [*prefix, *NSFS, str(mountpoint), "-f", "-o", opts]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=out)
