@@ -185,7 +185,8 @@ class NsFs(pyfuse3.Operations):
         """One line per holder the caller may see, pids as its pid namespace numbers them."""
         to_caller = self._pid_translator(req)
         lines = []
-        for h in req.snapshot.holders.get(entry.name, ()):
+        holders = req.snapshot.holders.get(entry.name)
+        for h in holders.ordered() if holders is not None else ():
             if h.kind in ("owner-of", "parent-of"):
                 if h.ns in req.view.names:
                     lines.append(f"{h.kind} {h.ns}")

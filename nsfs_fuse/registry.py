@@ -75,24 +75,50 @@ class Entry:
         return self.key if self.key.type == "user" else self.owner
 
 
+def _holder_order(holder: Holder) -> tuple[int, int, int, str, str]:
+    return (_KIND_RANK[holder.kind], holder.pid, holder.num, holder.text, holder.ns)
+
+
+class Holders:
+    """What holds one namespace, as of one snapshot: put in order only when someone reads it.
+
+    An initial namespace has a holder per process; sorting thousands of them
+    every time a process comes or goes would cost more than following it.
+    """
+
+    __slots__ = ("_parts", "_sorted")
+
+    def __init__(self, parts: tuple[tuple[Holder, ...], ...]) -> None:
+        self._parts = parts
+        self._sorted: tuple[Holder, ...] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Holders) and self._parts == other._parts
+
+    def __hash__(self) -> int:
+        return hash(self._parts)
+
+    def ordered(self) -> tuple[Holder, ...]:
+        """Each holder once, in HOLDER_KINDS order, then by pid and number."""
+        if self._sorted is None:
+            self._sorted = tuple(sorted({h for part in self._parts for h in part}, key=_holder_order))
+        return self._sorted
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What the filesystem shows, as of one moment. Never changes once published."""
 
     entries: Mapping[str, Entry]
     by_serial: Mapping[int, Entry]
-    holders: Mapping[str, tuple[Holder, ...]]  # by entry name, in HOLDER_KINDS order
-    generation: int
+    holders: Mapping[str, Holders]  # by entry name
+    generation: int  # changes when entries do (not when only holders do): views depend on nothing else
 
     def get(self, key: NsKey | None) -> Entry | None:
         return None if key is None else self.entries.get(key.name)
 
 
 EMPTY = Snapshot(entries={}, by_serial={}, holders={}, generation=0)
-
-
-def _holder_order(holder: Holder) -> tuple[int, int, int, str, str]:
-    return (_KIND_RANK[holder.kind], holder.pid, holder.num, holder.text, holder.ns)
 
 
 @dataclass(slots=True)
@@ -430,39 +456,37 @@ class Registry:
 
     # -- publishing -----------------------------------------------------------
 
-    def _holders_of(self, key: NsKey) -> tuple[Holder, ...]:
-        holders: set[Holder] = set(self._relations.get(key, ()))
-        for by_pid in self._held.get(key, {}).values():
-            holders.update(by_pid)
+    def _holders_of(self, key: NsKey) -> Holders:
+        parts = tuple(self._held.get(key, {}).values())
+        if relations := self._relations.get(key):
+            parts += (tuple(relations),)
         if key in self._unseen:
-            holders.add(UNSEEN)
-        return tuple(sorted(holders, key=_holder_order))
+            parts += ((UNSEEN,),)
+        return Holders(parts)
 
     def _publish(self) -> Snapshot:
         """A new snapshot if anything shown has changed; the current one otherwise.
 
-        Only the holders of namespaces something happened to are worked out again.
-        An unchanged snapshot keeps the per-user-namespace views worked out from it.
+        Only the holders of namespaces something happened to are gathered again.
+        A snapshot whose entries did not change keeps its generation, and with it
+        the per-user-namespace views worked out for it.
         """
         changed, self._changed = self._changed, set()
         holders = dict(self.snapshot.holders)
+        holders_changed = False
         for key in changed:
             if key not in self._entries:
-                holders.pop(key.name, None)
+                holders_changed |= holders.pop(key.name, None) is not None
             elif holders.get(key.name) != (now := self._holders_of(key)):
                 holders[key.name] = now
-                self._dirty = True
-        if not self._dirty:
-            return self.snapshot
-        self._dirty = False
-        self._generation += 1
-        entries = {e.name: e for e in self._entries.values()}
-        self.snapshot = Snapshot(
-            entries=entries,
-            by_serial={e.serial: e for e in entries.values()},
-            holders=holders,
-            generation=self._generation,
-        )
+                holders_changed = True
+        if self._dirty:
+            self._dirty = False
+            self._generation += 1
+            entries = {e.name: e for e in self._entries.values()}
+            self.snapshot = Snapshot(entries, {e.serial: e for e in entries.values()}, holders, self._generation)
+        elif holders_changed:
+            self.snapshot = dataclasses.replace(self.snapshot, holders=holders)
         return self.snapshot
 
 
