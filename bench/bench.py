@@ -12,6 +12,7 @@ Run as root from the repository: `make bench` (full size) or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -19,10 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from tests.nsutil import Daemon, Procs, run, running_daemon, wait_until
+
+_T = TypeVar("_T")
 
 GROUP = 20  # processes per group of namespaces
 FDS_PER_PROC_MAX = 64
@@ -125,27 +129,69 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def appearance(nsfs: Daemon, procs: Procs, by_fd: bool) -> float:
-    """Seconds from a namespace's creation (with a process, or only as an fd) to a listing showing it."""
-    if by_fd:
-        # unshare without exec: no process event names the namespace, only a sweep will.
-        proc, (name,) = procs.reporting(sys.executable, "-c", UNSHARE_NET_NO_EXEC)
-        fd = os.open(f"/proc/{proc.pid}/ns/net", os.O_RDONLY)
-        procs.stop(proc)
-        start = time.perf_counter()  # from here on only the fd holds it
-    else:
-        start = time.perf_counter()
-        pid = procs.sleeper("--net")
-        name = os.readlink(f"/proc/{pid}/ns/net")
+def appearance(nsfs: Daemon) -> float:
+    """Seconds from `unshare --net sleep` being started to a listing showing its namespace."""
+    start = time.perf_counter()
+    with netns_sleeper() as name:
+        poll_until(lambda: name in nsfs.names(), f"{name} to appear")
+        return time.perf_counter() - start
+
+
+def fd_only_appearance(nsfs: Daemon, procs: Procs) -> float:
+    """Seconds from a namespace being held only by an fd to a listing showing it."""
+    # unshare without exec: no process event names the namespace, only a sweep will.
+    proc, (name,) = procs.reporting(sys.executable, "-c", UNSHARE_NET_NO_EXEC)
+    fd = os.open(f"/proc/{proc.pid}/ns/net", os.O_RDONLY)
+    procs.stop(proc)
+    start = time.perf_counter()  # from here on only the fd holds it
     try:
-        # One that arrives only as an fd waits for a sweep to reach its holder: minutes at full size.
-        wait_until(lambda: name in nsfs.names(), f"{name} to appear", timeout=900)
+        # A sweep must reach the holder first: minutes at full size.
+        poll_until(lambda: name in nsfs.names(), f"{name} to appear", timeout=900)
         return time.perf_counter() - start
     finally:
-        if by_fd:
-            os.close(fd)
-        else:
-            procs.end(pid)
+        os.close(fd)
+
+
+def disappearance(nsfs: Daemon) -> float:
+    """Seconds from the kill of a namespace's only process to a listing without it."""
+    with netns_sleeper() as name:
+        poll_until(lambda: name in nsfs.names(), f"{name} to appear")
+        start = time.perf_counter()
+    poll_until(lambda: name not in nsfs.names(), f"{name} to go")
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def netns_sleeper() -> Iterator[str]:
+    """A `sleep` in a new network namespace, killed and reaped on leaving; yields the namespace.
+
+    Plain Popen and waitpid: the test helpers' process-group bookkeeping walks all of
+    /proc, which at full size would take longer than what is being measured.
+    """
+    own = os.readlink("/proc/self/ns/net")
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "600"])
+    try:
+        yield poll_until(lambda: "" if (n := netns_of(proc.pid)) == own else n, "unshare to make its namespace")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def netns_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
+
+
+def poll_until(predicate: Callable[[], _T], what: str, timeout: float = 120) -> _T:
+    """wait_until, polling every 5 ms: the figures are tens of milliseconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+    return value
 
 
 UNSHARE_NET_NO_EXEC = """
@@ -176,16 +222,6 @@ def sweep_seconds(nsfs: Daemon) -> float | None:
         if "a paced sweep took" in line:
             return float(line.split("took ")[1].split(" s")[0])
     return None
-
-
-def disappearance(nsfs: Daemon, procs: Procs) -> float:
-    pid = procs.sleeper("--net")
-    name = os.readlink(f"/proc/{pid}/ns/net")
-    wait_until(lambda: name in nsfs.names(), f"{name} to appear", timeout=120)
-    start = time.perf_counter()
-    procs.end(pid)
-    wait_until(lambda: name not in nsfs.names(), f"{name} to go", timeout=120)
-    return time.perf_counter() - start
 
 
 def main() -> int:
@@ -239,9 +275,9 @@ def main() -> int:
                     "",
                 ),
             ]
-            new_proc = median_of(lambda: appearance(nsfs, procs, by_fd=False), reps)
-            new_fd = median_of(lambda: appearance(nsfs, procs, by_fd=True), min(reps, 3))
-            gone = median_of(lambda: disappearance(nsfs, procs), reps)
+            new_proc = median_of(lambda: appearance(nsfs), reps)
+            new_fd = median_of(lambda: fd_only_appearance(nsfs, procs), min(reps, 3))
+            gone = median_of(lambda: disappearance(nsfs), reps)
             took = sweep_seconds(nsfs)
             sweep = "not logged" if took is None else f"{took:.0f} s"
             rows += [
