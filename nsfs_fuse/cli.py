@@ -317,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Other daemons recognise us by this name and do not count our pins as holders.
         kernel.set_process_name(DAEMON_COMM)
         kernel.raise_fd_limit()
+        kernel.limit_malloc_arenas(1)
         if not args.foreground:
             return _background(args, mountpoint)
         from .service import serve

@@ -216,6 +216,20 @@ def raise_fd_limit() -> int:
     return hard
 
 
+def limit_malloc_arenas(arenas: int) -> None:
+    """mallopt(M_ARENA_MAX): glibc gives each thread that allocates an arena of its own.
+
+    The daemon's worker threads (sweeps, process events, probes) run Python, so
+    only one of them allocates at a time anyway; an arena each only raises the
+    high-water mark of its memory. Call before any thread starts. A libc without
+    mallopt is left alone.
+    """
+    m_arena_max = -8
+    mallopt = getattr(_libc, "mallopt", None)
+    if mallopt is not None:
+        mallopt(ctypes.c_int(m_arena_max), ctypes.c_int(arenas))
+
+
 # The proc connector (<linux/cn_proc.h>): fork, exec and exit of every process, over netlink.
 NETLINK_CONNECTOR: Final = 11
 CN_IDX_PROC: Final = 1
