@@ -108,7 +108,7 @@ class Refresher:
     stream of lookup misses cannot keep the daemon sweeping without pause.
     """
 
-    def __init__(self, sweep: Callable[[Pace], float | None], interval: float, sweep_cpu: float = 0.01) -> None:
+    def __init__(self, sweep: Callable[[Pace], float], interval: float, sweep_cpu: float = 0.01) -> None:
         self.sweep = sweep
         self.interval = interval
         self.sweep_cpu = sweep_cpu
@@ -160,8 +160,7 @@ class Refresher:
             self._abandon.clear()
             self._started += 1
             try:
-                cost = await trio.to_thread.run_sync(self.sweep, self._pace if paced else full_speed)
-                self._last_cost = cost or 0.0
+                self._last_cost = await trio.to_thread.run_sync(self.sweep, self._pace if paced else full_speed)
             except Exception:
                 # Whatever went wrong, the last snapshot is still true enough to serve.
                 log.exception("sweep failed; serving the previous snapshot")
@@ -171,13 +170,40 @@ class Refresher:
             self._merged_event = trio.Event()
 
 
+class Reprober:
+    """Probes again what only the probe keeps (an fd in flight, say): every
+    interval, and shortly after exits that left such namespaces."""
+
+    def __init__(self, registry: Registry, interval: float) -> None:
+        self._registry = registry
+        self._interval = interval
+        self._soon = trio.Event()
+
+    def soon(self) -> None:
+        """Probe after each of REPROBE_AFTER, then every interval again."""
+        self._soon.set()
+
+    async def run(self) -> None:
+        delays: tuple[float, ...] = ()
+        while True:
+            with trio.move_on_after(delays[0] if delays else self._interval) as waited:
+                await self._soon.wait()
+            if not waited.cancelled_caught:  # soon() was called: start the short delays over
+                self._soon = trio.Event()
+                delays = REPROBE_AFTER
+                continue
+            delays = delays[1:]
+            if self._registry.has_unseen():
+                await trio.to_thread.run_sync(self._registry.reprobe)
+
+
 class Events:
     """Process events folded into the registry: each named process is read again."""
 
-    def __init__(self, registry: Registry, scanner: discovery.Scanner) -> None:
+    def __init__(self, registry: Registry, scanner: discovery.Scanner, reprober: Reprober) -> None:
         self._registry = registry
         self._scanner = scanner
-        self._reprobe_wanted = trio.Event()
+        self._reprober = reprober
 
     def apply(self, pids: frozenset[int]) -> bool:
         """Read `pids` again (blocking, for a worker thread).
@@ -214,7 +240,6 @@ class Events:
 
     async def _follow(self, sock: socket.socket, refresher: Refresher) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._reprobes)
             while True:
                 await trio.lowlevel.wait_readable(sock)
                 pids: set[int] = set()
@@ -231,18 +256,7 @@ class Events:
                 if not pids:
                     continue  # only threads came and went (trio's own workers among them)
                 if await trio.to_thread.run_sync(self.apply, frozenset(pids)):
-                    self._reprobe_wanted.set()
-
-    async def _reprobes(self) -> None:
-        """After exits that left namespaces kept only by the probe, probe them again shortly."""
-        while True:
-            await self._reprobe_wanted.wait()
-            self._reprobe_wanted = trio.Event()
-            for delay in REPROBE_AFTER:
-                await trio.sleep(delay)
-                if not self._registry.has_unseen():
-                    break
-                await trio.to_thread.run_sync(self._registry.reprobe)
+                    self._reprober.soon()
 
 
 async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:
@@ -261,21 +275,13 @@ async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:
     return False
 
 
-async def _reprobe_every(registry: Registry, interval: float) -> None:
-    """Namespaces only the probe keeps (an fd in flight, say) go within an interval of their last holder."""
-    while True:
-        await trio.sleep(interval)
-        if registry.has_unseen():
-            await trio.to_thread.run_sync(registry.reprobe)
-
-
 async def _main(
-    refresher: Refresher, events: Events, registry: Registry, config: Config, ready: Callable[[], None]
+    refresher: Refresher, events: Events, reprober: Reprober, config: Config, ready: Callable[[], None]
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(refresher.run)
         nursery.start_soon(events.follow, refresher)
-        nursery.start_soon(_reprobe_every, registry, config.interval)
+        nursery.start_soon(reprober.run)
         nursery.start_soon(_on_signals, nursery.cancel_scope)
         await trio.sleep(0)
         log.info("serving %s", config.mountpoint)
@@ -310,7 +316,9 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
         ops = NsFs(registry, refresher)
         pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
         try:
-            trio.run(_main, refresher, Events(registry, scanner), registry, config, ready)
+            reprober = Reprober(registry, config.interval)
+            events = Events(registry, scanner, reprober)
+            trio.run(_main, refresher, events, reprober, config, ready)
         finally:
             pyfuse3.close(unmount=True)
     finally:
