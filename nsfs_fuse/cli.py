@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import __version__, kernel
-from .discovery import DAEMON_COMM, unescape
+from . import __version__, kernel, mountinfo
+from .discovery import DAEMON_COMM
 
 if TYPE_CHECKING:  # the service (pyfuse3, trio) is imported only when a daemon starts
     from .service import Config
@@ -193,12 +193,7 @@ def parse_args(argv: Sequence[str]) -> Args:
 def _mounted_at(path: str) -> str | None:
     """The fstype mounted exactly at `path`, if anything is."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if unescape(fields[4]) == path:
-                return fields[sep + 1]
-    return None
+        return next((m.fstype for m in mountinfo.parse(f) if m.mountpoint == path), None)
 
 
 def check_can_mount(mountpoint: str) -> str:

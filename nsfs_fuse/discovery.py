@@ -7,8 +7,8 @@ lasts (`open_namespace`), and the holder itself. The scan is `readlink` and
 has not met before, to learn which network namespace they belong to. Nothing
 here knows about the registry or FUSE.
 
-Processes come and go while we read. An error that means "this process (or this
-fd) is gone or not ours to see" skips that item only; see `_vanished`.
+Processes come and go while we read: an item that is gone or denied is skipped,
+as errors.py decides (docs/design.md, "Errors").
 """
 
 from __future__ import annotations
@@ -21,79 +21,40 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import psutil
 
-from . import kernel
-from .kernel import NS_TYPES, NsKey, parse_ns_name
-
-# What the kernel says when a process exits under us, an fd is closed between
-# listdir and readlink, or a link is not there on this kernel: skip that item.
-_VANISHED = frozenset({errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EINVAL, errno.EBADF})
+from . import errors, kernel, mountinfo
+from .model import NS_TYPES, Holder, HolderKind, NsKey, ProcessRead, Sighting, parse_ns_name
 
 DAEMON_COMM = "nsfs"
 
-
-def _vanished(exc: OSError) -> bool:
-    return exc.errno in _VANISHED
-
-
-class Holder(NamedTuple):
-    """Something that keeps a namespace alive.
-
-    kind: "process", "task", "for-children", "fd", "socket", "mount", and, added by
-    the registry, "owner-of", "parent-of", "unseen".
-    pid: the process (host pid); num: the thread id (task) or fd number (fd, socket);
-    text: the command name (process, task) or the mountpoint (mount);
-    ns: the mount namespace of a mount, or the namespace owned (owner-of, parent-of).
-    """
-
-    kind: str
-    pid: int = 0
-    num: int = 0
-    text: str = ""
-    ns: str = ""
+# What SIOCGSKNS says of an fd that is no longer a socket, or a socket with no namespace to tell.
+_NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
 
 
-class Sighting(NamedTuple):
-    key: NsKey
-    path: str  # opens the namespace while the holder lasts ("" for sockets: see open_namespace)
-    holder: Holder
-
-
+@errors.or_default(None)
 def _readlink(path: str) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError as exc:
-        if _vanished(exc):
-            return None
-        raise
+    return os.readlink(path)
 
 
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError as exc:
-        if _vanished(exc):
-            return []
-        raise
+@errors.or_default(())
+def _listdir(path: str) -> Iterable[str]:
+    return os.listdir(path)
 
 
+@errors.or_default(())
+def _read_lines(path: str) -> Iterable[str]:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return f.readlines()
+
+
+@errors.or_default("")
 def _read_comm(path: str) -> str:
     """A process's or thread's command name (raw os calls: a text file object costs 50 us)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        if _vanished(exc):
-            return ""
-        raise
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return os.read(fd, 64).decode("utf-8", "replace").rstrip("\n")
-    except OSError as exc:
-        if _vanished(exc):
-            return ""
-        raise
     finally:
         os.close(fd)
 
@@ -110,9 +71,9 @@ def process_sightings(pid: int, comm: str = "") -> Iterator[Sighting]:
     """The namespaces a process is in, and those its next children will get."""
     ns_dir = f"/proc/{pid}/ns"
     for link, key in _ns_links(ns_dir):
-        yield Sighting(key, f"{ns_dir}/{link}", Holder("process", pid, text=comm))
+        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.PROCESS, pid, text=comm))
     for link, key in _ns_links(ns_dir, ("pid_for_children", "time_for_children")):
-        yield Sighting(key, f"{ns_dir}/{link}", Holder("for-children", pid))
+        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.FOR_CHILDREN, pid))
 
 
 def thread_sightings(pid: int, leader: dict[str, NsKey]) -> Iterator[Sighting]:
@@ -127,7 +88,7 @@ def thread_sightings(pid: int, leader: dict[str, NsKey]) -> Iterator[Sighting]:
             if leader.get(link) == key:
                 continue
             comm = comm or _read_comm(f"{task}/comm")
-            yield Sighting(key, f"{task}/ns/{link}", Holder("task", pid, tid, comm))
+            yield Sighting(key, f"{task}/ns/{link}", Holder(HolderKind.TASK, pid, tid, comm))
 
 
 def fd_sightings(pid: int) -> tuple[list[Sighting], list[tuple[int, int]]]:
@@ -146,7 +107,7 @@ def fd_sightings(pid: int) -> tuple[list[Sighting], list[tuple[int, int]]]:
         if target.startswith("socket:["):
             sockets.append((int(name), int(target[8:-1])))
         elif (key := parse_ns_name(target)) is not None:
-            namespaces.append(Sighting(key, path, Holder("fd", pid, int(name))))
+            namespaces.append(Sighting(key, path, Holder(HolderKind.FD, pid, int(name))))
     return namespaces, sockets
 
 
@@ -165,24 +126,9 @@ def socket_netns(pid: int, fd: int) -> int:
 
 def open_namespace(sighting: Sighting) -> int:
     """Open the namespace a sighting names, through its holder: OSError if the holder is gone."""
-    if sighting.holder.kind == "socket":
+    if sighting.holder.kind is HolderKind.SOCKET:
         return socket_netns(sighting.holder.pid, sighting.holder.num)
     return kernel.open_ns(sighting.path)
-
-
-def unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def mount_sightings(pid: int, mntns: NsKey) -> Iterator[Sighting]:
@@ -191,26 +137,10 @@ def mount_sightings(pid: int, mntns: NsKey) -> Iterator[Sighting]:
     They are opened through /proc/PID/root, so that each path resolves in that
     mount namespace rather than the daemon's.
     """
-    try:
-        with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.readlines()
-    except OSError as exc:
-        if _vanished(exc):
-            return
-        raise
-    for line in lines:
-        fields = line.split()
-        try:
-            sep = fields.index("-")
-        except ValueError:
-            continue
-        if len(fields) <= sep + 1 or fields[sep + 1] != "nsfs":
-            continue
-        key = parse_ns_name(fields[3])
-        if key is None:
-            continue
-        mountpoint = unescape(fields[4])
-        yield Sighting(key, f"/proc/{pid}/root{mountpoint}", Holder("mount", text=mountpoint, ns=mntns.name))
+    for mount in mountinfo.parse(_read_lines(f"/proc/{pid}/mountinfo")):
+        if mount.fstype == "nsfs" and (key := parse_ns_name(mount.root)) is not None:
+            holder = Holder(HolderKind.MOUNT, text=mount.mountpoint, ns=mntns.name)
+            yield Sighting(key, f"/proc/{pid}/root{mount.mountpoint}", holder)
 
 
 def is_nsfs_daemon(pid: int, comm: str) -> bool:
@@ -220,14 +150,12 @@ def is_nsfs_daemon(pid: int, comm: str) -> bool:
     ever saw alive. A daemon names itself "nsfs" and runs as root, which an
     unprivileged process cannot imitate.
     """
-    if comm != DAEMON_COMM:
-        return False
-    try:
-        return os.stat(f"/proc/{pid}").st_uid == 0
-    except OSError as exc:
-        if _vanished(exc):
-            return False
-        raise
+    return comm == DAEMON_COMM and _owner_uid(f"/proc/{pid}") == 0
+
+
+@errors.or_default(None)
+def _owner_uid(path: str) -> int | None:
+    return os.stat(path).st_uid
 
 
 # Sits in a mount namespace no process is in, so that the daemon can read its
@@ -242,22 +170,6 @@ sys.stdin.read()
 """
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessRead:
-    """Everything one process holds, as read at one moment.
-
-    A later read of the same pid replaces an earlier one whole, so a recycled pid
-    or a process that exec'd, closed an fd or exited is never mixed with what was
-    there before. An empty read is a process that is gone.
-    """
-
-    pid: int
-    read_at: float  # time.monotonic() before the first read: of two reads, the later one wins
-    sightings: tuple[Sighting, ...] = ()  # process, task, for-children, fd and socket holders
-    daemon_pins: frozenset[NsKey] = frozenset()  # another nsfs daemon's fds: its pins, not holders
-    mnt: NsKey | None = None  # the process's mount namespace
-
-
 @dataclass
 class Scan:
     """The bind mounts a sweep found. Close it after merging: helpers holding
@@ -270,9 +182,12 @@ class Scan:
         for sighting in sightings:
             self.found.setdefault(sighting.key, []).append(sighting)
 
+    def sightings(self) -> list[Sighting]:
+        return [s for found in self.found.values() for s in found]
+
     def close(self) -> None:
         for helper in self.helpers:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(ProcessLookupError):
                 helper.kill()
             helper.wait()
         self.helpers.clear()
@@ -311,7 +226,7 @@ class Scanner:
         read_at = time.monotonic()
         comm = _read_comm(f"/proc/{pid}/comm")
         sightings = list(process_sightings(pid, comm))
-        leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind == "process"}
+        leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
         sightings.extend(thread_sightings(pid, leader))
         mnt = leader.get("mnt")
         if pid == self._own_pid:
@@ -339,7 +254,7 @@ class Scanner:
                 if read.mnt is not None:
                     mount_ns.setdefault(read.mnt, read.pid)
                 for sighting in read.sightings:
-                    if sighting.key.type == "mnt" and sighting.holder.kind != "process":
+                    if sighting.key.type == "mnt" and sighting.holder.kind is not HolderKind.PROCESS:
                         held_mnt.setdefault(sighting.key, []).append(sighting)
             if not each(reads):
                 return None
@@ -365,15 +280,14 @@ class Scanner:
                 if key is None:
                     continue
                 self._socket_ns[inode] = key
-            sightings.append(Sighting(key, "", Holder("socket", pid, fd)))
+            sightings.append(Sighting(key, "", Holder(HolderKind.SOCKET, pid, fd)))
         return sightings
 
     def _ask_socket_netns(self, pid: int, fd: int) -> NsKey | None:
         try:
             netns = socket_netns(pid, fd)
         except OSError as exc:
-            # Gone, not a socket any more, or a socket that has no namespace to tell.
-            if _vanished(exc) or exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK):
+            if exc.errno in _NO_SOCKET_NS or errors.skippable(exc, f"socket {fd} of {pid}"):
                 return None
             raise
         try:
@@ -400,7 +314,7 @@ class Scanner:
             try:
                 fd = open_namespace(sighting)
             except OSError as exc:
-                if _vanished(exc):
+                if errors.skippable(exc, sighting.path or f"socket of {sighting.holder.pid}"):
                     continue
                 raise
             try:

@@ -7,7 +7,7 @@ caller's own namespaces (a few readlinks) are in the index. The only /proc files
 read here are the caller's own, to learn who is asking.
 
 Inodes are derived, not stored: an entry's directory is `serial * SLOTS` and its
-files follow it. Serials are never reused, so a stale inode simply finds no entry
+files (files.py, one row each) follow it. Serials are never reused, so a stale inode simply finds no entry
 (ENOENT), and `forget` has nothing to keep track of.
 
 Every answer is per caller, so the kernel must cache nothing that differs
@@ -16,7 +16,7 @@ attribute timeouts are 0 except for entry directories, whose attributes are the
 same for everyone, files are opened with direct_io, and listings and file
 contents are fixed when the caller opens them (readdir and read carry no
 request context). `ls -l` makes three path walks per entry (statx and two ACL
-getxattrs): three LOOKUPs, and no GETATTR.
+getxattrs): three LOOKUPs, and no GETATTR. docs/design.md, "The filesystem".
 """
 
 from __future__ import annotations
@@ -30,42 +30,24 @@ import stat
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, NoReturn, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, Protocol, TypeVar
 
 import pyfuse3
 import trio
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
 from . import discovery, kernel
-from .kernel import HIERARCHICAL, NsKey, parse_ns_name
-from .registry import Entry, Registry, Snapshot
+from .files import BY_NAME, BY_SLOT, SLOT_OF, SLOTS, EntryFile, files_of
+from .model import Entry, NsKey, Snapshot, parse_ns_name
+from .registry import Registry
 from .visibility import View, Views, caller_pidns, caller_userns, map_uid
 
 log = logging.getLogger("nsfs")
 
 ROOT: Final = pyfuse3.ROOT_INODE
-SLOTS: Final = 16  # inodes per entry: the directory, then one per file
 NAME_MAX: Final = 255
 # Seconds the kernel may keep an entry directory's attributes; see _entry_attr.
 DIR_ATTR_TIMEOUT: Final = 1.0
-
-
-class NsFile(NamedTuple):
-    name: str
-    slot: int
-    is_link: bool
-
-
-NSTYPE = NsFile("nstype", 1, False)
-OWNER = NsFile("owner", 2, True)
-PARENT = NsFile("parent", 3, True)
-OWNER_UID = NsFile("owner_uid", 4, False)
-ID = NsFile("id", 5, False)
-NS = NsFile("ns", 6, True)
-HOLDERS = NsFile("holders", 7, False)
-FILES: Final = (NSTYPE, OWNER, PARENT, OWNER_UID, ID, NS, HOLDERS)
-FILE_BY_NAME: Final = {f.name: f for f in FILES}
-FILE_BY_SLOT: Final = {f.slot: f for f in FILES}
 
 
 class Rescanner(Protocol):
@@ -75,16 +57,59 @@ class Rescanner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request's caller and what it may see, against one snapshot."""
+    """One request's caller and what it may see, against one snapshot: the `Reading` files use."""
 
     pid: int
     snapshot: Snapshot
     view: View
+    daemon_pid: int  # the `ns` links point into this process's fds
+    daemon_pidns: NsKey | None  # the pid namespace holder pids are numbered in
+
+    def sees(self, key: NsKey | None) -> bool:
+        return self.view.sees(key)
+
+    def uid(self, kuid: int) -> int | None:
+        return map_uid(self.pid, kuid)
+
+    def pin_path(self, pin: int) -> str:
+        return f"/proc/{self.daemon_pid}/fd/{pin}"
+
+    def holders(self, entry: Entry) -> str:
+        holders = self.snapshot.holders.get(entry.name)
+        return "" if holders is None else holders.render(_HolderReader(self.view, self._pid_translator()))
+
+    def _pid_translator(self) -> Callable[[int], int | None]:
+        """Host pid -> the caller's pid for it, or None if the caller's pid namespace lacks it."""
+        pidns = caller_pidns(self.pid)
+        if pidns == self.daemon_pidns:
+            return lambda pid: pid
+        entry = self.snapshot.get(pidns)
+        if entry is None or entry.pin is None:
+            return lambda pid: None
+        pin = entry.pin
+
+        def translate(pid: int) -> int | None:
+            try:
+                translated = kernel.pid_in_pidns(pin, pid)
+            except OSError as exc:
+                # ESRCH: not in the caller's pid namespace; ENOTTY: a kernel before 6.11.
+                if exc.errno in (errno.ESRCH, errno.ENOTTY):
+                    return None
+                raise
+            return translated if translated > 0 else None
+
+        return translate
 
 
-def escape(text: str) -> str:
-    """Octal-escape what would break a whitespace split, as mountinfo does."""
-    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
+@dataclass(frozen=True, slots=True)
+class _HolderReader:
+    """The caller of one `holders` read, as model.Holders.render sees it."""
+
+    view: View
+    pid: Callable[[int], int | None]
+
+    def sees_name(self, name: str) -> bool:
+        return name in self.view.names
 
 
 _P = ParamSpec("_P")
@@ -127,10 +152,12 @@ class NsFs(pyfuse3.Operations):
     # -- who is asking ------------------------------------------------------
 
     def _request(self, ctx: RequestContext) -> Request:
-        snapshot = self._registry.snapshot
-        return Request(ctx.pid, snapshot, self._views.get(snapshot, caller_userns(ctx.pid)))
+        return self._against(ctx.pid, self._registry.snapshot, caller_userns(ctx.pid))
 
-    def _entry(self, req: Request, inode: int) -> tuple[Entry, NsFile | None]:
+    def _against(self, pid: int, snapshot: Snapshot, userns: NsKey | None) -> Request:
+        return Request(pid, snapshot, self._views.get(snapshot, userns), self._pid, self._pidns)
+
+    def _entry(self, req: Request, inode: int) -> tuple[Entry, EntryFile | None]:
         """The visible entry behind `inode`, and which of its files (None: the directory)."""
         entry = req.snapshot.by_serial.get(inode // SLOTS)
         if entry is None or entry.name not in req.view.names:
@@ -138,92 +165,17 @@ class NsFs(pyfuse3.Operations):
         slot = inode % SLOTS
         if slot == 0:
             return entry, None
-        file = FILE_BY_SLOT.get(slot)
-        if file is None or file not in self._files_of(req, entry):
+        file = BY_SLOT.get(slot)
+        if file is None or not file.present(entry, req):
             raise FUSEError(errno.ENOENT)
         return entry, file
 
-    # -- what an entry holds, for this caller --------------------------------
-
-    def _files_of(self, req: Request, entry: Entry) -> list[NsFile]:
-        files = [NSTYPE]
-        if req.view.sees(entry.owner):
-            files.append(OWNER)
-        if entry.key.type in HIERARCHICAL and req.view.sees(entry.parent):
-            files.append(PARENT)
-        if entry.creator_uid is not None:
-            files.append(OWNER_UID)
-        if entry.ns_id is not None:
-            files.append(ID)
-        if entry.pin is not None:
-            files.append(NS)
-        files.append(HOLDERS)
-        return files
-
-    def _content(self, req: Request, entry: Entry, file: NsFile) -> bytes:
-        if file is NSTYPE:
-            return f"{entry.key.type}\n".encode()
-        if file is ID:
-            return f"{entry.ns_id}\n".encode()
-        if file is OWNER_UID:
-            assert entry.creator_uid is not None
-            uid = map_uid(req.pid, entry.creator_uid)
-            if uid is None:
-                raise FUSEError(errno.ENOENT)
-            return f"{uid}\n".encode()
-        if file is OWNER:
-            assert entry.owner is not None
-            return f"../{entry.owner.name}".encode()
-        if file is PARENT:
-            assert entry.parent is not None
-            return f"../{entry.parent.name}".encode()
-        if file is HOLDERS:
-            return self._holders(req, entry).encode()
-        return f"/proc/{self._pid}/fd/{entry.pin}".encode()
-
-    def _holders(self, req: Request, entry: Entry) -> str:
-        """One line per holder the caller may see, pids as its pid namespace numbers them."""
-        to_caller = self._pid_translator(req)
-        lines = []
-        holders = req.snapshot.holders.get(entry.name)
-        for h in holders.ordered() if holders is not None else ():
-            if h.kind in ("owner-of", "parent-of"):
-                if h.ns in req.view.names:
-                    lines.append(f"{h.kind} {h.ns}")
-            elif h.kind == "mount":
-                if h.ns in req.view.names:
-                    lines.append(f"mount {escape(h.text)} {h.ns}")
-            elif h.kind == "unseen":
-                lines.append("unseen")
-            elif (pid := to_caller(h.pid)) is not None:
-                if h.kind == "process":
-                    lines.append(f"process {pid} {escape(h.text)}")
-                elif h.kind == "task" and (tid := to_caller(h.num)) is not None:
-                    lines.append(f"task {pid} {tid} {escape(h.text)}")
-                elif h.kind == "for-children":
-                    lines.append(f"for-children {pid}")
-                elif h.kind in ("fd", "socket"):
-                    lines.append(f"{h.kind} {pid} {h.num}")
-        return "".join(f"{line}\n" for line in lines)
-
-    def _pid_translator(self, req: Request) -> Callable[[int], int | None]:
-        """Host pid -> the caller's pid for it, or None if the caller's pid namespace lacks it."""
-        pidns = caller_pidns(req.pid)
-        if pidns == self._pidns:
-            return lambda pid: pid
-        entry = req.snapshot.get(pidns)
-        if entry is None or entry.pin is None:
-            return lambda pid: None
-        pin = entry.pin
-
-        def translate(pid: int) -> int | None:
-            try:
-                translated = kernel.pid_in_pidns(pin, pid)
-            except OSError:
-                return None  # ESRCH: not in the caller's pid namespace
-            return translated if translated > 0 else None
-
-        return translate
+    @staticmethod
+    def _content(req: Request, entry: Entry, file: EntryFile) -> bytes:
+        content = file.content(entry, req)
+        if content is None:
+            raise FUSEError(errno.ENOENT)
+        return content.encode()
 
     def _owner_uid(self, snapshot: Snapshot, entry: Entry) -> int:
         """`ls -l` owner: the creator of the owning user namespace (0 for the initial one)."""
@@ -253,7 +205,7 @@ class NsFs(pyfuse3.Operations):
     def _root_attr(self) -> EntryAttributes:
         return self._attr(ROOT, stat.S_IFDIR | 0o555, 0, 0, self._mounted_ns)
 
-    def _entry_attr(self, req: Request, entry: Entry, file: NsFile | None) -> EntryAttributes:
+    def _entry_attr(self, req: Request, entry: Entry, file: EntryFile | None) -> EntryAttributes:
         uid = self._owner_uid(req.snapshot, entry)
         inode = entry.serial * SLOTS
         if file is None:
@@ -263,10 +215,8 @@ class NsFs(pyfuse3.Operations):
             attr.attr_timeout = DIR_ATTR_TIMEOUT
             return attr
         mode = stat.S_IFLNK | 0o777 if file.is_link else stat.S_IFREG | 0o444
-        # holders may run to thousands of lines: like a /proc file it says size 0
-        # and is only worked out when opened.
-        size = 0 if file is HOLDERS else len(self._content(req, entry, file))
-        return self._attr(inode + file.slot, mode, size, uid, entry.first_seen_ns)
+        size = len(self._content(req, entry, file)) if file.sized else 0
+        return self._attr(inode + SLOT_OF[file.name], mode, size, uid, entry.first_seen_ns)
 
     # -- finding names the snapshot lacks ------------------------------------
 
@@ -276,7 +226,7 @@ class NsFs(pyfuse3.Operations):
         if not missing:
             return req
         snapshot = await trio.to_thread.run_sync(self._registry.adopt, missing)
-        return Request(req.pid, snapshot, self._views.get(snapshot, req.view.userns))
+        return self._against(req.pid, snapshot, req.view.userns)
 
     async def _find(self, req: Request, key: NsKey) -> Request:
         """After a lookup miss: the caller's own namespaces first, else one shared rescan."""
@@ -286,7 +236,7 @@ class NsFs(pyfuse3.Operations):
         else:
             await self._rescanner.rescan()
             snapshot = self._registry.snapshot
-        return Request(req.pid, snapshot, self._views.get(snapshot, req.view.userns))
+        return self._against(req.pid, snapshot, req.view.userns)
 
     # -- handlers -----------------------------------------------------------
 
@@ -308,8 +258,8 @@ class NsFs(pyfuse3.Operations):
         entry, file = self._entry(req, parent_inode)
         if file is not None:
             raise FUSEError(errno.ENOTDIR)
-        file = FILE_BY_NAME.get(text)
-        if file is None or file not in self._files_of(req, entry):
+        file = BY_NAME.get(text)
+        if file is None or not file.present(entry, req):
             raise FUSEError(errno.ENOENT)
         return self._entry_attr(req, entry, file)
 
@@ -343,7 +293,7 @@ class NsFs(pyfuse3.Operations):
             if file is not None:
                 raise FUSEError(errno.ENOTDIR)
             names = [(".", inode), ("..", ROOT)]
-            names.extend((f.name, entry.serial * SLOTS + f.slot) for f in self._files_of(req, entry))
+            names.extend((f.name, entry.serial * SLOTS + SLOT_OF[f.name]) for f in files_of(entry, req))
         fh = next(self._handles)
         self._dirs[fh] = (req, names)
         return fh
@@ -357,7 +307,7 @@ class NsFs(pyfuse3.Operations):
                 attr = self._root_attr()
             else:
                 entry = req.snapshot.by_serial[inode // SLOTS]
-                attr = self._entry_attr(req, entry, FILE_BY_SLOT.get(inode % SLOTS))
+                attr = self._entry_attr(req, entry, BY_SLOT.get(inode % SLOTS))
             if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
                 return
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import functools
 import os
-import re
 import resource
 import socket
 import struct
-from typing import Final, NamedTuple
+from typing import Final
 
-# The eight namespace types, in the order lsns and the kernel document them,
-# with the CLONE_NEW* flag that NS_GET_NSTYPE returns for each.
+from .model import NsKey
+
+# The CLONE_NEW* flag of each namespace type: what NS_GET_NSTYPE returns.
 CLONE_FLAGS: Final[dict[str, int]] = {
     "cgroup": 0x02000000,
     "ipc": 0x08000000,
@@ -30,11 +29,7 @@ CLONE_FLAGS: Final[dict[str, int]] = {
     "user": 0x10000000,
     "uts": 0x04000000,
 }
-NS_TYPES: Final[tuple[str, ...]] = tuple(CLONE_FLAGS)
 TYPE_OF_FLAG: Final[dict[int, str]] = {flag: name for name, flag in CLONE_FLAGS.items()}
-
-# Only pid and user namespaces have parents (NS_GET_PARENT gives EINVAL for the rest).
-HIERARCHICAL: Final[frozenset[str]] = frozenset({"pid", "user"})
 
 
 # <linux/nsfs.h>, generic _IOC layout (x86_64, arm64, riscv).
@@ -57,11 +52,6 @@ MAX_HANDLE_SZ: Final = 128
 # What name_to_handle_at / open_by_handle_at say on kernels without nsfs handles.
 NO_HANDLES: Final = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.ENOSYS, errno.EPERM})
 
-# "net:[4026531833]": what readlink of /proc/PID/ns/net or of an fd on it prints.
-# Digits only, no sign, no leading zeros (the kernel prints %u), at most 10 digits.
-_NAME_RE: Final = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[([1-9][0-9]{0,9})\]")
-
-
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -70,34 +60,6 @@ def _check(result: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return result
-
-
-class NsKey(NamedTuple):
-    """A namespace as the kernel names it: type and nsfs inode number."""
-
-    type: str
-    inode: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.type}:[{self.inode}]"
-
-
-@functools.lru_cache(maxsize=512)
-def parse_ns_name(text: str) -> NsKey | None:
-    """The key for a kernel namespace name, or None if `text` is not one exactly.
-
-    Cached: a scan parses the same few names over and over (every process names
-    its eight namespaces, and most processes share them). Small on purpose: under
-    churn a large cache fills with the names of namespaces long dead.
-    """
-    match = _NAME_RE.fullmatch(text)
-    if match is None:
-        return None
-    inode = int(match.group(2))
-    if inode > 0xFFFFFFFF:
-        return None
-    return NsKey(match.group(1), inode)
 
 
 def nsfs_device() -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import signal
 import socket
 import threading
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from . import discovery, kernel
+from . import discovery, kernel, pins
 from .fs import NsFs
+from .model import ProcessRead
 from .registry import Registry
 
 log = logging.getLogger("nsfs")
@@ -71,14 +73,14 @@ def sweeper(registry: Registry, scanner: discovery.Scanner) -> Callable[[Pace], 
         nonlocal told
         started, cpu = time.monotonic(), time.thread_time()
 
-        def each(reads: list[discovery.ProcessRead]) -> bool:
+        def each(reads: list[ProcessRead]) -> bool:
             registry.update(reads)
             return pace(time.thread_time() - cpu, time.monotonic() - started)
 
         mounts = scanner.sweep(each)
         if mounts is not None:
             with mounts:
-                registry.end_sweep(mounts, started)
+                registry.end_sweep(mounts.sightings(), started)
         cost = time.thread_time() - cpu
         if mounts is not None and pace is not full_speed and not told:
             told = True
@@ -307,8 +309,10 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     `ready` is called once the mount exists and requests are being served.
     Raises OSError or RuntimeError if the mount cannot be made.
     """
-    registry = Registry()
-    scanner = discovery.Scanner(os.getpid(), kernel.nsfs_device())
+    nsfs_dev = kernel.nsfs_device()
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    registry = Registry(pins.Pins(nsfs_dev, pins.budget(soft_limit, resource.RLIM_INFINITY)))
+    scanner = discovery.Scanner(os.getpid(), nsfs_dev)
     refresher = Refresher(sweeper(registry, scanner), config.interval, config.sweep_cpu)
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start

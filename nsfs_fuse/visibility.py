@@ -1,6 +1,6 @@
 """Who is asking, and what they may see.
 
-The rule (design.md, section 1): an entry is visible to a caller iff its anchor,
+The rule (docs/design.md, "Who sees what"): an entry is visible to a caller iff its anchor,
 the namespace itself for a user namespace and its owning user namespace
 otherwise, is the caller's user namespace or a descendant of it. So root in the
 initial user namespace sees everything and a container sees its own subtree: the
@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .kernel import OVERFLOW_UID, NsKey, parse_ns_name
-from .registry import Entry, Snapshot
+from . import errors
+from .kernel import OVERFLOW_UID
+from .model import Entry, NsKey, Snapshot, parse_ns_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +90,20 @@ def compute_view(snapshot: Snapshot, userns: NsKey) -> View:
 def _caller_ns(pid: int, nstype: str) -> NsKey | None:
     if pid <= 0:  # the kernel could not map the caller into the daemon's pid namespace
         return None
-    try:
-        key = parse_ns_name(os.readlink(f"/proc/{pid}/ns/{nstype}"))
-    except OSError:
-        return None  # exited mid-request: it sees nothing
+    link = _readlink(f"/proc/{pid}/ns/{nstype}")  # None: exited mid-request, so it sees nothing
+    key = None if link is None else parse_ns_name(link)
     return key if key is not None and key.type == nstype else None
+
+
+@errors.or_default(None)
+def _readlink(path: str) -> str | None:
+    return os.readlink(path)
+
+
+@errors.or_default(None)
+def _read_text(path: str) -> str | None:
+    with open(path, encoding="ascii") as f:
+        return f.read()
 
 
 def caller_userns(pid: int) -> NsKey | None:
@@ -113,12 +123,10 @@ def map_uid(pid: int, kuid: int) -> int | None:
     each range's outside uids in the initial namespace, whatever the depth.
     None if the caller is gone.
     """
-    try:
-        with open(f"/proc/{pid}/uid_map", encoding="ascii") as f:
-            lines = f.read().splitlines()
-    except OSError:
+    text = _read_text(f"/proc/{pid}/uid_map")
+    if text is None:
         return None
-    for line in lines:
+    for line in text.splitlines():
         inside, outside, count = (int(x) for x in line.split())
         if outside <= kuid < outside + count:
             return inside + kuid - outside

@@ -1,0 +1,289 @@
+"""What the daemon knows, as plain values: namespaces, their holders, entries, snapshots.
+
+Nothing here touches the kernel, /proc or FUSE: discovery produces these values,
+the registry keeps them, the filesystem shows them (docs/design.md, "Layers").
+
+Holder kinds live in one table, `KINDS`: the order `holders` lists them in, the
+fields of their line, and which callers may see that line. Adding a kind is one
+row here and one sightings function in discovery.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, NamedTuple, Protocol
+
+from .mountinfo import escape
+
+# The eight namespace types, in the order lsns and the kernel document them.
+NS_TYPES: Final[tuple[str, ...]] = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+
+# Only pid and user namespaces have parents (NS_GET_PARENT gives EINVAL for the rest).
+HIERARCHICAL: Final[frozenset[str]] = frozenset({"pid", "user"})
+
+# "net:[4026531833]": what readlink of /proc/PID/ns/net or of an fd on it prints.
+# Digits only, no sign, no leading zeros (the kernel prints %u), at most 10 digits.
+_NAME_RE: Final = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[([1-9][0-9]{0,9})\]")
+
+
+class NsKey(NamedTuple):
+    """A namespace as the kernel names it: type and nsfs inode number."""
+
+    type: str
+    inode: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.type}:[{self.inode}]"
+
+
+@functools.lru_cache(maxsize=512)
+def parse_ns_name(text: str) -> NsKey | None:
+    """The key for a kernel namespace name, or None if `text` is not one exactly.
+
+    Cached: a scan parses the same few names over and over (every process names
+    its eight namespaces, and most processes share them). Small on purpose: under
+    churn a large cache fills with the names of namespaces long dead.
+    """
+    match = _NAME_RE.fullmatch(text)
+    if match is None:
+        return None
+    inode = int(match.group(2))
+    if inode > 0xFFFFFFFF:
+        return None
+    return NsKey(match.group(1), inode)
+
+
+# -- holders ------------------------------------------------------------------
+
+
+class HolderKind(enum.StrEnum):
+    """What keeps a namespace alive; the value is the first word of its `holders` line."""
+
+    PROCESS = "process"
+    TASK = "task"
+    FOR_CHILDREN = "for-children"
+    FD = "fd"
+    SOCKET = "socket"
+    MOUNT = "mount"
+    OWNER_OF = "owner-of"
+    PARENT_OF = "parent-of"
+    UNSEEN = "unseen"
+
+
+class Audience(enum.Enum):
+    """Which callers may see a holder's line."""
+
+    PROCESS = "callers whose pid namespace has the process (and the thread, for a task)"
+    NAMESPACE = "callers that may see the namespace the line names"
+    EVERYONE = "every caller that sees the entry"
+
+
+class Holder(NamedTuple):
+    """One thing that holds one namespace. Which fields a kind uses is in its KINDS row."""
+
+    kind: HolderKind
+    pid: int = 0  # the process (host pid)
+    num: int = 0  # a thread id (task) or an fd number (fd, socket)
+    text: str = ""  # a command name (process, task) or a mountpoint (mount)
+    ns: str = ""  # a mount's mount namespace, or the namespace owned (owner-of, parent-of)
+
+
+class Field(enum.Enum):
+    """A word of a holders line after the kind, and how it is shown to a caller."""
+
+    PID = "pid"  # Holder.pid, as the caller's pid namespace numbers it
+    TID = "tid"  # Holder.num, a thread id, as the caller's pid namespace numbers it
+    NUM = "num"  # Holder.num as it is (an fd number)
+    TEXT = "text"  # Holder.text, escaped
+    NS = "ns"  # Holder.ns
+
+
+@dataclass(frozen=True, slots=True)
+class KindRow:
+    audience: Audience
+    fields: tuple[Field, ...]
+
+
+_F = Field
+# The order of this table is the order `holders` lists kinds in.
+KINDS: Final[Mapping[HolderKind, KindRow]] = {
+    HolderKind.PROCESS: KindRow(Audience.PROCESS, (_F.PID, _F.TEXT)),
+    HolderKind.TASK: KindRow(Audience.PROCESS, (_F.PID, _F.TID, _F.TEXT)),
+    HolderKind.FOR_CHILDREN: KindRow(Audience.PROCESS, (_F.PID,)),
+    HolderKind.FD: KindRow(Audience.PROCESS, (_F.PID, _F.NUM)),
+    HolderKind.SOCKET: KindRow(Audience.PROCESS, (_F.PID, _F.NUM)),
+    HolderKind.MOUNT: KindRow(Audience.NAMESPACE, (_F.TEXT, _F.NS)),
+    HolderKind.OWNER_OF: KindRow(Audience.NAMESPACE, (_F.NS,)),
+    HolderKind.PARENT_OF: KindRow(Audience.NAMESPACE, (_F.NS,)),
+    HolderKind.UNSEEN: KindRow(Audience.EVERYONE, ()),
+}
+_RANK: Final = {kind: rank for rank, kind in enumerate(KINDS)}
+
+UNSEEN: Final = Holder(HolderKind.UNSEEN)
+
+
+class Reader(Protocol):
+    """Who reads a holders file: what it may see, and how its pid namespace numbers pids."""
+
+    def sees_name(self, name: str) -> bool: ...
+
+    def pid(self, host_pid: int) -> int | None:
+        """`host_pid` in the reader's pid namespace; None if it is not there."""
+
+
+def holder_line(holder: Holder, reader: Reader) -> str | None:
+    """The line `reader` sees for `holder`, or None if it may not see it."""
+    row = KINDS[holder.kind]
+    if row.audience is Audience.NAMESPACE and not reader.sees_name(holder.ns):
+        return None
+    words = [holder.kind.value]
+    for field in row.fields:
+        if field is Field.PID or field is Field.TID:
+            pid = reader.pid(holder.pid if field is Field.PID else holder.num)
+            if pid is None:  # Audience.PROCESS: outside the reader's pid namespace
+                return None
+            words.append(str(pid))
+        elif field is Field.NUM:
+            words.append(str(holder.num))
+        elif field is Field.TEXT:
+            words.append(escape(holder.text))
+        else:
+            words.append(holder.ns)
+    return " ".join(words)
+
+
+def _holder_order(holder: Holder) -> tuple[int, int, int, str, str]:
+    return (_RANK[holder.kind], holder.pid, holder.num, holder.text, holder.ns)
+
+
+class Holders:
+    """What holds one namespace, as of one snapshot: put in order only when someone reads it.
+
+    An initial namespace has a holder per process; sorting thousands of them
+    every time a process comes or goes would cost more than following it.
+    """
+
+    __slots__ = ("_parts", "_sorted")
+
+    def __init__(self, parts: tuple[tuple[Holder, ...], ...]) -> None:
+        self._parts = parts
+        self._sorted: tuple[Holder, ...] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Holders) and self._parts == other._parts
+
+    def __hash__(self) -> int:
+        return hash(self._parts)
+
+    def ordered(self) -> tuple[Holder, ...]:
+        """Each holder once, in KINDS order, then by pid and number."""
+        if self._sorted is None:
+            self._sorted = tuple(sorted({h for part in self._parts for h in part}, key=_holder_order))
+        return self._sorted
+
+    def render(self, reader: Reader) -> str:
+        """The `holders` file as `reader` sees it: one line per holder it may see."""
+        lines = (holder_line(h, reader) for h in self.ordered())
+        return "".join(f"{line}\n" for line in lines if line is not None)
+
+
+# -- what discovery finds -----------------------------------------------------
+
+
+class Sighting(NamedTuple):
+    """A namespace, one holder of it, and a path that opens it while that holder lasts."""
+
+    key: NsKey
+    path: str  # "" for sockets: they are opened through the process's fd (discovery.open_namespace)
+    holder: Holder
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRead:
+    """Everything one process holds, as read at one moment.
+
+    A later read of the same pid replaces an earlier one whole, so a recycled pid
+    or a process that exec'd, closed an fd or exited is never mixed with what was
+    there before. An empty read is a process that is gone.
+    """
+
+    pid: int
+    read_at: float  # time.monotonic() before the first read: of two reads, the later one wins
+    sightings: tuple[Sighting, ...] = ()  # process, task, for-children, fd and socket holders
+    daemon_pins: frozenset[NsKey] = frozenset()  # another nsfs daemon's fds: its pins, not holders
+    mnt: NsKey | None = None  # the process's mount namespace
+
+
+class Opened(NamedTuple):
+    """A namespace just pinned, with what never changes about it (read through the pin)."""
+
+    key: NsKey
+    pin: int | None  # None past the fd limit
+    handle: bytes | None
+    ns_id: int | None
+    owner: NsKey | None
+    parent: NsKey | None
+    creator_uid: int | None
+
+
+# -- what the filesystem shows ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One pinned namespace. Immutable: a new namespace with a recycled inode gets a new Entry."""
+
+    key: NsKey
+    serial: int  # never reused while the daemon runs; FUSE inodes derive from it
+    pin: int | None  # the daemon's fd on the namespace; None past the fd limit (no `ns` link then)
+    handle: bytes | None  # its nsfs file handle, on kernels that have them
+    ns_id: int | None  # NS_GET_ID, on kernels that have it
+    owner: NsKey | None  # owning user namespace (None for the initial one)
+    parent: NsKey | None  # pid and user namespaces only
+    creator_uid: int | None  # user namespaces only: NS_GET_OWNER_UID, a uid of the initial userns
+    first_seen_ns: int  # wall clock, for mtime
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def anchor(self) -> NsKey | None:
+        """The user namespace that decides who may see this entry."""
+        return self.key if self.key.type == "user" else self.owner
+
+    def relations(self) -> list[tuple[NsKey, Holder]]:
+        """What this entry adds to the holders of its owner and parent."""
+        found = []
+        if self.owner is not None:
+            kind = HolderKind.PARENT_OF if self.key.type == "user" else HolderKind.OWNER_OF
+            found.append((self.owner, Holder(kind, ns=self.name)))
+        if self.key.type == "pid" and self.parent is not None:
+            found.append((self.parent, Holder(HolderKind.PARENT_OF, ns=self.name)))
+        return found
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the filesystem shows, as of one moment. Never changes once published."""
+
+    entries: Mapping[str, Entry]
+    by_serial: Mapping[int, Entry]
+    holders: Mapping[str, Holders]  # by entry name
+    generation: int  # changes when entries do (not when only holders do): views depend on nothing else
+
+    def get(self, key: NsKey | None) -> Entry | None:
+        return None if key is None else self.entries.get(key.name)
+
+    @staticmethod
+    def of(entries: Iterable[Entry], holders: Mapping[str, Holders], generation: int) -> Snapshot:
+        by_name = {e.name: e for e in entries}
+        return Snapshot(by_name, {e.serial: e for e in by_name.values()}, holders, generation)
+
+
+EMPTY: Final = Snapshot(entries={}, by_serial={}, holders={}, generation=0)

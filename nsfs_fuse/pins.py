@@ -1,0 +1,189 @@
+"""The daemon's fds on namespaces: opening them, their budget, closing them, the probe.
+
+A pin keeps a `type:[inode]` name meaningful (inode numbers are reused once a
+namespace dies) and backs the `ns` link; it also keeps the namespace alive, so
+the registry decides when to let go (docs/design.md, "Pins and the probe").
+
+What never changes about a namespace is read here, once, while its first pin is
+open: its owner and parent (NS_GET_USERNS, NS_GET_PARENT), which are pinned too
+when new, its id and its creator's uid.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from typing import Final
+
+from . import discovery, errors, kernel
+from .model import HIERARCHICAL, NsKey, Opened, Sighting
+
+log = logging.getLogger("nsfs")
+
+# fds the daemon keeps free for FUSE, scans, helpers and the ioctls that read a new
+# namespace; pins stop short of the soft fd limit by this much.
+FD_RESERVE: Final = 64
+
+
+def budget(soft_limit: int, unlimited: int) -> int:
+    """How many pins fit under a soft fd limit (`unlimited` is RLIM_INFINITY's value)."""
+    return 1 << 30 if soft_limit == unlimited else max(0, soft_limit - FD_RESERVE)
+
+
+class Pins:
+    """Opens, counts and closes pins. Not thread-safe: the registry calls it under its lock."""
+
+    def __init__(self, nsfs_dev: int, max_pins: int) -> None:
+        self._nsfs_dev = nsfs_dev
+        self._max = max_pins
+        self._count = 0
+        self._warned_full = False
+
+    def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
+        """Pin `key` through the first sighting that still leads to it, with its owner and
+        parent where `known` says they are new: those first, `key` last. [] if no sighting
+        leads to `key` any more."""
+        fd = next((fd for s in sightings if (fd := self._open_sighting(s, key)) is not None), None)
+        if fd is None:
+            return []
+        opened: list[Opened] = []
+        try:
+            self._describe(key, fd, lambda k: known(k) or any(o.key == k for o in opened), opened)
+        except BaseException:
+            for done in opened:
+                self.close(done.pin)
+            raise
+        return opened
+
+    def reopen(self, handle: bytes) -> int | None:
+        """A pin for an entry listed without one, now that there may be room; None if there
+        is none, or the namespace is gone."""
+        if self._count >= self._max:
+            return None
+        try:
+            return self._keep(kernel.open_ns_handle(handle))
+        except OSError as exc:
+            if errors.skippable(exc, f"handle of {handle.hex()}"):
+                return None  # gone: the next scan drops it
+            raise
+
+    def probe(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
+        """Close `pin` and open the namespace again by `handle`: that only succeeds while
+        something other than the daemon holds it. (alive, the new pin)."""
+        self.close(pin)
+        try:
+            fd = kernel.open_ns_handle(handle)
+        except OSError as exc:
+            if errors.verdict(exc) is not errors.Verdict.GONE:
+                log.warning("probe of %s failed: %s; released", name, exc.strerror)
+            return False, None
+        return True, self._keep(fd)
+
+    def close(self, pin: int | None) -> None:
+        if pin is not None:
+            os.close(pin)
+            self._count -= 1
+
+    @property
+    def room(self) -> bool:
+        return self._count < self._max
+
+    # -- inside ---------------------------------------------------------------
+
+    def _open_sighting(self, sighting: Sighting, key: NsKey) -> int | None:
+        """An fd on `key` through `sighting`, or None if it is gone or leads elsewhere now."""
+        try:
+            fd = discovery.open_namespace(sighting)
+        except OSError as exc:
+            if errors.skippable(exc, sighting.path or f"socket of {sighting.holder.pid}"):
+                return None  # the holder went away since the scan read it
+            raise
+        try:
+            found = kernel.key_of_fd(fd, self._nsfs_dev)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.ENOTTY or errors.skippable(exc, sighting.path):
+                return None  # the fd number now holds something else
+            raise
+        if found != key:  # the process moved to another namespace meanwhile
+            os.close(fd)
+            return None
+        return fd
+
+    def _describe(self, key: NsKey, fd: int, known: Callable[[NsKey], bool], opened: list[Opened]) -> None:
+        """Take `fd` as the pin for `key`: read what never changes, pinning new relatives first."""
+        try:
+            fd, handle = self._detached(fd)
+            owner = self._relative(fd, kernel.get_userns, known, opened)
+            if key.type == "user":
+                parent = owner  # NS_GET_PARENT is NS_GET_USERNS for user namespaces
+            elif key.type in HIERARCHICAL:
+                parent = self._relative(fd, kernel.get_parent, known, opened)
+            else:
+                parent = None
+            ns_id = kernel.get_ns_id(fd)
+            creator_uid = kernel.get_owner_uid(fd) if key.type == "user" else None
+        except BaseException:
+            os.close(fd)
+            raise
+        opened.append(Opened(key, self._keep(fd), handle, ns_id, owner, parent, creator_uid))
+
+    def _relative(
+        self, fd: int, ioctl: Callable[[int], int], known: Callable[[NsKey], bool], opened: list[Opened]
+    ) -> NsKey | None:
+        """Key of the namespace an NS_GET_* ioctl returns, pinning it if it is new."""
+        try:
+            rel_fd = ioctl(fd)
+        except OSError as exc:
+            if exc.errno == errno.EPERM:  # the ioctl's answer above the daemon's own namespaces: the top
+                return None
+            raise
+        try:
+            key = kernel.key_of_fd(rel_fd, self._nsfs_dev)
+        except BaseException:
+            os.close(rel_fd)
+            raise
+        if known(key):
+            os.close(rel_fd)
+        else:
+            self._describe(key, rel_fd, known, opened)
+        return key
+
+    def _keep(self, fd: int) -> int | None:
+        """`fd` as a pin, or None (and `fd` closed) once pins would crowd out everything else.
+
+        Past the limit a namespace is still listed, from what was read while the fd
+        was open; it has no `ns` link until a pin is free again.
+        """
+        if self._count < self._max:
+            self._count += 1
+            return fd
+        os.close(fd)
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning("fd limit reached (%d pins): further namespaces are listed without an ns link", self._count)
+        return None
+
+    @staticmethod
+    def _detached(fd: int) -> tuple[int, bytes | None]:
+        """Re-open `fd` through its file handle, so that it holds the namespace and nothing else.
+
+        An fd opened through a bind mount, or through /proc/PID/fd/N of a process that
+        opened one, holds that mount too: `umount` would fail with EBUSY for as long as
+        the daemon pinned it, and the namespace could never be released. Opened by
+        handle, the fd refers to the kernel's own nsfs mount. Without handles (before
+        Linux 6.18), the path's fd is kept and such a mount stays busy while pinned.
+        """
+        handle = kernel.ns_handle(fd)
+        if handle is None:
+            return fd, None
+        try:
+            clean = kernel.open_ns_handle(handle)
+        except OSError as exc:
+            if exc.errno in kernel.NO_HANDLES:
+                return fd, handle
+            raise
+        os.close(fd)
+        return clean, handle
