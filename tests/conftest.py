@@ -2,6 +2,7 @@
 
 These tests need root and /dev/fuse, and they never skip: a machine that
 cannot run them fails them, so a green run always means the filesystem ran.
+tests/unit holds the pure tests, which need neither.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ import pytest
 from .nsutil import Daemon, Procs, running_daemon
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+UNIT = Path(__file__).parent / "unit"  # pure tests: no root, no /dev/fuse
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Any test outside tests/unit mounts the real filesystem: without root and /dev/fuse, refuse to run."""
+    if all(item.path.is_relative_to(UNIT) for item in items):
+        return
     problems = []
     if os.geteuid() != 0:
-        problems.append("the tests must run as root")
+        problems.append("the tests must run as root (tests/unit alone need not)")
     if not os.path.exists("/dev/fuse"):
         problems.append("/dev/fuse is missing")
     if problems:
