@@ -7,7 +7,7 @@ MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux
 
-.PHONY: setup run stop test lint compare soak bench clean
+.PHONY: setup run stop test unit lint compare soak bench clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3) and what pyfuse3 builds against.
 .system-deps:
@@ -37,9 +37,13 @@ stop:
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# The pure tests alone: no root, no /dev/fuse (once `make setup` has made the venv).
+unit:
+	$(VENV)/bin/python -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
 lint: setup
-	$(VENV)/bin/ruff check nsfs_fuse tests bench
-	$(VENV)/bin/ruff format --check nsfs_fuse tests bench
+	$(VENV)/bin/ruff check nsfs_fuse tests bench harness.py
+	$(VENV)/bin/ruff format --check nsfs_fuse tests bench harness.py
 	$(VENV)/bin/mypy
 
 # Namespaces made and destroyed at RATE a second for SOAK_SECONDS while readers check every answer.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from tests.nsutil import Daemon, Procs, run, running_daemon, wait_until
+from harness import Daemon, Procs, run, running_daemon, wait_until
 
 _T = TypeVar("_T")
 

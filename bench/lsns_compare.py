@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.nsutil import (
+from harness import (
     INTERVAL,
     SOCKET_ONLY,
     THREAD,

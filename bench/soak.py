@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.nsutil import NS_GET_ID, NS_GET_USERNS, Daemon, related_fd, running_daemon, wait_until
+from harness import NS_GET_ID, NS_GET_USERNS, Daemon, related_fd, running_daemon, wait_until
 
 # Makes namespaces at a rate, each held one way for 0.1 to 1 s, then undone.
 CHURN = r"""

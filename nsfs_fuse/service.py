@@ -6,7 +6,7 @@ find what events never report (fds, sockets, bind mounts, setns or unshare witho
 exec). While events flow, a sweep is spread out so that it uses at most a set share
 of a core; without them, sweeps run at full speed every interval. Either way
 they run in a worker thread, and the trio thread that serves FUSE requests never
-reads /proc itself beyond the caller's own links.
+reads /proc itself beyond the caller's own links (docs/design.md, "Freshness").
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .nsutil import Daemon, Procs, running_daemon
-
+from harness import Daemon, Procs, running_daemon
 
 UNIT = Path(__file__).parent / "unit"  # pure tests: no root, no /dev/fuse
 

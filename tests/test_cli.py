@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import NSFS, PATIENCE, is_mounted, mounts, run, wait_until
 from nsfs_fuse import __version__
-
-from .nsutil import NSFS, PATIENCE, is_mounted, mounts, run, wait_until
 
 HELPER = Path("/usr/local/sbin/nsfs")
 

@@ -16,9 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from nsfs_fuse import kernel
-
-from .nsutil import (
+from harness import (
     SOCKET_ONLY,
     THREAD,
     UNSHARE_TIME_NO_EXEC,
@@ -32,6 +30,7 @@ from .nsutil import (
     running_daemon,
     wait_until,
 )
+from nsfs_fuse import kernel
 
 
 def holders(nsfs: Daemon, name: str) -> list[str]:

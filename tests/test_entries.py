@@ -6,7 +6,7 @@ import os
 import stat
 import time
 
-from .nsutil import (
+from harness import (
     INTERVAL,
     NS_GET_PARENT,
     NS_GET_USERNS,

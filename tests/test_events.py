@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .nsutil import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, running_daemon, wait_until
+from harness import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, running_daemon, wait_until
 
 RARE = 60.0  # a refresh period no test waits for: what happens sooner comes from events
 

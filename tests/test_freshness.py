@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from harness import PATIENCE, Daemon, Procs, run, running_daemon
 from nsfs_fuse.service import Pace, Refresher
-
-from .nsutil import PATIENCE, Daemon, Procs, run, running_daemon
 
 SLOW = 60.0
 

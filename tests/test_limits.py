@@ -13,9 +13,8 @@ import pytest
 import trio
 from pyfuse3 import FUSEError
 
+from harness import NSFS, Procs, is_mounted, ns_of, run, running_daemon, wait_until
 from nsfs_fuse.fs import guarded
-
-from .nsutil import NSFS, Procs, is_mounted, ns_of, run, running_daemon, wait_until
 
 FD_LIMIT = 128  # the daemon keeps 64 of them for itself: at most 64 pins
 

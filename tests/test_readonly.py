@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from .nsutil import Daemon, ns_of
+from harness import Daemon, ns_of
 
 
 def _net(nsfs: Daemon) -> str:

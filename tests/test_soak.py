@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from bench.soak import soak
+import re
+import sys
+from pathlib import Path
+
+from harness import run
+
+
+def figure(report: str, label: str) -> int:
+    match = re.search(rf"^{label}\s+(\d+)", report, re.MULTILINE)
+    assert match is not None, report
+    return int(match.group(1))
 
 
 def test_a_short_soak() -> None:
-    report = soak(seconds=5, rate=100, readers=4, interval=0.2)
-    assert report.ok, str(report)
-    assert report.made >= 300, str(report)
-    assert report.reads > 0, str(report)
+    argv = [sys.executable, "-m", "bench.soak", "--seconds", "5", "--rate", "100", "--readers", "4"]
+    argv += ["--interval", "0.2"]
+    soak = run(argv, timeout=300, cwd=Path(__file__).parents[1])
+    assert soak.returncode == 0, soak.stdout + soak.stderr
+    assert "verdict                         ok" in soak.stdout, soak.stdout
+    assert figure(soak.stdout, "namespaces made and destroyed") >= 300, soak.stdout
+    assert figure(soak.stdout, "entries checked") > 0, soak.stdout

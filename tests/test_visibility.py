@@ -6,9 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from harness import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, wait_until
 from nsfs_fuse.visibility import caller_userns
-
-from .nsutil import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, wait_until
 
 # Run inside a caller's namespaces: what each operation on each path gives.
 PROBE = """

@@ -1,4 +1,4 @@
-"""Test helpers: run the real daemon, make real namespaces, ask the kernel directly.
+"""The harness tests/ and bench/ share: run the real daemon, make real namespaces, ask the kernel directly.
 
 The kernel oracles here use raw ioctl numbers, not nsfs_fuse.kernel, so a bug in
 the package's wrappers cannot hide itself.
@@ -258,9 +258,9 @@ def _state(pid: int) -> str:
         return ""
 
 
-def run(argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(argv: Sequence[str], timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        argv, check=False, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, **kwargs
+        argv, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
     )
 
 
