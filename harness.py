@@ -7,6 +7,7 @@ the package's wrappers cannot hide itself.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -113,6 +114,51 @@ def all_process_namespaces() -> set[str]:
                 with contextlib.suppress(OSError):
                     found.add(ns_of(int(pid), link))
     return found
+
+
+# A namespace's file handle (Linux 6.18): opening it succeeds exactly while the
+# namespace lives, whoever holds it. The kernel's own word on whether it is dead.
+_libc = ctypes.CDLL(None, use_errno=True)
+_FD_NSFS_ROOT, _AT_EMPTY_PATH, _MAX_HANDLE = -10003, 0x1000, 128
+
+
+def ns_handle(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = ctypes.create_string_buffer(8 + _MAX_HANDLE)
+        struct.pack_into("I", buf, 0, _MAX_HANDLE)
+        mount_id = ctypes.c_int()
+        if _libc.name_to_handle_at(fd, b"", buf, ctypes.byref(mount_id), _AT_EMPTY_PATH) != 0:
+            raise OSError(ctypes.get_errno(), "name_to_handle_at")
+        return buf.raw
+    finally:
+        os.close(fd)
+
+
+def ns_alive(handle: bytes) -> bool:
+    fd = _libc.open_by_handle_at(_FD_NSFS_ROOT, ctypes.create_string_buffer(handle, len(handle)), os.O_RDONLY)
+    if fd < 0:
+        assert ctypes.get_errno() in (errno.ESTALE, errno.ENOENT), os.strerror(ctypes.get_errno())
+        return False
+    os.close(fd)
+    return True
+
+
+@contextlib.contextmanager
+def veth_into(pid: int, name: str) -> Iterator[str]:
+    """A veth pair with one end in the host and the other in `pid`'s network namespace (a
+    thread id works too): the host end `name` vanishes when that namespace dies."""
+    added = run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p", "netns", str(pid)])
+    assert added.returncode == 0, added.stderr
+    try:
+        yield name
+    finally:
+        if link_exists(name):
+            run(["ip", "link", "del", name])
+
+
+def link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
 
 
 # -- programs that hold a namespace one particular way --------------------------

@@ -172,18 +172,18 @@ sys.stdin.read()
 
 @dataclass
 class Scan:
-    """The bind mounts a sweep found. Close it after merging: helpers holding
-    process-less mount namespaces open live as long as the scan."""
+    """The bind mounts a sweep found, by the mount namespace whose table was read. Close it
+    after merging: helpers holding process-less mount namespaces open live as long as the scan."""
 
-    found: dict[NsKey, list[Sighting]] = field(default_factory=dict)
+    tables: dict[NsKey, list[Sighting]] = field(default_factory=dict)  # every table read, empty or not
+    found: dict[NsKey, list[Sighting]] = field(default_factory=dict)  # the same sightings, by namespace
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def add(self, sightings: Iterable[Sighting]) -> None:
+    def add(self, mnt: NsKey, sightings: Iterable[Sighting]) -> None:
+        table = self.tables.setdefault(mnt, [])
         for sighting in sightings:
+            table.append(sighting)
             self.found.setdefault(sighting.key, []).append(sighting)
-
-    def sightings(self) -> list[Sighting]:
-        return [s for found in self.found.values() for s in found]
 
     def close(self) -> None:
         for helper in self.helpers:
@@ -229,8 +229,11 @@ class Scanner:
         leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
         sightings.extend(thread_sightings(pid, leader))
         mnt = leader.get("mnt")
-        if pid == self._own_pid:
-            return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
+        # An exiting process has let go of the namespaces its nsproxy held (mnt among
+        # them) but, until reaped, still holds its pid and user namespaces.
+        exiting = mnt is None and "pid" in leader
+        if pid == self._own_pid or exiting:
+            return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt, exiting=exiting)
         namespaces, sockets = fd_sightings(pid)
         if (namespaces or sockets) and is_nsfs_daemon(pid, comm):
             return ProcessRead(pid, read_at, tuple(sightings), frozenset(s.key for s in namespaces), mnt)
@@ -263,7 +266,7 @@ class Scanner:
         result = Scan()
         try:
             for mnt, pid in mount_ns.items():
-                result.add(mount_sightings(pid, mnt))
+                result.add(mnt, mount_sightings(pid, mnt))
             self._processless_mounts(result, set(mount_ns), held_mnt)
         except BaseException:
             result.close()
@@ -280,7 +283,8 @@ class Scanner:
                 if key is None:
                     continue
                 self._socket_ns[inode] = key
-            sightings.append(Sighting(key, "", Holder(HolderKind.SOCKET, pid, fd)))
+            holder = Holder(HolderKind.SOCKET, pid, fd, f"socket:[{inode}]")
+            sightings.append(Sighting(key, f"/proc/{pid}/fd/{fd}", holder))
         return sightings
 
     def _ask_socket_netns(self, pid: int, fd: int) -> NsKey | None:
@@ -307,7 +311,7 @@ class Scanner:
                 helper = self._enter(mnt, held.get(mnt, []) + result.found.get(mnt, []))
                 if helper is not None:
                     result.helpers.append(helper)
-                    result.add(mount_sightings(helper.pid, mnt))
+                    result.add(mnt, mount_sightings(helper.pid, mnt))
 
     def _enter(self, mnt: NsKey, sightings: list[Sighting]) -> subprocess.Popen[bytes] | None:
         for sighting in sightings:
@@ -335,6 +339,25 @@ class Scanner:
             helper.kill()
             helper.wait()
         return None
+
+
+def still_holds(key: NsKey, holder: Holder) -> bool | None:
+    """Whether an fd or socket holder still holds `key` (one readlink); None for other kinds."""
+    if holder.kind is HolderKind.FD:
+        expected = key.name
+    elif holder.kind is HolderKind.SOCKET:
+        expected = holder.text  # a socket's namespace never changes: the same socket still holds it
+    else:
+        return None
+    return _readlink(f"/proc/{holder.pid}/fd/{holder.num}") == expected
+
+
+def process_of(tid: int) -> int | None:
+    """The process (thread group) a thread belongs to; None if it is gone."""
+    for line in _read_lines(f"/proc/{tid}/status"):
+        if line.startswith("Tgid:"):
+            return int(line.split()[1])
+    return None
 
 
 def caller_sightings(tid: int) -> list[Sighting]:

@@ -1,8 +1,9 @@
 """The FUSE side: pyfuse3 Operations over registry snapshots.
 
-Handlers read the published snapshot and never wait on /proc, with two
+Handlers read the published snapshot and never wait on a sweep, with two
 exceptions the contract asks for: a lookup of a well-formed name the snapshot
-lacks waits for one shared rescan, and listing the root first makes sure the
+lacks first reads what the caller could have got it from (its own process and
+mount table, in a worker thread), and listing the root first makes sure the
 caller's own namespaces (a few readlinks) are in the index. The only /proc files
 read here are the caller's own, to learn who is asking.
 
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn, ParamSpec, Protocol, TypeVar
 
 import pyfuse3
-import trio
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
 from . import discovery, kernel
@@ -50,9 +50,14 @@ NAME_MAX: Final = 255
 DIR_ATTR_TIMEOUT: Final = 1.0
 
 
-class Rescanner(Protocol):
-    async def rescan(self) -> None:
-        """Return once a full scan that started after this call has been merged."""
+class Finder(Protocol):
+    """Reads a caller's own holdings into the registry (follow.Finder)."""
+
+    async def own(self, tid: int) -> None:
+        """Read the process of thread `tid`: it is in a namespace the index lacks."""
+
+    async def look(self, tid: int) -> None:
+        """Read what thread `tid` could have learned a name from: its process, its mount table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +142,10 @@ async def _read_only(*_args: object) -> NoReturn:
 
 
 class NsFs(pyfuse3.Operations):
-    def __init__(self, registry: Registry, rescanner: Rescanner) -> None:
+    def __init__(self, registry: Registry, finder: Finder) -> None:
         super().__init__()
         self._registry = registry
-        self._rescanner = rescanner
+        self._finder = finder
         self._views = Views()
         self._pid = os.getpid()  # the `ns` links point into this process's fds
         self._pidns = caller_pidns(self._pid)
@@ -222,21 +227,18 @@ class NsFs(pyfuse3.Operations):
 
     async def _include_callers_own(self, req: Request) -> Request:
         """Make sure the caller's own namespaces are indexed: it may have made them just now."""
-        missing = [s for s in discovery.caller_sightings(req.pid) if s.key.name not in req.snapshot.entries]
-        if not missing:
+        if all(s.key.name in req.snapshot.entries for s in discovery.caller_sightings(req.pid)):
             return req
-        snapshot = await trio.to_thread.run_sync(self._registry.adopt, missing)
-        return self._against(req.pid, snapshot, req.view.userns)
+        await self._finder.own(req.pid)
+        return self._against(req.pid, self._registry.snapshot, req.view.userns)
 
     async def _find(self, req: Request, key: NsKey) -> Request:
-        """After a lookup miss: the caller's own namespaces first, else one shared rescan."""
-        own = [s for s in discovery.caller_sightings(req.pid) if s.key == key]
-        if own:
-            snapshot = await trio.to_thread.run_sync(self._registry.adopt, own)
+        """After a lookup miss: the calling thread's own namespaces, else what its process holds."""
+        if any(s.key == key for s in discovery.caller_sightings(req.pid)):
+            await self._finder.own(req.pid)
         else:
-            await self._rescanner.rescan()
-            snapshot = self._registry.snapshot
-        return self._against(req.pid, snapshot, req.view.userns)
+            await self._finder.look(req.pid)
+        return self._against(req.pid, self._registry.snapshot, req.view.userns)
 
     # -- handlers -----------------------------------------------------------
 

@@ -89,7 +89,7 @@ class Holder(NamedTuple):
     kind: HolderKind
     pid: int = 0  # the process (host pid)
     num: int = 0  # a thread id (task) or an fd number (fd, socket)
-    text: str = ""  # a command name (process, task) or a mountpoint (mount)
+    text: str = ""  # a command name (process, task), a mountpoint (mount) or the fd's link (socket: "socket:[N]")
     ns: str = ""  # a mount's mount namespace, or the namespace owned (owner-of, parent-of)
 
 
@@ -107,14 +107,17 @@ class Field(enum.Enum):
 class KindRow:
     audience: Audience
     fields: tuple[Field, ...]
+    # A process or thread being in the namespace: process events follow it. A namespace
+    # with no such holder is re-verified holder by holder (docs/design.md, "Freshness").
+    membership: bool = False
 
 
 _F = Field
 # The order of this table is the order `holders` lists kinds in.
 KINDS: Final[Mapping[HolderKind, KindRow]] = {
-    HolderKind.PROCESS: KindRow(Audience.PROCESS, (_F.PID, _F.TEXT)),
-    HolderKind.TASK: KindRow(Audience.PROCESS, (_F.PID, _F.TID, _F.TEXT)),
-    HolderKind.FOR_CHILDREN: KindRow(Audience.PROCESS, (_F.PID,)),
+    HolderKind.PROCESS: KindRow(Audience.PROCESS, (_F.PID, _F.TEXT), membership=True),
+    HolderKind.TASK: KindRow(Audience.PROCESS, (_F.PID, _F.TID, _F.TEXT), membership=True),
+    HolderKind.FOR_CHILDREN: KindRow(Audience.PROCESS, (_F.PID,), membership=True),
     HolderKind.FD: KindRow(Audience.PROCESS, (_F.PID, _F.NUM)),
     HolderKind.SOCKET: KindRow(Audience.PROCESS, (_F.PID, _F.NUM)),
     HolderKind.MOUNT: KindRow(Audience.NAMESPACE, (_F.TEXT, _F.NS)),
@@ -199,7 +202,7 @@ class Sighting(NamedTuple):
     """A namespace, one holder of it, and a path that opens it while that holder lasts."""
 
     key: NsKey
-    path: str  # "" for sockets: they are opened through the process's fd (discovery.open_namespace)
+    path: str  # for a socket, its fd: the namespace is opened through it (discovery.open_namespace)
     holder: Holder
 
 
@@ -217,6 +220,7 @@ class ProcessRead:
     sightings: tuple[Sighting, ...] = ()  # process, task, for-children, fd and socket holders
     daemon_pins: frozenset[NsKey] = frozenset()  # another nsfs daemon's fds: its pins, not holders
     mnt: NsKey | None = None  # the process's mount namespace
+    exiting: bool = False  # a zombie: it still holds its pid and user namespaces until reaped
 
 
 class Opened(NamedTuple):

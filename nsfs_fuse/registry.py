@@ -7,7 +7,8 @@ namespace, so they are read once, when it is first pinned (pins.py).
 
 What each process holds is kept per pid, as the latest `ProcessRead` of it
 delivered: a process event or a sweep reads a process again, and that read
-replaces the last one whole. Bind mounts are replaced by each completed sweep.
+replaces the last one whole. Bind mounts are kept per mount namespace, as the
+latest read of its mount table: a sweep or a change of that table replaces them.
 
 A namespace nothing is found holding is probed (pins.py): where the kernel has
 nsfs file handles, its pin is closed and it is re-opened by handle, which only
@@ -24,11 +25,24 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import EMPTY, UNSEEN, Entry, Holder, Holders, NsKey, Opened, ProcessRead, Sighting, Snapshot
+from .model import (
+    EMPTY,
+    KINDS,
+    UNSEEN,
+    Entry,
+    Holder,
+    HolderKind,
+    Holders,
+    NsKey,
+    Opened,
+    ProcessRead,
+    Sighting,
+    Snapshot,
+)
 
 log = logging.getLogger("nsfs")
 
@@ -54,7 +68,9 @@ class _Process:
     keys: set[NsKey]  # what it holds (a tombstone, for a process that is gone, holds nothing)
 
 
-MOUNTS = 0  # the pid bind-mount holders are kept under: no process has pid 0
+# Who a namespace's direct holders come from: a process (its pid), or a mount
+# namespace whose table has bind mounts of it.
+Source = int | NsKey
 
 
 class Registry:
@@ -62,10 +78,12 @@ class Registry:
         self._lock = threading.Lock()
         self._pins = pins
         self._entries: dict[NsKey, Entry] = {}
-        # Direct holders of each namespace, by the pid that holds it (MOUNTS for bind mounts).
-        self._held: dict[NsKey, dict[int, tuple[Holder, ...]]] = {}
+        # Direct holders of each namespace, by where they come from.
+        self._held: dict[NsKey, dict[Source, tuple[Holder, ...]]] = {}
         self._processes: dict[int, _Process] = {}
+        self._tables: dict[NsKey, set[NsKey]] = {}  # what each mount table read holds, by mount namespace
         self._daemons: dict[int, frozenset[NsKey]] = {}  # other nsfs daemons and what they pin
+        self._threaded: set[int] = set()  # processes a thread of which holds a namespace alone
         self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
         self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
         self._serial = 0
@@ -93,38 +111,60 @@ class Registry:
                     self._daemons[read.pid] = read.daemon_pins
                 else:
                     self._daemons.pop(read.pid, None)
+                if any(s.holder.kind is HolderKind.TASK for s in read.sightings):
+                    self._threaded.add(read.pid)
+                else:
+                    self._threaded.discard(read.pid)
                 keys = self._replace(read.pid, read.sightings, set() if state is None else state.keys)
                 self._processes[read.pid] = _Process(read.read_at, keys)
             before = self._unseen
             self._settle(probe_unseen=False)
             return not self._unseen <= before
 
-    def end_sweep(self, mounts: Iterable[Sighting], started: float) -> Snapshot:
-        """A sweep that began at `started` has read every process: the bind mounts it found
-        replace the last sweep's, and processes it did not find (nor events since) are gone."""
+    def update_mounts(self, mnt: NsKey, mounts: Iterable[Sighting]) -> bool:
+        """The bind mounts in mount namespace `mnt` are now `mounts`: its table was read again.
+
+        As `update`, true if a namespace that lost its last holder is kept only by the probe.
+        """
+        with self._lock:
+            self._tables[mnt] = self._replace(mnt, mounts, self._tables.get(mnt, set()))
+            before = self._unseen
+            self._settle(probe_unseen=False)
+            return not self._unseen <= before
+
+    def end_sweep(self, tables: Mapping[NsKey, Iterable[Sighting]], started: float) -> Snapshot:
+        """A sweep that began at `started` has read every process and then `tables`, the bind
+        mounts of every mount namespace it could read: those replace what was known, mount
+        namespaces it did not read hold nothing, and processes it did not find (nor events
+        since) are gone."""
         with self._lock:
             for pid in [pid for pid, state in self._processes.items() if state.read_at < started]:
                 self._replace(pid, (), self._processes.pop(pid).keys)
                 self._daemons.pop(pid, None)
-            self._replace(MOUNTS, mounts, {k for k, by_pid in self._held.items() if MOUNTS in by_pid})
+                self._threaded.discard(pid)
+            for mnt in [mnt for mnt in self._tables if mnt not in tables]:
+                self._replace(mnt, (), self._tables.pop(mnt))
+            for mnt, mounts in tables.items():
+                self._tables[mnt] = self._replace(mnt, mounts, self._tables.get(mnt, set()))
             return self._settle(probe_unseen=True)
-
-    def adopt(self, sightings: Iterable[Sighting]) -> Snapshot:
-        """Pin namespaces found outside a sweep (a caller's own), keeping everything else."""
-        with self._lock:
-            now = time.monotonic()
-            for sighting in sightings:
-                key, pid = sighting.key, sighting.holder.pid
-                if key in self._entries or not self._pin_first(key, [sighting]):
-                    continue
-                self._hold(key, pid, (sighting.holder,))
-                state = self._processes.setdefault(pid, _Process(now, set()))
-                state.read_at = now  # newer than any read of it still on its way
-                state.keys.add(key)
-            return self._publish()
 
     def has_unseen(self) -> bool:
         return bool(self._unseen)
+
+    def has_tasks(self, pid: int) -> bool:
+        """Whether a thread of process `pid` holds a namespace its process is not in."""
+        return pid in self._threaded
+
+    def loose_holders(self) -> list[tuple[NsKey, Holder]]:
+        """The holders of namespaces no process or thread is in: no event says when they go."""
+        with self._lock:
+            return [
+                (key, holder)
+                for key, by_source in self._held.items()
+                if not any(KINDS[h.kind].membership for holders in by_source.values() for h in holders)
+                for holders in by_source.values()
+                for holder in holders
+            ]
 
     def reprobe(self) -> Snapshot:
         """Probe again what only the probe keeps: its hidden holder may have gone."""
@@ -138,32 +178,34 @@ class Registry:
                 self._release(key)
             self._held.clear()
             self._processes.clear()
+            self._tables.clear()
+            self._threaded.clear()
             self._daemons.clear()
             self._unseen.clear()
             self._publish()
 
-    def _replace(self, pid: int, sightings: Iterable[Sighting], before: set[NsKey]) -> set[NsKey]:
-        """Make `sightings` all that `pid` holds; the keys it holds now."""
+    def _replace(self, source: Source, sightings: Iterable[Sighting], before: set[NsKey]) -> set[NsKey]:
+        """Make `sightings` all that `source` holds; the keys it holds now."""
         by_key: dict[NsKey, list[Sighting]] = {}
         for sighting in sightings:
             by_key.setdefault(sighting.key, []).append(sighting)
         now: set[NsKey] = set()
         for key, found in by_key.items():
             if key in self._entries or self._pin_first(key, found):
-                self._hold(key, pid, tuple(s.holder for s in found))
+                self._hold(key, source, tuple(s.holder for s in found))
                 now.add(key)
         for key in before - now:
             by_pid = self._held.get(key)
-            if by_pid is not None and by_pid.pop(pid, None) is not None:
+            if by_pid is not None and by_pid.pop(source, None) is not None:
                 self._publisher.changed(key)
                 if not by_pid:
                     del self._held[key]  # the next settle probes it
         return now
 
-    def _hold(self, key: NsKey, pid: int, holders: tuple[Holder, ...]) -> None:
-        by_pid = self._held.setdefault(key, {})
-        if by_pid.get(pid) != holders:
-            by_pid[pid] = holders
+    def _hold(self, key: NsKey, source: Source, holders: tuple[Holder, ...]) -> None:
+        by_source = self._held.setdefault(key, {})
+        if by_source.get(source) != holders:
+            by_source[source] = holders
             self._publisher.changed(key)
 
     def _settle(self, probe_unseen: bool) -> Snapshot:

@@ -16,16 +16,16 @@ import math
 import os
 import resource
 import signal
-import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import pyfuse3
 import trio
 
 from . import discovery, kernel, pins
+from .follow import VERIFY_EVERY, Events, Finder, Reprober, Rereads
 from .fs import NsFs
 from .model import ProcessRead
 from .registry import Registry
@@ -36,15 +36,6 @@ log = logging.getLogger("nsfs")
 # long as the sweep's CPU time: neither the interval nor lookups of names that
 # do not exist can keep it sweeping more than half the time.
 MIN_PAUSE = 0.02
-
-# A namespace whose last process exited may outlive the exit event by a moment
-# (its pid namespace until the parent reaps, its user namespace until the task is
-# freed): namespaces only the probe keeps are probed again after these delays.
-REPROBE_AFTER = (0.05, 0.25, 1.0)
-
-# Events are read until the socket is empty or this many processes are named,
-# then those processes are read again in one batch.
-MAX_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -60,7 +51,9 @@ class Config:
 Pace = Callable[[float, float], bool]
 
 
-def sweeper(registry: Registry, scanner: discovery.Scanner) -> Callable[[Pace], float]:
+def sweeper(
+    registry: Registry, scanner: discovery.Scanner, note: Callable[[list[ProcessRead]], None]
+) -> Callable[[Pace], float]:
     """A full sweep into `registry`, paced by its argument: blocking, for a worker thread.
 
     Returns the CPU time the sweep took: what it cost the machine, which waiting
@@ -75,12 +68,13 @@ def sweeper(registry: Registry, scanner: discovery.Scanner) -> Callable[[Pace], 
 
         def each(reads: list[ProcessRead]) -> bool:
             registry.update(reads)
+            note(reads)
             return pace(time.thread_time() - cpu, time.monotonic() - started)
 
         mounts = scanner.sweep(each)
         if mounts is not None:
             with mounts:
-                registry.end_sweep(mounts.sightings(), started)
+                registry.end_sweep(mounts.tables, started)
         cost = time.thread_time() - cpu
         if mounts is not None and pace is not full_speed and not told:
             told = True
@@ -172,118 +166,18 @@ class Refresher:
             self._merged_event = trio.Event()
 
 
-class Reprober:
-    """Probes again what only the probe keeps (an fd in flight, say): every
-    interval, and shortly after exits that left such namespaces."""
-
-    def __init__(self, registry: Registry, interval: float) -> None:
-        self._registry = registry
-        self._interval = interval
-        self._soon = trio.Event()
-
-    def soon(self) -> None:
-        """Probe after each of REPROBE_AFTER, then every interval again."""
-        self._soon.set()
-
-    async def run(self) -> None:
-        delays: tuple[float, ...] = ()
-        while True:
-            with trio.move_on_after(delays[0] if delays else self._interval) as waited:
-                await self._soon.wait()
-            if not waited.cancelled_caught:  # soon() was called: start the short delays over
-                self._soon = trio.Event()
-                delays = REPROBE_AFTER
-                continue
-            delays = delays[1:]
-            if self._registry.has_unseen():
-                await trio.to_thread.run_sync(self._registry.reprobe)
-
-
-class Events:
-    """Process events folded into the registry: each named process is read again."""
-
-    def __init__(self, registry: Registry, scanner: discovery.Scanner, reprober: Reprober) -> None:
-        self._registry = registry
-        self._scanner = scanner
-        self._reprober = reprober
-
-    def apply(self, pids: frozenset[int]) -> bool:
-        """Read `pids` again (blocking, for a worker thread).
-
-        True if a namespace one of them held is now kept only by the probe.
-        """
-        return self._registry.update([self._scanner.read(pid) for pid in sorted(pids)])
-
-    async def follow(self, refresher: Refresher) -> None:
-        """Read fork, exec and exit events until cancelled.
-
-        Without them (no proc connector, or a daemon outside the initial pid and
-        user namespaces) the sweeps are all there is, and the log says so once.
-        """
-        try:
-            sock = kernel.proc_events()
-        except OSError as exc:
-            log.warning(
-                "process events unavailable (%s): sweeping every %g s instead", exc.strerror, refresher.interval
-            )
-            return
-        with sock:
-            # Outside the initial pid and user namespaces the kernel accepts the
-            # subscription and sends nothing: see one event arrive before relying on them.
-            if not await _events_arrive(sock):
-                log.warning("process events unavailable (none arrive): sweeping every %g s instead", refresher.interval)
-                return
-            refresher.following_events = True
-            log.info("following process events")
-            try:
-                await self._follow(sock, refresher)
-            finally:
-                refresher.following_events = False
-
-    async def _follow(self, sock: socket.socket, refresher: Refresher) -> None:
-        async with trio.open_nursery() as nursery:
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                pids: set[int] = set()
-                try:
-                    while len(pids) < MAX_BATCH:
-                        for _what, pid, tgid in kernel.parse_proc_events(sock.recv(65536)):
-                            if pid == tgid:  # threads come and go without events: sweeps see them
-                                pids.add(pid)
-                except BlockingIOError:
-                    pass
-                except OSError as exc:  # ENOBUFS: events were lost; a sweep at full speed catches up
-                    log.warning("process events lost (%s): sweeping now", exc.strerror)
-                    nursery.start_soon(refresher.rescan)
-                if not pids:
-                    continue  # only threads came and went (trio's own workers among them)
-                if await trio.to_thread.run_sync(self.apply, frozenset(pids)):
-                    self._reprober.soon()
-
-
-async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:
-    """Whether the exit of a child of ours shows up on `sock` within `patience` seconds."""
-    child = await trio.lowlevel.open_process(["true"])
-    await child.wait()
-    with trio.move_on_after(patience):
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                events = kernel.parse_proc_events(sock.recv(65536))
-            except BlockingIOError:
-                continue
-            if any(what == kernel.PROC_EVENT_EXIT and pid == child.pid for what, pid, _tgid in events):
-                return True
-    return False
-
-
 async def _main(
-    refresher: Refresher, events: Events, reprober: Reprober, config: Config, ready: Callable[[], None]
+    refresher: Refresher,
+    events: Events,
+    others: Sequence[Callable[[], Awaitable[None]]],
+    config: Config,
+    ready: Callable[[], None],
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(refresher.run)
         nursery.start_soon(events.follow, refresher)
-        nursery.start_soon(reprober.run)
+        for run in others:
+            nursery.start_soon(run)
         nursery.start_soon(_on_signals, nursery.cancel_scope)
         await trio.sleep(0)
         log.info("serving %s", config.mountpoint)
@@ -313,16 +207,17 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     registry = Registry(pins.Pins(nsfs_dev, pins.budget(soft_limit, resource.RLIM_INFINITY)))
     scanner = discovery.Scanner(os.getpid(), nsfs_dev)
-    refresher = Refresher(sweeper(registry, scanner), config.interval, config.sweep_cpu)
+    reprober = Reprober(registry, min(config.interval, VERIFY_EVERY))
+    rereads = Rereads(registry, scanner, reprober)
+    refresher = Refresher(sweeper(registry, scanner, rereads.note), config.interval, config.sweep_cpu)
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start
         log.info("found %d namespaces", len(registry.snapshot.entries))
-        ops = NsFs(registry, refresher)
+        ops = NsFs(registry, Finder(rereads, registry, scanner))
         pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
         try:
-            reprober = Reprober(registry, config.interval)
-            events = Events(registry, scanner, reprober)
-            trio.run(_main, refresher, events, reprober, config, ready)
+            events = Events(registry, rereads, reprober)
+            trio.run(_main, refresher, events, [reprober.run, rereads.run], config, ready)
         finally:
             pyfuse3.close(unmount=True)
     finally:

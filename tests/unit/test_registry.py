@@ -13,6 +13,7 @@ USER0, PID0, NET0 = NsKey("user", 1), NsKey("pid", 2), NsKey("net", 3)
 USER1, USER2 = NsKey("user", 10), NsKey("user", 11)  # USER2 is a child of USER1
 PID1, PID2 = NsKey("pid", 20), NsKey("pid", 21)  # PID2 is a child of PID1
 NET1, UTS1 = NsKey("net", 30), NsKey("uts", 31)
+HOST_MNT = NsKey("mnt", 4)  # not pinned: only the name of a table
 
 # key -> (owner, parent), as NS_GET_USERNS and NS_GET_PARENT would answer
 TREE: dict[NsKey, tuple[NsKey | None, NsKey | None]] = {
@@ -168,12 +169,30 @@ def test_a_read_replaces_everything_the_process_held() -> None:
 def test_a_sweep_drops_processes_it_did_not_find_and_replaces_bind_mounts() -> None:
     pins = FakePins()
     registry = world(pins)
-    mount = Sighting(NET1, "/proc/1/root/run/netns/a", Holder(HolderKind.MOUNT, text="/run/netns/a", ns="mnt:[4]"))
+    mount = Sighting(NET1, "/proc/1/root/run/netns/a", Holder(HolderKind.MOUNT, text="/run/netns/a", ns=HOST_MNT.name))
     registry.update([read(1, 3.0, *INITIAL)])
-    registry.end_sweep([mount], started=2.0)  # pid 50 was last read before the sweep began
+    registry.end_sweep({HOST_MNT: [mount]}, started=2.0)  # pid 50 was last read before the sweep began
     assert names(registry) == {k.name for k in (*INITIAL, NET1, USER2, USER1)}
     assert holders(registry, NET1) == "mount /run/netns/a mnt:[4]\n"
-    registry.end_sweep([], started=4.0)
+    registry.end_sweep({HOST_MNT: []}, started=4.0)
+    assert NET1.name not in names(registry)
+
+
+def test_a_mount_table_read_again_replaces_only_its_own_mounts() -> None:
+    pins = FakePins()
+    registry = world(pins)
+    other_mnt = NsKey("mnt", 5)
+    in_host = Sighting(NET1, "/proc/1/root/a", Holder(HolderKind.MOUNT, text="/a", ns=HOST_MNT.name))
+    in_other = Sighting(NET1, "/proc/9/root/b", Holder(HolderKind.MOUNT, text="/b", ns=other_mnt.name))
+    assert registry.update_mounts(HOST_MNT, [in_host]) is False
+    assert registry.update_mounts(other_mnt, [in_other]) is False
+    registry.update([ProcessRead(50, 2.0)])  # NET1 is held by its mounts alone from here on
+    first = registry.snapshot.entries[NET1.name]
+    assert holders(registry, NET1) == "mount /a mnt:[4]\nmount /b mnt:[5]\n"
+    registry.update_mounts(HOST_MNT, [])
+    assert holders(registry, NET1) == "mount /b mnt:[5]\n"
+    assert registry.snapshot.entries[NET1.name] is first  # never released meanwhile
+    registry.end_sweep({HOST_MNT: []}, started=1.5)  # the other table was not read: it holds nothing
     assert NET1.name not in names(registry)
 
 

@@ -1,0 +1,168 @@
+"""The daemon never keeps a dead namespace alive, whatever held it: each holder's end is
+noticed without a sweep. These daemons sweep once a minute at the slowest pace, so
+whatever happens sooner comes from events and checks of single holders. Death is
+judged by the kernel: a veth end in the host vanishes with its namespace, and a
+namespace's file handle stops opening."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import Daemon, Procs, link_exists, ns_alive, ns_handle, ns_of, run, running_daemon, veth_into, wait_until
+
+RARE = 60.0
+
+
+@pytest.fixture
+def rare(public_dir: Path, procs: Procs) -> Iterator[Daemon]:
+    with running_daemon(public_dir / "rare", "debug", interval=RARE, sweep_cpu=0.1) as daemon:
+        yield daemon
+
+
+def lines(proc: subprocess.Popen[bytes]) -> Iterator[list[str]]:
+    assert proc.stdout is not None
+    while line := proc.stdout.readline():
+        yield line.decode().split()
+
+
+# Goes into a new network namespace and opens it, waits for SIGUSR1, goes home (so only
+# the fd holds it), looks it up through the mount (so the daemon reads this process),
+# waits for SIGUSR1 again and closes the fd. Prints "net:[N] FD", "home", "closed".
+FD_THEN_CLOSE = """
+import ctypes, os, signal, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+home = os.open("/proc/self/ns/net", os.O_RDONLY)
+assert libc.unshare(0x40000000) == 0
+fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+name = os.readlink("/proc/self/ns/net")
+print(name, fd, flush=True)
+signal.sigwait({signal.SIGUSR1})
+assert libc.setns(home, 0x40000000) == 0
+os.stat(f"{sys.argv[1]}/{name}")
+print("home", flush=True)
+signal.sigwait({signal.SIGUSR1})
+os.close(fd)
+print("closed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_closing_the_last_fd_ends_the_namespace(rare: Daemon, procs: Procs) -> None:
+    proc = procs.start(sys.executable, "-c", FD_THEN_CLOSE, str(rare.mountpoint), stdout=subprocess.PIPE)
+    said = lines(proc)
+    name, fd = next(said)
+    with veth_into(proc.pid, "nsbfd") as host_end:
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert next(said) == ["home"]
+        assert rare.read(name, "holders") == f"fd {proc.pid} {fd}\n"
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert next(said) == ["closed"]
+        wait_until(lambda: not link_exists(host_end), "the namespace to die with its last fd")
+    assert name not in rare.names()
+    assert proc.poll() is None  # the holder lives on: only its fd went
+
+
+# A thread goes into a new network namespace alone and looks it up; on SIGUSR1 it ends,
+# while the process lives on. Prints "TID net:[N]".
+THREAD_THEN_EXIT = """
+import ctypes, os, signal, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+def worker():
+    assert libc.unshare(0x40000000) == 0
+    tid = threading.get_native_id()
+    name = os.readlink(f"/proc/self/task/{tid}/ns/net")
+    os.stat(f"{sys.argv[1]}/{name}")
+    print(tid, name, flush=True)
+    signal.sigwait({signal.SIGUSR1})
+thread = threading.Thread(target=worker)
+thread.start()
+thread.join()
+print("joined", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_end_of_a_thread_that_held_a_namespace_alone_ends_it(rare: Daemon, procs: Procs) -> None:
+    proc = procs.start(sys.executable, "-c", THREAD_THEN_EXIT, str(rare.mountpoint), stdout=subprocess.PIPE)
+    said = lines(proc)
+    tid, name = next(said)
+    comm = Path(f"/proc/{proc.pid}/task/{tid}/comm").read_text().strip()
+    assert rare.read(name, "holders") == f"task {proc.pid} {tid} {comm}\n"
+    with veth_into(int(tid), "nsbthr") as host_end:
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert next(said) == ["joined"]
+        wait_until(lambda: not link_exists(host_end), "the namespace to die with its thread")
+    assert name not in rare.names()
+
+
+# A child goes into a new user namespace, looks it up and, on SIGUSR1, exits; the parent
+# reaps it only on SIGUSR2. Prints the child's pid and "user:[N]", then "reaped".
+ZOMBIE = """
+import ctypes, os, signal, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+child = os.fork()
+if child == 0:
+    assert libc.unshare(0x10000000) == 0
+    name = os.readlink("/proc/self/ns/user")
+    os.stat(f"{sys.argv[1]}/{name}")
+    print(os.getpid(), name, flush=True)
+    signal.sigwait({signal.SIGUSR1})
+    os._exit(0)
+signal.sigwait({signal.SIGUSR2})
+os.waitpid(child, 0)
+print("reaped", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_zombie_holds_its_user_namespace_until_it_is_reaped_and_no_longer(rare: Daemon, procs: Procs) -> None:
+    proc = procs.start(sys.executable, "-c", ZOMBIE, str(rare.mountpoint), stdout=subprocess.PIPE)
+    said = lines(proc)
+    child, name = next(said)
+    handle = ns_handle(f"/proc/{child}/ns/user")
+    host_pid = ns_of(os.getpid(), "pid")
+    comm = Path(f"/proc/{child}/comm").read_text().strip()
+    assert rare.read(name, "holders") == f"process {child} {comm}\n"
+    os.kill(int(child), signal.SIGUSR1)
+    wait_until(lambda: Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z", "the child to be a zombie")
+    time.sleep(0.5)  # long enough for the daemon to have read the zombie a few times
+    assert ns_alive(handle)  # the zombie's credentials still hold it
+    assert name in rare.names()
+    os.kill(proc.pid, signal.SIGUSR2)
+    assert next(said) == ["reaped"]
+    wait_until(lambda: not ns_alive(handle), "the user namespace to die once its zombie is reaped")
+    wait_until(
+        lambda: f"process {child} " not in rare.read(host_pid, "holders"),
+        "the reaped process to leave the holders of the pid namespace it was in",
+    )
+    assert name not in rare.names()
+
+
+def test_lookups_of_names_that_do_not_exist_read_only_the_caller(rare: Daemon, procs: Procs) -> None:
+    """A stream of made-up names from an unprivileged caller never makes the daemon sweep."""
+    sweeps_before = rare.log.read_text().count("sweep done")
+    script = f"""
+import errno, os, random
+for _ in range(200):
+    try:
+        os.stat("{rare.mountpoint}/net:[%d]" % random.randrange(1, 1 << 32))
+    except FileNotFoundError:
+        pass
+    else:
+        raise SystemExit("a made-up name exists")
+print("ok")
+"""
+    looked = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script])
+    assert (looked.returncode, looked.stdout, looked.stderr) == (0, "ok\n", "")
+    assert rare.log.read_text().count("sweep done") == sweeps_before
