@@ -145,10 +145,14 @@ def ns_alive(handle: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def veth_into(pid: int, name: str) -> Iterator[str]:
-    """A veth pair with one end in the host and the other in `pid`'s network namespace (a
-    thread id works too): the host end `name` vanishes when that namespace dies."""
-    added = run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p", "netns", str(pid)])
+def veth_into(netns: str, name: str) -> Iterator[str]:
+    """A veth pair with one end in the host and the other in the network namespace file
+    `netns` (/proc/PID/ns/net, /proc/PID/task/TID/ns/net, /proc/PID/fd/N): the host end
+    `name` vanishes when that namespace dies."""
+    host = f"/proc/{os.getpid()}/ns/net"
+    added = run(
+        ["nsenter", f"--net={netns}", "ip", "link", "add", f"{name}p", "type", "veth", "peer", name, "netns", host]
+    )
     assert added.returncode == 0, added.stderr
     try:
         yield name

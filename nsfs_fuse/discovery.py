@@ -2,7 +2,8 @@
 
 Each `*_sightings` function looks at one kind of holder and yields a Sighting for
 every namespace it names: the key, a way to open the namespace while the holder
-lasts (`open_namespace`), and the holder itself. The scan is `readlink` and
+lasts (`open_namespace`), and the holder itself. Bind mounts come from mount
+tables (`table_sightings`), which tables.py follows. The scan is `readlink` and
 `listdir` over /proc; the only namespaces it opens are those behind sockets it
 has not met before, to learn which network namespace they belong to. Nothing
 here knows about the registry or FUSE.
@@ -13,14 +14,12 @@ as errors.py decides (docs/design.md, "Errors").
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 
 import psutil
 
@@ -30,7 +29,7 @@ from .model import NS_TYPES, Holder, HolderKind, NsKey, ProcessRead, Sighting, p
 DAEMON_COMM = "nsfs"
 
 # What SIOCGSKNS says of an fd that is no longer a socket, or a socket with no namespace to tell.
-_NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
+NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
 
 
 @errors.or_default(None)
@@ -131,16 +130,22 @@ def open_namespace(sighting: Sighting) -> int:
     return kernel.open_ns(sighting.path)
 
 
-def mount_sightings(pid: int, mntns: NsKey) -> Iterator[Sighting]:
-    """nsfs bind mounts in mount namespace `mntns`, as process `pid` (in it) sees them.
+def table_sightings(mnt: NsKey, lines: Iterable[str], root: str) -> list[Sighting]:
+    """The nsfs bind mounts of mount namespace `mnt`, from its mountinfo `lines`.
 
-    They are opened through /proc/PID/root, so that each path resolves in that
-    mount namespace rather than the daemon's.
+    `root` is a path to that namespace's root (/proc/PID/root of a process in it), so
+    that each mount is opened where it is rather than in the daemon's namespace.
     """
-    for mount in mountinfo.parse(_read_lines(f"/proc/{pid}/mountinfo")):
-        if mount.fstype == "nsfs" and (key := parse_ns_name(mount.root)) is not None:
-            holder = Holder(HolderKind.MOUNT, text=mount.mountpoint, ns=mntns.name)
-            yield Sighting(key, f"/proc/{pid}/root{mount.mountpoint}", holder)
+    return [
+        Sighting(key, f"{root}{mount.mountpoint}", Holder(HolderKind.MOUNT, text=mount.mountpoint, ns=mnt.name))
+        for mount in mountinfo.parse(lines)
+        if mount.fstype == "nsfs" and (key := parse_ns_name(mount.root)) is not None
+    ]
+
+
+def mount_sightings(pid: int, mnt: NsKey) -> list[Sighting]:
+    """The nsfs bind mounts in mount namespace `mnt`, as process `pid` (in it) sees them."""
+    return table_sightings(mnt, _read_lines(f"/proc/{pid}/mountinfo"), f"/proc/{pid}/root")
 
 
 def is_nsfs_daemon(pid: int, comm: str) -> bool:
@@ -170,33 +175,24 @@ sys.stdin.read()
 """
 
 
-@dataclass
-class Scan:
-    """The bind mounts a sweep found, by the mount namespace whose table was read. Close it
-    after merging: helpers holding process-less mount namespaces open live as long as the scan."""
+def enter_mount_namespace(fd: int) -> subprocess.Popen[bytes] | None:
+    """A helper process in the mount namespace behind `fd`, or None if it cannot get in.
 
-    tables: dict[NsKey, list[Sighting]] = field(default_factory=dict)  # every table read, empty or not
-    found: dict[NsKey, list[Sighting]] = field(default_factory=dict)  # the same sightings, by namespace
-    helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def add(self, mnt: NsKey, sightings: Iterable[Sighting]) -> None:
-        table = self.tables.setdefault(mnt, [])
-        for sighting in sightings:
-            table.append(sighting)
-            self.found.setdefault(sighting.key, []).append(sighting)
-
-    def close(self) -> None:
-        for helper in self.helpers:
-            with contextlib.suppress(ProcessLookupError):
-                helper.kill()
-            helper.wait()
-        self.helpers.clear()
-
-    def __enter__(self) -> Scan:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    It stays there until killed (or its stdin closes); scans must not count it as a holder.
+    """
+    helper = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _ENTER_MNTNS, str(fd)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(fd,),
+    )
+    assert helper.stdout is not None
+    if helper.stdout.readline() == b"in\n":
+        return helper
+    helper.kill()
+    helper.wait()
+    return None
 
 
 # Processes read between two calls of a sweep's `each`: small enough that a paced
@@ -212,6 +208,7 @@ class Scanner:
 
     def __init__(self, own_pid: int, nsfs_dev: int) -> None:
         self._own_pid = own_pid
+        self.helpers: set[int] = set()  # the daemon's own helper processes: never holders
         self._nsfs_dev = nsfs_dev
         # A socket's network namespace never changes: ask the kernel once per socket.
         self._socket_ns: dict[int, NsKey] = {}
@@ -224,6 +221,8 @@ class Scanner:
         nsfs daemons' fds; the daemon's (and their) membership in namespaces does.
         """
         read_at = time.monotonic()
+        if pid in self.helpers:
+            return ProcessRead(pid, read_at)
         comm = _read_comm(f"/proc/{pid}/comm")
         sightings = list(process_sightings(pid, comm))
         leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
@@ -241,37 +240,20 @@ class Scanner:
         sightings.extend(self._socket_sightings(pid, sockets))
         return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
 
-    def sweep(self, each: Callable[[list[ProcessRead]], bool]) -> Scan | None:
-        """Read every process, CHUNK at a time, handing each chunk to `each`; then
-        find the bind mounts of every mount namespace.
+    def sweep(self, each: Callable[[list[ProcessRead]], bool]) -> bool:
+        """Read every process, CHUNK at a time, handing each chunk to `each`.
 
-        `each` returns False to abandon the sweep: None is returned then.
+        `each` returns False to abandon the sweep; the result says whether it ran to the end.
+        Bind mounts are not swept: every mount table is followed (tables.py).
         """
         self._sockets_met = set()
-        mount_ns: dict[NsKey, int] = {}  # each mount namespace a process is in, and one such pid
-        held_mnt: dict[NsKey, list[Sighting]] = {}  # mount namespaces held by an fd, for helpers to enter
         pids = psutil.pids()
         for start in range(0, len(pids), CHUNK):
-            reads = [self.read(pid) for pid in pids[start : start + CHUNK]]
-            for read in reads:
-                if read.mnt is not None:
-                    mount_ns.setdefault(read.mnt, read.pid)
-                for sighting in read.sightings:
-                    if sighting.key.type == "mnt" and sighting.holder.kind is not HolderKind.PROCESS:
-                        held_mnt.setdefault(sighting.key, []).append(sighting)
-            if not each(reads):
-                return None
+            if not each([self.read(pid) for pid in pids[start : start + CHUNK]]):
+                return False
         met = self._sockets_met
         self._socket_ns = {inode: key for inode, key in self._socket_ns.items() if inode in met}
-        result = Scan()
-        try:
-            for mnt, pid in mount_ns.items():
-                result.add(mnt, mount_sightings(pid, mnt))
-            self._processless_mounts(result, set(mount_ns), held_mnt)
-        except BaseException:
-            result.close()
-            raise
-        return result
+        return True
 
     def _socket_sightings(self, pid: int, sockets: list[tuple[int, int]]) -> list[Sighting]:
         sightings = []
@@ -291,54 +273,13 @@ class Scanner:
         try:
             netns = socket_netns(pid, fd)
         except OSError as exc:
-            if exc.errno in _NO_SOCKET_NS or errors.skippable(exc, f"socket {fd} of {pid}"):
+            if exc.errno in NO_SOCKET_NS or errors.skippable(exc, f"socket {fd} of {pid}"):
                 return None
             raise
         try:
             return kernel.key_of_fd(netns, self._nsfs_dev)
         finally:
             os.close(netns)
-
-    def _processless_mounts(self, result: Scan, entered: set[NsKey], held: dict[NsKey, list[Sighting]]) -> None:
-        """Bind mounts in mount namespaces that no process is in (held by an fd or a mount).
-
-        A helper enters each one; a bind mount found there may name another such
-        namespace, so this repeats until nothing new turns up.
-        """
-        while todo := [k for k in (*held, *result.found) if k.type == "mnt" and k not in entered]:
-            for mnt in todo:
-                entered.add(mnt)
-                helper = self._enter(mnt, held.get(mnt, []) + result.found.get(mnt, []))
-                if helper is not None:
-                    result.helpers.append(helper)
-                    result.add(mnt, mount_sightings(helper.pid, mnt))
-
-    def _enter(self, mnt: NsKey, sightings: list[Sighting]) -> subprocess.Popen[bytes] | None:
-        for sighting in sightings:
-            try:
-                fd = open_namespace(sighting)
-            except OSError as exc:
-                if errors.skippable(exc, sighting.path or f"socket of {sighting.holder.pid}"):
-                    continue
-                raise
-            try:
-                if kernel.key_of_fd(fd, self._nsfs_dev) != mnt:
-                    continue
-                helper = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _ENTER_MNTNS, str(fd)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    pass_fds=(fd,),
-                )
-            finally:
-                os.close(fd)
-            assert helper.stdout is not None
-            if helper.stdout.readline() == b"in\n":
-                return helper
-            helper.kill()
-            helper.wait()
-        return None
 
 
 def still_holds(key: NsKey, holder: Holder) -> bool | None:
@@ -350,6 +291,21 @@ def still_holds(key: NsKey, holder: Holder) -> bool | None:
     else:
         return None
     return _readlink(f"/proc/{holder.pid}/fd/{holder.num}") == expected
+
+
+@errors.or_default(0)
+def _fd_dir_size(path: str) -> int:
+    return os.stat(path).st_size
+
+
+def fd_count(pid: int) -> int:
+    """How many fds process `pid` has open (Linux 6.2+; 0 before, or if it is gone)."""
+    return _fd_dir_size(f"/proc/{pid}/fd")
+
+
+def ns_link(pid: int, nstype: str) -> str | None:
+    """What /proc/PID/ns/TYPE reads as; None if the process is gone."""
+    return _readlink(f"/proc/{pid}/ns/{nstype}")
 
 
 def process_of(tid: int) -> int | None:

@@ -36,7 +36,7 @@ from typing import Any, Final, NoReturn, ParamSpec, Protocol, TypeVar
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
-from . import discovery, kernel
+from . import discovery, errors, kernel
 from .files import BY_NAME, BY_SLOT, SLOT_OF, SLOTS, EntryFile, files_of
 from .model import Entry, NsKey, Snapshot, parse_ns_name
 from .registry import Registry
@@ -97,8 +97,9 @@ class Request:
             try:
                 translated = kernel.pid_in_pidns(pin, pid)
             except OSError as exc:
-                # ESRCH: not in the caller's pid namespace; ENOTTY: a kernel before 6.11.
-                if exc.errno in (errno.ESRCH, errno.ENOTTY):
+                # ESRCH: not in the caller's pid namespace; ENOTTY: a kernel before 6.11; EBADF:
+                # the pin was closed since this request took its snapshot (the namespace went).
+                if exc.errno == errno.ENOTTY or errors.verdict(exc) is errors.Verdict.GONE:
                     return None
                 raise
             return translated if translated > 0 else None

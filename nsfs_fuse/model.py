@@ -144,13 +144,17 @@ def holder_line(holder: Holder, reader: Reader) -> str | None:
     row = KINDS[holder.kind]
     if row.audience is Audience.NAMESPACE and not reader.sees_name(holder.ns):
         return None
+    pid = reader.pid(holder.pid) if row.audience is Audience.PROCESS else None
+    if row.audience is Audience.PROCESS and pid is None:  # outside the reader's pid namespace
+        return None
     words = [holder.kind.value]
     for field in row.fields:
-        if field is Field.PID or field is Field.TID:
-            pid = reader.pid(holder.pid if field is Field.PID else holder.num)
-            if pid is None:  # Audience.PROCESS: outside the reader's pid namespace
-                return None
+        if field is Field.PID:
             words.append(str(pid))
+        elif field is Field.TID:
+            if (tid := reader.pid(holder.num)) is None:  # the thread is not in it
+                return None
+            words.append(str(tid))
         elif field is Field.NUM:
             words.append(str(holder.num))
         elif field is Field.TEXT:
@@ -270,6 +274,20 @@ class Entry:
         if self.key.type == "pid" and self.parent is not None:
             found.append((self.parent, Holder(HolderKind.PARENT_OF, ns=self.name)))
         return found
+
+
+def with_ancestors(entries: Mapping[NsKey, Entry], keys: Iterable[NsKey]) -> set[NsKey]:
+    """`keys` (those that are entries) plus every owner and parent up to the initial namespaces:
+    what a namespace keeps alive in the kernel."""
+    found: set[NsKey] = set()
+    stack = list(keys)
+    while stack:
+        key = stack.pop()
+        if key in found or (entry := entries.get(key)) is None:
+            continue
+        found.add(key)
+        stack.extend(k for k in (entry.owner, entry.parent) if k is not None)
+    return found
 
 
 @dataclass(frozen=True)

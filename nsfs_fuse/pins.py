@@ -22,24 +22,57 @@ from .model import HIERARCHICAL, NsKey, Opened, Sighting
 
 log = logging.getLogger("nsfs")
 
+# No fd to be had just now: the process or the system is at its limit, or memory is short.
+_NO_FD: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
 # fds the daemon keeps free for FUSE, scans, helpers and the ioctls that read a new
 # namespace; pins stop short of the soft fd limit by this much.
 FD_RESERVE: Final = 64
 
 
 def budget(soft_limit: int, unlimited: int) -> int:
-    """How many pins fit under a soft fd limit (`unlimited` is RLIM_INFINITY's value)."""
+    """How many fds pins and mount-table readers may take under a soft fd limit
+    (`unlimited` is RLIM_INFINITY's value)."""
     return 1 << 30 if soft_limit == unlimited else max(0, soft_limit - FD_RESERVE)
+
+
+class Budget:
+    """The fds that may hold namespaces: pins, and the readers of mount tables (tables.py)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self.used = 0
+        self._warned = False
+
+    @property
+    def room(self) -> bool:
+        return self.used < self._size
+
+    def take(self, fds: int = 1) -> bool:
+        """Whether `fds` more may be opened (then counted as used); the first refusal is logged."""
+        if self.used + fds > self._size:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "fd limit reached (%d fds hold namespaces): further namespaces are listed without an ns link,"
+                    " and further mount tables are not followed",
+                    self.used,
+                )
+            return False
+        self.used += fds
+        return True
+
+    def give(self, fds: int = 1) -> None:
+        self.used -= fds
 
 
 class Pins:
     """Opens, counts and closes pins. Not thread-safe: the registry calls it under its lock."""
 
-    def __init__(self, nsfs_dev: int, max_pins: int) -> None:
+    def __init__(self, nsfs_dev: int, budget: Budget) -> None:
         self._nsfs_dev = nsfs_dev
-        self._max = max_pins
-        self._count = 0
-        self._warned_full = False
+        self._budget = budget
+        self._null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # what suspended pins point at
 
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
         """Pin `key` through the first sighting that still leads to it, with its owner and
@@ -59,36 +92,50 @@ class Pins:
 
     def reopen(self, handle: bytes) -> int | None:
         """A pin for an entry listed without one, now that there may be room; None if there
-        is none, or the namespace is gone."""
-        if self._count >= self._max:
+        is none, or the namespace is gone, or no fd can be had just now."""
+        if not self._budget.room:
             return None
         try:
             return self._keep(kernel.open_ns_handle(handle))
         except OSError as exc:
-            if errors.skippable(exc, f"handle of {handle.hex()}"):
-                return None  # gone: the next scan drops it
+            if exc.errno in _NO_FD or errors.skippable(exc, f"handle of {handle.hex()}"):
+                return None  # gone: the next scan drops it; out of fds: tried again later
             raise
 
-    def probe(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
-        """Close `pin` and open the namespace again by `handle`: that only succeeds while
-        something other than the daemon holds it. (alive, the new pin)."""
-        self.close(pin)
+    def suspend(self, pin: int | None) -> None:
+        """Drop the daemon's reference on a namespace but keep the fd number `pin`, pointing
+        at /dev/null, so that an `ns` link can never lead to another namespace's pin."""
+        if pin is not None:
+            os.dup2(self._null, pin, inheritable=False)
+
+    def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
+        """Open a suspended namespace again by `handle`, which only succeeds while something
+        other than the daemon holds it: (alive, its pin, the same number where it had one).
+        Not alive: `pin` is closed."""
         try:
             fd = kernel.open_ns_handle(handle)
         except OSError as exc:
-            if errors.verdict(exc) is not errors.Verdict.GONE:
+            verdict = errors.verdict(exc)
+            if verdict is None:
                 log.warning("probe of %s failed: %s; released", name, exc.strerror)
+            elif verdict is errors.Verdict.DENIED:
+                log.debug("probe of %s: %s; released", name, exc.strerror)
+            self.close(pin)
             return False, None
-        return True, self._keep(fd)
+        if pin is None:
+            return True, self._keep(fd)
+        os.dup2(fd, pin, inheritable=False)
+        os.close(fd)
+        return True, pin
 
     def close(self, pin: int | None) -> None:
         if pin is not None:
             os.close(pin)
-            self._count -= 1
+            self._budget.give()
 
     @property
     def room(self) -> bool:
-        return self._count < self._max
+        return self._budget.room
 
     # -- inside ---------------------------------------------------------------
 
@@ -97,8 +144,8 @@ class Pins:
         try:
             fd = discovery.open_namespace(sighting)
         except OSError as exc:
-            if errors.skippable(exc, sighting.path or f"socket of {sighting.holder.pid}"):
-                return None  # the holder went away since the scan read it
+            if exc.errno in discovery.NO_SOCKET_NS or errors.skippable(exc, sighting.path):
+                return None  # the holder went away since the scan read it (or its fd is no socket now)
             raise
         try:
             found = kernel.key_of_fd(fd, self._nsfs_dev)
@@ -157,13 +204,9 @@ class Pins:
         Past the limit a namespace is still listed, from what was read while the fd
         was open; it has no `ns` link until a pin is free again.
         """
-        if self._count < self._max:
-            self._count += 1
+        if self._budget.take():
             return fd
         os.close(fd)
-        if not self._warned_full:
-            self._warned_full = True
-            log.warning("fd limit reached (%d pins): further namespaces are listed without an ns link", self._count)
         return None
 
     @staticmethod

@@ -8,7 +8,8 @@ namespace, so they are read once, when it is first pinned (pins.py).
 What each process holds is kept per pid, as the latest `ProcessRead` of it
 delivered: a process event or a sweep reads a process again, and that read
 replaces the last one whole. Bind mounts are kept per mount namespace, as the
-latest read of its mount table: a sweep or a change of that table replaces them.
+latest read of its mount table: the table of every mount namespace something
+holds is followed (tables.py), and each change of it replaces them.
 
 A namespace nothing is found holding is probed (pins.py): where the kernel has
 nsfs file handles, its pin is closed and it is re-opened by handle, which only
@@ -25,23 +26,22 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from .holdings import Holdings
 from .model import (
     EMPTY,
-    KINDS,
     UNSEEN,
     Entry,
     Holder,
-    HolderKind,
     Holders,
     NsKey,
     Opened,
     ProcessRead,
     Sighting,
     Snapshot,
+    with_ancestors,
 )
 
 log = logging.getLogger("nsfs")
@@ -57,37 +57,45 @@ class PinStore(Protocol):
 
     def reopen(self, handle: bytes) -> int | None: ...
 
-    def probe(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]: ...
+    def suspend(self, pin: int | None) -> None: ...
+
+    def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]: ...
 
     def close(self, pin: int | None) -> None: ...
 
 
-@dataclass(slots=True)
-class _Process:
-    read_at: float  # of the read this state came from
-    keys: set[NsKey]  # what it holds (a tombstone, for a process that is gone, holds nothing)
+class TableStore(Protocol):
+    """What the registry needs of tables.Tables: readers hold their mount namespace too."""
 
+    def __contains__(self, mnt: NsKey) -> bool: ...
 
-# Who a namespace's direct holders come from: a process (its pid), or a mount
-# namespace whose table has bind mounts of it.
-Source = int | NsKey
+    def watch(self, mnt: NsKey, members: Iterable[int], pin: int | None) -> list[Sighting] | None: ...
+
+    def changed(
+        self, members: Callable[[NsKey], Iterable[int]], pin: Callable[[NsKey], int | None]
+    ) -> list[tuple[NsKey, list[Sighting]]]: ...
+
+    def close(self, mnt: NsKey) -> None: ...
+
+    @property
+    def started(self) -> list[int]:
+        """Helper processes started since last looked at (the list is emptied by the registry)."""
 
 
 class Registry:
-    def __init__(self, pins: PinStore) -> None:
+    def __init__(self, pins: PinStore, tables: TableStore | None = None) -> None:
         self._lock = threading.Lock()
         self._pins = pins
+        self._readers = tables
         self._entries: dict[NsKey, Entry] = {}
-        # Direct holders of each namespace, by where they come from.
-        self._held: dict[NsKey, dict[Source, tuple[Holder, ...]]] = {}
-        self._processes: dict[int, _Process] = {}
-        self._tables: dict[NsKey, set[NsKey]] = {}  # what each mount table read holds, by mount namespace
-        self._daemons: dict[int, frozenset[NsKey]] = {}  # other nsfs daemons and what they pin
-        self._threaded: set[int] = set()  # processes a thread of which holds a namespace alone
+        self._publisher = _Publisher()
+        self._holdings = Holdings(self._pinned, self._publisher.changed)
         self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
         self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
+        self._suspended: dict[NsKey, int] = {}  # pins dropped, to be probed: by suspension number
+        self._suspensions = 0
         self._serial = 0
-        self._publisher = _Publisher()
+        self._mounts_dropped = False  # set while settling: see _settle
 
     @property
     def snapshot(self) -> Snapshot:
@@ -95,57 +103,38 @@ class Registry:
 
     # -- what discovery found -------------------------------------------------
 
-    def update(self, reads: Iterable[ProcessRead]) -> bool:
+    def update(self, reads: Iterable[ProcessRead]) -> None:
         """Each read replaces what its process held before, unless a later read of it came first.
 
-        Namespaces that lost their last holder are probed at once: a namespace
-        whose last process exited goes without waiting for a sweep. True if one
-        of them is still alive, kept only by the probe.
+        Namespaces that lost their last holder are suspended at once, to be probed
+        (`confirm`): a namespace whose last process exited goes without waiting for a sweep.
         """
         with self._lock:
             for read in reads:
-                state = self._processes.get(read.pid)
-                if state is not None and state.read_at > read.read_at:
-                    continue  # an event read the process again while this read was on its way
-                if read.daemon_pins:
-                    self._daemons[read.pid] = read.daemon_pins
-                else:
-                    self._daemons.pop(read.pid, None)
-                if any(s.holder.kind is HolderKind.TASK for s in read.sightings):
-                    self._threaded.add(read.pid)
-                else:
-                    self._threaded.discard(read.pid)
-                keys = self._replace(read.pid, read.sightings, set() if state is None else state.keys)
-                self._processes[read.pid] = _Process(read.read_at, keys)
-            before = self._unseen
+                self._holdings.read(read)
             self._settle(probe_unseen=False)
-            return not self._unseen <= before
 
-    def update_mounts(self, mnt: NsKey, mounts: Iterable[Sighting]) -> bool:
-        """The bind mounts in mount namespace `mnt` are now `mounts`: its table was read again.
-
-        As `update`, true if a namespace that lost its last holder is kept only by the probe.
-        """
+    def update_mounts(self, mnt: NsKey, mounts: Iterable[Sighting]) -> None:
+        """The bind mounts in mount namespace `mnt` are now `mounts`: its table was read again."""
         with self._lock:
-            self._tables[mnt] = self._replace(mnt, mounts, self._tables.get(mnt, set()))
-            before = self._unseen
+            self._holdings.mount_table(mnt, mounts)
             self._settle(probe_unseen=False)
-            return not self._unseen <= before
 
-    def end_sweep(self, tables: Mapping[NsKey, Iterable[Sighting]], started: float) -> Snapshot:
-        """A sweep that began at `started` has read every process and then `tables`, the bind
-        mounts of every mount namespace it could read: those replace what was known, mount
-        namespaces it did not read hold nothing, and processes it did not find (nor events
-        since) are gone."""
+    def refresh_tables(self) -> None:
+        """Read again the followed mount tables that changed."""
         with self._lock:
-            for pid in [pid for pid, state in self._processes.items() if state.read_at < started]:
-                self._replace(pid, (), self._processes.pop(pid).keys)
-                self._daemons.pop(pid, None)
-                self._threaded.discard(pid)
-            for mnt in [mnt for mnt in self._tables if mnt not in tables]:
-                self._replace(mnt, (), self._tables.pop(mnt))
-            for mnt, mounts in tables.items():
-                self._tables[mnt] = self._replace(mnt, mounts, self._tables.get(mnt, set()))
+            if self._readers is not None:
+                for mnt, mounts in self._readers.changed(self._holdings.members, self._pin_of):
+                    log.debug("the mount table of %s changed: %d nsfs mounts", mnt.name, len(mounts))
+                    self._holdings.mount_table(mnt, mounts)
+                self._disown_helpers()
+            self._settle(probe_unseen=False)
+
+    def end_sweep(self, started: float) -> Snapshot:
+        """A sweep that began at `started` has read every process: those it did not find
+        (nor events since) are gone."""
+        with self._lock:
+            self._holdings.end_sweep(started)
             return self._settle(probe_unseen=True)
 
     def has_unseen(self) -> bool:
@@ -153,71 +142,114 @@ class Registry:
 
     def has_tasks(self, pid: int) -> bool:
         """Whether a thread of process `pid` holds a namespace its process is not in."""
-        return pid in self._threaded
+        return self._holdings.has_tasks(pid)
 
     def loose_holders(self) -> list[tuple[NsKey, Holder]]:
         """The holders of namespaces no process or thread is in: no event says when they go."""
         with self._lock:
-            return [
-                (key, holder)
-                for key, by_source in self._held.items()
-                if not any(KINDS[h.kind].membership for holders in by_source.values() for h in holders)
-                for holders in by_source.values()
-                for holder in holders
-            ]
+            return self._holdings.loose()
 
     def reprobe(self) -> Snapshot:
         """Probe again what only the probe keeps: its hidden holder may have gone."""
         with self._lock:
             return self._settle(probe_unseen=True) if self._unseen else self.snapshot
 
+    @property
+    def suspensions(self) -> int:
+        """How many namespaces have been suspended so far: `confirm` takes it as a bound."""
+        return self._suspensions
+
+    def has_suspended(self) -> bool:
+        return bool(self._suspended)
+
+    def confirm(self, upto: int) -> Snapshot:
+        """Probe the namespaces suspended up to suspension number `upto`, now that the kernel
+        has finished what dropping the daemon's references on them started (see `_suspend`).
+
+        Each is opened again by its handle: if that fails nothing else held it, and it is
+        released; if it succeeds something no scan sees holds it, and it stays, `unseen`,
+        unless it is only the owner or parent of one that does.
+        """
+        with self._lock:
+            alive: set[NsKey] = set()
+            for key in [k for k, number in self._suspended.items() if number <= upto]:
+                del self._suspended[key]
+                entry = self._entries[key]
+                assert entry.handle is not None
+                found, pin = self._pins.resume(key.name, entry.pin, entry.handle)
+                log.debug("probed %s: %s", key.name, "alive" if found else "gone")
+                if not found:
+                    self._forget(key)
+                    continue
+                if pin != entry.pin:
+                    self._set_pin(key, entry, pin)
+                alive.add(key)
+            above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
+            unseen = (self._unseen - above) | (alive - self._closure(self._holdings.keys()) - above)
+            self._publisher.changed(*(unseen ^ self._unseen))
+            self._unseen = unseen
+            return self._settle(probe_unseen=False)
+
     def close(self) -> None:
         """Release every pin."""
         with self._lock:
             for key in list(self._entries):
                 self._release(key)
-            self._held.clear()
-            self._processes.clear()
-            self._tables.clear()
-            self._threaded.clear()
-            self._daemons.clear()
+            self._holdings.clear()
             self._unseen.clear()
+            self._suspended.clear()
             self._publish()
 
-    def _replace(self, source: Source, sightings: Iterable[Sighting], before: set[NsKey]) -> set[NsKey]:
-        """Make `sightings` all that `source` holds; the keys it holds now."""
-        by_key: dict[NsKey, list[Sighting]] = {}
-        for sighting in sightings:
-            by_key.setdefault(sighting.key, []).append(sighting)
-        now: set[NsKey] = set()
-        for key, found in by_key.items():
-            if key in self._entries or self._pin_first(key, found):
-                self._hold(key, source, tuple(s.holder for s in found))
-                now.add(key)
-        for key in before - now:
-            by_pid = self._held.get(key)
-            if by_pid is not None and by_pid.pop(source, None) is not None:
-                self._publisher.changed(key)
-                if not by_pid:
-                    del self._held[key]  # the next settle probes it
-        return now
+    def _pinned(self, key: NsKey, sightings: list[Sighting]) -> bool:
+        """Whether `key` is pinned, pinning it through `sightings` if it is new."""
+        return key in self._entries or self._pin_first(key, sightings)
 
-    def _hold(self, key: NsKey, source: Source, holders: tuple[Holder, ...]) -> None:
-        by_source = self._held.setdefault(key, {})
-        if by_source.get(source) != holders:
-            by_source[source] = holders
-            self._publisher.changed(key)
+    def _pin_of(self, key: NsKey) -> int | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry.pin
+
+    def _follow_tables(self) -> None:
+        """Follow the mount table of every mount namespace something holds."""
+        if self._readers is None:
+            return
+        tried: set[NsKey] = set()
+        held = self._holdings.keys()
+        while todo := [k for k in held if k.type == "mnt" and k not in self._readers and k not in tried]:
+            for mnt in todo:
+                tried.add(mnt)
+                mounts = self._readers.watch(mnt, self._holdings.members(mnt), self._pin_of(mnt))
+                if mounts is not None:
+                    self._holdings.mount_table(mnt, mounts)  # may pin more mount namespaces: hence the loop
+        self._disown_helpers()
+
+    def _disown_helpers(self) -> None:
+        """The daemon's helpers hold nothing. An event may have read one before the scanner
+        knew it for ours: a read of nothing, newer than that, replaces it."""
+        assert self._readers is not None
+        now = time.monotonic()
+        for pid in self._readers.started:
+            self._holdings.disown(pid, now)
+        self._readers.started.clear()
 
     def _settle(self, probe_unseen: bool) -> Snapshot:
-        """Probe what nothing holds any more (and, if asked, what only the probe kept), then publish."""
-        live = self._closure(self._held)
-        kept = set() if probe_unseen else {k for k in self._unseen if k in self._entries and k not in live}
-        candidates = [k for k in self._entries if k not in live and k not in kept]
-        daemon_pins: set[NsKey] = set().union(*self._daemons.values())
-        unseen = kept | self._probe(candidates, live | kept, daemon_pins)
-        self._publisher.changed(*(unseen ^ self._unseen))
-        self._unseen = unseen
+        """Suspend what nothing holds any more (and, if asked, what only the probe kept), then publish.
+
+        A mount namespace released takes its bind mounts with it, which may leave
+        more namespaces unheld: those are looked at in another round.
+        """
+        daemon_pins = self._holdings.daemon_pins()
+        self._mounts_dropped = True
+        while self._mounts_dropped:
+            self._mounts_dropped = False
+            held = self._closure(self._holdings.keys())
+            if self._unseen & held:  # held again by something a scan found
+                self._publisher.changed(*(self._unseen & held))
+                self._unseen -= held
+            live = held | (set() if probe_unseen else self._closure(self._unseen))
+            probe_unseen = False
+            self._suspend([k for k in self._entries if k not in live and k not in self._suspended], daemon_pins)
         self._pin_unpinned()
+        self._follow_tables()
         return self._publish()
 
     # -- entries and their pins -----------------------------------------------
@@ -248,77 +280,59 @@ class Registry:
         self._publisher.changed(entries=True)
 
     def _release(self, key: NsKey) -> None:
+        self._unfollow(key)
         self._pins.close(self._forget(key).pin)
+
+    def _unfollow(self, key: NsKey) -> None:
+        """Close the reader of `key`'s mount table, if any: it holds the namespace too."""
+        if self._readers is not None and key in self._readers:
+            self._readers.close(key)
 
     def _forget(self, key: NsKey) -> Entry:
         entry = self._entries.pop(key)
+        self._unseen.discard(key)
+        self._suspended.pop(key, None)
+        self._mounts_dropped |= self._holdings.forget(key)  # a dead mount namespace has no mounts left
         for relative, holder in entry.relations():
             relations = self._relations.get(relative, set())
             relations.discard(holder)
             if not relations:
                 self._relations.pop(relative, None)
             self._publisher.changed(relative)
-        self._held.pop(key, None)
         self._publisher.changed(key, entries=True)
         log.debug("released %s", key.name)
         return entry
 
     # -- what is alive --------------------------------------------------------
 
-    def _closure(self, held: Iterable[NsKey]) -> set[NsKey]:
-        """`held` plus every owner and parent up to the initial namespaces."""
-        live: set[NsKey] = set()
-        stack = list(held)
-        while stack:
-            key = stack.pop()
-            if key in live or key not in self._entries:
-                continue
-            live.add(key)
-            entry = self._entries[key]
-            stack.extend(k for k in (entry.owner, entry.parent) if k is not None)
-        return live
+    def _closure(self, keys: Iterable[NsKey]) -> set[NsKey]:
+        return with_ancestors(self._entries, keys)
 
-    def _depth(self, key: NsKey) -> int:
-        depth, entry = 0, self._entries.get(key)
-        while entry is not None and entry.parent is not None:
-            depth += 1
-            entry = self._entries.get(entry.parent)
-        return depth
+    def _suspend(self, candidates: list[NsKey], daemon_pins: set[NsKey]) -> None:
+        """Drop the daemon's references on namespaces nothing is known to hold, keeping their entries.
 
-    def _probe(self, candidates: list[NsKey], live: set[NsKey], daemon_pins: set[NsKey]) -> set[NsKey]:
-        """Release each candidate unless something the scan cannot see still holds it.
-
-        Leaves go first: the daemon's own pin on a child keeps its parent and owner
-        alive, so non-hierarchical namespaces are probed before pid namespaces,
-        and those before user namespaces, deepest first. A namespace another nsfs
-        daemon pins, or one above such a namespace, would always answer the probe:
-        for those the scan's word is final.
+        Without file handles, or for a namespace another nsfs daemon pins (or one above
+        such a namespace: it would always answer the probe), the scan's word is final:
+        released at once. The others are suspended (pins.py): their pins point at
+        /dev/null until `confirm`, after the kernel has had time to release them. A
+        probe that re-opened a namespace at once would find it still there, and keep it.
         """
-        rank = {"pid": 1, "user": 2}
-        order = sorted(candidates, key=lambda k: (rank.get(k.type, 0), -self._depth(k)))
         pinned_elsewhere = self._closure(daemon_pins)
-        unseen: set[NsKey] = set()
-        for key in order:
-            if key in live:  # kept alive by a child the probe found alive
-                continue
+        for key in candidates:
             entry = self._entries[key]
             if entry.handle is None or key in pinned_elsewhere:
+                self._unseen.discard(key)
                 self._release(key)
                 continue
-            alive, pin = self._pins.probe(key.name, entry.pin, entry.handle)
-            if not alive:
-                self._forget(key)
-                continue
-            if pin != entry.pin:  # usually the number just closed comes back: nothing to publish
-                self._set_pin(key, entry, pin)
-            unseen.add(key)
-            live.update(self._closure([key]))
-        return unseen
+            self._unfollow(key)
+            self._pins.suspend(entry.pin)
+            self._suspensions += 1
+            self._suspended[key] = self._suspensions
 
     # -- publishing -----------------------------------------------------------
 
     def _holders_of(self, key: NsKey) -> Holders:
-        parts = tuple(self._held.get(key, {}).values())
+        parts = self._holdings.parts(key)
         if relations := self._relations.get(key):
             parts += (tuple(relations),)
         if key in self._unseen:

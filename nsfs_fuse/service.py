@@ -25,10 +25,11 @@ import pyfuse3
 import trio
 
 from . import discovery, kernel, pins
-from .follow import VERIFY_EVERY, Events, Finder, Reprober, Rereads
+from .follow import Events, Finder, Prober, Rereads, watch_tables
 from .fs import NsFs
 from .model import ProcessRead
 from .registry import Registry
+from .tables import Tables
 
 log = logging.getLogger("nsfs")
 
@@ -71,17 +72,16 @@ def sweeper(
             note(reads)
             return pace(time.thread_time() - cpu, time.monotonic() - started)
 
-        mounts = scanner.sweep(each)
-        if mounts is not None:
-            with mounts:
-                registry.end_sweep(mounts.tables, started)
+        done = scanner.sweep(each)
+        if done:
+            registry.end_sweep(started)
         cost = time.thread_time() - cpu
-        if mounts is not None and pace is not full_speed and not told:
+        if done and pace is not full_speed and not told:
             told = True
             log.info("a paced sweep took %.0f s (%.2f s of CPU)", time.monotonic() - started, cost)
         log.debug(
             "sweep %s in %.3f s (%.3f s of CPU), %d namespaces",
-            "done" if mounts is not None else "abandoned",
+            "done" if done else "abandoned",
             time.monotonic() - started,
             cost,
             len(registry.snapshot.entries),
@@ -205,10 +205,11 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     """
     nsfs_dev = kernel.nsfs_device()
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    registry = Registry(pins.Pins(nsfs_dev, pins.budget(soft_limit, resource.RLIM_INFINITY)))
     scanner = discovery.Scanner(os.getpid(), nsfs_dev)
-    reprober = Reprober(registry, min(config.interval, VERIFY_EVERY))
-    rereads = Rereads(registry, scanner, reprober)
+    budget = pins.Budget(pins.budget(soft_limit, resource.RLIM_INFINITY))
+    tables = Tables(scanner.helpers, budget)
+    registry = Registry(pins.Pins(nsfs_dev, budget), tables)
+    rereads = Rereads(registry, scanner, os.getpid())
     refresher = Refresher(sweeper(registry, scanner, rereads.note), config.interval, config.sweep_cpu)
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start
@@ -216,10 +217,15 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
         ops = NsFs(registry, Finder(rereads, registry, scanner))
         pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
         try:
-            events = Events(registry, rereads, reprober)
-            trio.run(_main, refresher, events, [reprober.run, rereads.run], config, ready)
+            events = Events(registry, rereads)
+
+            async def follow_tables() -> None:
+                await watch_tables(registry, tables)
+
+            trio.run(_main, refresher, events, [Prober(registry).run, rereads.run, follow_tables], config, ready)
         finally:
             pyfuse3.close(unmount=True)
     finally:
         registry.close()
+        tables.close_all()
         log.info("exiting: %s unmounted, every pin closed", config.mountpoint)

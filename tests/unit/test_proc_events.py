@@ -43,6 +43,12 @@ def test_a_truncated_datagram_yields_what_is_whole() -> None:
     assert kernel.parse_proc_events(struct.pack("=IHHII", 0, 3, 0, 0, 0) + b"\0" * 64) == []
 
 
+def test_the_layouts_are_the_kernels() -> None:
+    """struct nlmsghdr is 16 bytes, struct cn_msg 20, and struct proc_event's header 16
+    (what, cpu, timestamp_ns) before the event's ids."""
+    assert (kernel._NLMSGHDR.size, kernel._CN_MSG.size, kernel._PROC_EVENT.size) == (16, 20, 16)
+
+
 def test_every_type_has_its_clone_flag() -> None:
     assert tuple(kernel.CLONE_FLAGS) == NS_TYPES
     assert len(set(kernel.CLONE_FLAGS.values())) == len(NS_TYPES)

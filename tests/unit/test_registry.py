@@ -1,5 +1,5 @@
-"""The registry's bookkeeping and probe, over fake pins: which namespaces it keeps, in what order
-it probes those nothing is found holding, and the holders it publishes."""
+"""The registry's bookkeeping and probe, over fake pins: which namespaces it keeps, how it
+probes those nothing is found holding, and the holders it publishes."""
 
 from __future__ import annotations
 
@@ -29,12 +29,24 @@ TREE: dict[NsKey, tuple[NsKey | None, NsKey | None]] = {
 }
 
 
+def above(key: NsKey) -> set[NsKey]:
+    """Every owner and parent up from `key`: what it keeps alive in the kernel."""
+    found: set[NsKey] = set()
+    stack = [r for r in TREE[key] if r is not None]
+    while stack:
+        if (k := stack.pop()) not in found:
+            found.add(k)
+            stack.extend(r for r in TREE[k] if r is not None)
+    return found
+
+
 class FakePins:
     """Pins as the registry sees them; `alive` is what something no scan sees still holds."""
 
     def __init__(self, alive: Iterable[NsKey] = ()) -> None:
         self.alive = set(alive)
         self.open_pins: dict[int, NsKey] = {}
+        self.suspended: set[int] = set()
         self.probed: list[NsKey] = []
         self._fds = itertools.count(100)
         self.room = True
@@ -57,22 +69,29 @@ class FakePins:
     def reopen(self, handle: bytes) -> int | None:
         return None
 
-    def probe(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
-        key = self.open_pins.pop(pin) if pin is not None else None
-        assert key is not None and key.name == name
+    def suspend(self, pin: int | None) -> None:
+        assert pin is not None and pin in self.open_pins and pin not in self.suspended
+        self.suspended.add(pin)
+
+    def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
+        assert pin in self.suspended
+        key = self.open_pins[pin]
+        assert key.name == name == handle.decode()
         self.probed.append(key)
-        if key not in self.alive:
-            return False, None
-        fd = next(self._fds)
-        self.open_pins[fd] = key
-        return True, fd
+        self.suspended.discard(pin)
+        if key in self.alive or any(key in above(k) for k in self.alive):
+            return True, pin
+        del self.open_pins[pin]
+        return False, None
 
     def close(self, pin: int | None) -> None:
         if pin is not None:
             del self.open_pins[pin]
+            self.suspended.discard(pin)
 
     def pinned(self) -> set[NsKey]:
-        return set(self.open_pins.values())
+        """What the daemon holds a reference on: pins not suspended."""
+        return {key for fd, key in self.open_pins.items() if fd not in self.suspended}
 
 
 def read(pid: int, at: float, *keys: NsKey, kind: HolderKind = HolderKind.PROCESS) -> ProcessRead:
@@ -102,14 +121,32 @@ def test_owners_and_parents_are_kept_with_what_is_held() -> None:
     assert pins.probed == []
 
 
-def test_leaves_are_probed_first_then_pid_then_user_namespaces_deepest_first() -> None:
+def test_what_lost_its_last_holder_is_suspended_then_probed_once_the_kernel_let_go() -> None:
     pins = FakePins()
     registry = world(pins)
-    assert registry.update([ProcessRead(50, 2.0)]) is False  # pid 50 is gone
-    assert set(pins.probed[:2]) == {NET1, UTS1}
-    assert pins.probed[2:] == [PID2, PID1, USER2, USER1]
+    registry.update([ProcessRead(50, 2.0)])  # pid 50 is gone
+    nested = {USER1, USER2, PID1, PID2, NET1, UTS1}
+    assert pins.pinned() == set(INITIAL)  # every reference dropped at once, children and parents alike
+    assert names(registry) == {k.name for k in TREE}  # still listed until probed
+    assert registry.has_suspended() and pins.probed == []
+    registry.confirm(registry.suspensions)
+    assert set(pins.probed) == nested and len(pins.probed) == len(nested)
     assert names(registry) == {k.name for k in INITIAL}
-    assert pins.pinned() == set(INITIAL)
+    assert not registry.has_suspended()
+
+
+def test_confirm_probes_only_what_was_suspended_before_its_wait_began() -> None:
+    pins = FakePins()
+    registry = world(pins)
+    registry.update([ProcessRead(50, 2.0)])
+    upto = registry.suspensions
+    registry.update([read(60, 2.0, NET0)])  # nothing new to suspend
+    registry.update([ProcessRead(1, 2.0)])  # pid 1 goes too: the initial namespaces, suspended later
+    registry.confirm(upto)
+    assert names(registry) == {k.name for k in INITIAL}
+    assert registry.has_suspended()
+    registry.confirm(registry.suspensions)
+    assert names(registry) == {NET0.name, USER0.name}  # pid 60 still holds NET0, and so its owner
 
 
 class Reader:
@@ -127,8 +164,8 @@ def holders(registry: Registry, key: NsKey) -> str:
 def test_what_the_probe_finds_alive_is_kept_as_unseen_with_everything_above_it() -> None:
     pins = FakePins(alive={PID2})
     registry = world(pins)
-    assert registry.update([ProcessRead(50, 2.0)]) is True
-    assert set(pins.probed) == {NET1, UTS1, PID2}  # PID2's pin keeps PID1, USER2, USER1 alive
+    registry.update([ProcessRead(50, 2.0)])
+    registry.confirm(registry.suspensions)
     assert names(registry) == {k.name for k in (*INITIAL, PID2, PID1, USER2, USER1)}
     assert holders(registry, PID2) == "unseen\n"
     assert holders(registry, PID1) == "parent-of pid:[21]\n"
@@ -137,6 +174,8 @@ def test_what_the_probe_finds_alive_is_kept_as_unseen_with_everything_above_it()
 
     pins.alive.clear()  # the fd in flight was closed
     registry.reprobe()
+    assert holders(registry, PID2) == "unseen\n"  # until the probe says otherwise
+    registry.confirm(registry.suspensions)
     assert names(registry) == {k.name for k in INITIAL}
     assert not registry.has_unseen()
 
@@ -146,6 +185,8 @@ def test_a_namespace_another_daemon_pins_is_released_without_a_probe() -> None:
     registry = world(pins)
     other_daemon = ProcessRead(70, 1.5, (), frozenset({NET1}))
     registry.update([other_daemon, ProcessRead(50, 2.0)])
+    assert names(registry) == {k.name for k in (*INITIAL, UTS1, PID2, PID1)}  # NET1 and above: released
+    registry.confirm(registry.suspensions)
     assert set(pins.probed) == {UTS1, PID2, PID1}  # NET1 and what is above it: the scan's word is final
     assert names(registry) == {k.name for k in INITIAL}
 
@@ -166,15 +207,18 @@ def test_a_read_replaces_everything_the_process_held() -> None:
     assert holders(registry, UTS1) == "process 50 sh\n"
 
 
-def test_a_sweep_drops_processes_it_did_not_find_and_replaces_bind_mounts() -> None:
+def test_a_sweep_drops_processes_it_did_not_find() -> None:
     pins = FakePins()
     registry = world(pins)
     mount = Sighting(NET1, "/proc/1/root/run/netns/a", Holder(HolderKind.MOUNT, text="/run/netns/a", ns=HOST_MNT.name))
+    registry.update_mounts(HOST_MNT, [mount])
     registry.update([read(1, 3.0, *INITIAL)])
-    registry.end_sweep({HOST_MNT: [mount]}, started=2.0)  # pid 50 was last read before the sweep began
+    registry.end_sweep(started=2.0)  # pid 50 was last read before the sweep began
+    registry.confirm(registry.suspensions)
     assert names(registry) == {k.name for k in (*INITIAL, NET1, USER2, USER1)}
     assert holders(registry, NET1) == "mount /run/netns/a mnt:[4]\n"
-    registry.end_sweep({HOST_MNT: []}, started=4.0)
+    registry.update_mounts(HOST_MNT, [])
+    registry.confirm(registry.suspensions)
     assert NET1.name not in names(registry)
 
 
@@ -184,15 +228,16 @@ def test_a_mount_table_read_again_replaces_only_its_own_mounts() -> None:
     other_mnt = NsKey("mnt", 5)
     in_host = Sighting(NET1, "/proc/1/root/a", Holder(HolderKind.MOUNT, text="/a", ns=HOST_MNT.name))
     in_other = Sighting(NET1, "/proc/9/root/b", Holder(HolderKind.MOUNT, text="/b", ns=other_mnt.name))
-    assert registry.update_mounts(HOST_MNT, [in_host]) is False
-    assert registry.update_mounts(other_mnt, [in_other]) is False
+    registry.update_mounts(HOST_MNT, [in_host])
+    registry.update_mounts(other_mnt, [in_other])
     registry.update([ProcessRead(50, 2.0)])  # NET1 is held by its mounts alone from here on
     first = registry.snapshot.entries[NET1.name]
     assert holders(registry, NET1) == "mount /a mnt:[4]\nmount /b mnt:[5]\n"
     registry.update_mounts(HOST_MNT, [])
     assert holders(registry, NET1) == "mount /b mnt:[5]\n"
     assert registry.snapshot.entries[NET1.name] is first  # never released meanwhile
-    registry.end_sweep({HOST_MNT: []}, started=1.5)  # the other table was not read: it holds nothing
+    registry.update_mounts(other_mnt, [])
+    registry.confirm(registry.suspensions)
     assert NET1.name not in names(registry)
 
 

@@ -1,0 +1,146 @@
+"""Who holds what: the direct holders of each namespace, by where they come from.
+
+A source is a process (its pid: what its latest read found) or a mount namespace
+(its latest mount table: the bind mounts in it). A new read of a source replaces
+everything it held before, whole, so a recycled pid, an exec or an exit is never
+mixed with the past; a read older than the last one kept is dropped, so a slow
+sweep never overwrites an event's fresher read.
+
+Bookkeeping only, under the registry's lock. It knows nothing of pins: a sighting
+of a namespace is kept only if `pinned` says the namespace is (or could now be)
+pinned, and what changes is told to `changed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, KeysView
+from dataclasses import dataclass
+
+from .model import KINDS, Holder, HolderKind, NsKey, ProcessRead, Sighting
+
+Source = int | NsKey
+
+
+@dataclass(slots=True)
+class _Process:
+    read_at: float  # of the read this state came from
+    keys: set[NsKey]  # what it holds (a tombstone, for a process that is gone, holds nothing)
+
+
+class Holdings:
+    def __init__(self, pinned: Callable[[NsKey, list[Sighting]], bool], changed: Callable[[NsKey], None]) -> None:
+        self._pinned = pinned
+        self._changed = changed
+        self._held: dict[NsKey, dict[Source, tuple[Holder, ...]]] = {}
+        self._processes: dict[int, _Process] = {}
+        self._mounts: dict[NsKey, set[NsKey]] = {}  # what each mount table holds, by mount namespace
+        self._daemons: dict[int, frozenset[NsKey]] = {}  # other nsfs daemons and what they pin
+        self._threaded: set[int] = set()  # processes a thread of which holds a namespace alone
+
+    # -- what is known ---------------------------------------------------------
+
+    def keys(self) -> KeysView[NsKey]:
+        """Every namespace something is known to hold directly."""
+        return self._held.keys()
+
+    def parts(self, key: NsKey) -> tuple[tuple[Holder, ...], ...]:
+        """The holders of `key`, by source."""
+        return tuple(self._held.get(key, {}).values())
+
+    def members(self, mnt: NsKey) -> Iterator[int]:
+        """Processes in mount namespace `mnt`."""
+        for source, holders in self._held.get(mnt, {}).items():
+            if isinstance(source, int) and any(h.kind is HolderKind.PROCESS for h in holders):
+                yield source
+
+    def daemon_pins(self) -> set[NsKey]:
+        """What other nsfs daemons pin: their pins are not holders."""
+        return set().union(*self._daemons.values())
+
+    def has_tasks(self, pid: int) -> bool:
+        """Whether a thread of process `pid` holds a namespace its process is not in."""
+        return pid in self._threaded
+
+    def loose(self) -> list[tuple[NsKey, Holder]]:
+        """The holders of namespaces no process or thread is in: no event says when they go."""
+        return [
+            (key, holder)
+            for key, by_source in self._held.items()
+            if not any(KINDS[h.kind].membership for holders in by_source.values() for h in holders)
+            for holders in by_source.values()
+            for holder in holders
+        ]
+
+    # -- what changes ------------------------------------------------------------
+
+    def read(self, read: ProcessRead) -> None:
+        """What process `read.pid` holds is now what `read` found, unless a later read came first."""
+        state = self._processes.get(read.pid)
+        if state is not None and state.read_at > read.read_at:
+            return  # an event read the process again while this read was on its way
+        if read.daemon_pins:
+            self._daemons[read.pid] = read.daemon_pins
+        else:
+            self._daemons.pop(read.pid, None)
+        if any(s.holder.kind is HolderKind.TASK for s in read.sightings):
+            self._threaded.add(read.pid)
+        else:
+            self._threaded.discard(read.pid)
+        keys = self._replace(read.pid, read.sightings, set() if state is None else state.keys)
+        self._processes[read.pid] = _Process(read.read_at, keys)
+
+    def mount_table(self, mnt: NsKey, mounts: Iterable[Sighting]) -> None:
+        """The bind mounts in mount namespace `mnt` are now `mounts`."""
+        self._mounts[mnt] = self._replace(mnt, mounts, self._mounts.get(mnt, set()))
+
+    def end_sweep(self, started: float) -> None:
+        """Processes no read since `started` found are gone."""
+        for pid in [pid for pid, state in self._processes.items() if state.read_at < started]:
+            self._replace(pid, (), self._processes.pop(pid).keys)
+            self._daemons.pop(pid, None)
+            self._threaded.discard(pid)
+
+    def disown(self, pid: int, now: float) -> None:
+        """Process `pid` is one of the daemon's helpers: it holds nothing, as of `now`."""
+        state = self._processes.pop(pid, None)
+        if state is not None:
+            self._replace(pid, (), state.keys)
+        self._processes[pid] = _Process(now, set())
+
+    def forget(self, key: NsKey) -> bool:
+        """`key` is dead: it holds nothing and nothing holds it. Whether it was a mount
+        namespace with bind mounts (whose namespaces may now be held by nothing)."""
+        self._held.pop(key, None)
+        mounts = self._mounts.pop(key, set())
+        if mounts:
+            self._replace(key, (), mounts)
+        return bool(mounts)
+
+    def clear(self) -> None:
+        for table in (self._held, self._processes, self._mounts, self._daemons):
+            table.clear()
+        self._threaded.clear()
+
+    def _replace(self, source: Source, sightings: Iterable[Sighting], before: set[NsKey]) -> set[NsKey]:
+        """Make `sightings` all that `source` holds; the keys it holds now."""
+        by_key: dict[NsKey, list[Sighting]] = {}
+        for sighting in sightings:
+            by_key.setdefault(sighting.key, []).append(sighting)
+        now: set[NsKey] = set()
+        for key, found in by_key.items():
+            if self._pinned(key, found):
+                self._hold(key, source, tuple(s.holder for s in found))
+                now.add(key)
+        for key in before - now:
+            by_source = self._held.get(key)
+            if by_source is not None and by_source.pop(source, None) is not None:
+                self._changed(key)
+                if not by_source:
+                    del self._held[key]  # the registry's next settle looks at it
+        return now
+
+    def _hold(self, key: NsKey, source: Source, holders: tuple[Holder, ...]) -> None:
+        by_source = self._held.setdefault(key, {})
+        if by_source.get(source) != holders:
+            by_source[source] = holders
+            self._changed(key)

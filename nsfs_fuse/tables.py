@@ -1,0 +1,183 @@
+"""Mount tables, followed: one reader of /proc/PID/mountinfo per mount namespace.
+
+The kernel flags every change of a mount namespace's table to each open reader of
+it (POLLPRI), so bind mounts are followed as they come and go, in any mount
+namespace, without sweeping. A mount namespace nobody is in any more (held by an
+fd or a bind mount) still needs its reader: a helper process enters it and the
+table is read through the helper (docs/design.md, "Freshness").
+
+An open mountinfo holds its mount namespace, as a pin does: the registry closes
+the reader before it probes or releases that namespace, and follows again only
+mount namespaces something else holds. The registry calls it under its lock;
+`wait` runs in a thread of its own, beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import subprocess
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import discovery, errors
+from .model import NsKey, Sighting
+from .pins import Budget
+
+# The fds a helper costs the daemon: its stdin and stdout pipes.
+HELPER_FDS = 2
+
+log = logging.getLogger("nsfs")
+
+
+@dataclass(slots=True)
+class _Table:
+    fd: int  # the reader
+    via: int  # a process in the namespace: its /proc/PID/root opens the mounts
+    helper: subprocess.Popen[bytes] | None  # ours, if no other process is in it
+
+
+class Tables:
+    def __init__(self, helpers: set[int], budget: Budget) -> None:
+        self._budget = budget
+        self._epoll = select.epoll()
+        self._tables: dict[NsKey, _Table] = {}
+        self._by_fd: dict[int, NsKey] = {}
+        self._helpers = helpers  # shared with the scanner, which must not count them as holders
+        self._warned = False
+        self._lock = threading.Lock()
+        self._pending: set[int] = set()  # readers whose table changed, as `wait` found them
+        self.started: list[int] = []  # helpers started since the registry last looked: see Registry
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a followed table changes, or `timeout`; true if one did (see `changed`).
+
+        Its own thread, not an event loop's epoll: mountinfo reports a change once, to
+        whoever polls it first, so an epoll nested in another would see it vanish.
+        """
+        events = self._epoll.poll(timeout)
+        with self._lock:
+            self._pending.update(fd for fd, _events in events)
+        return bool(events)
+
+    def __contains__(self, mnt: NsKey) -> bool:
+        return mnt in self._tables
+
+    def watch(self, mnt: NsKey, members: Iterable[int], pin: int | None) -> list[Sighting] | None:
+        """Follow `mnt`'s table, read through one of `members`, else a helper entering `pin`.
+
+        Its bind mounts now; None if it cannot be read, or if the fds it would take
+        would crowd out everything else.
+        """
+        if not self._budget.take():
+            return None
+        for pid in members:
+            if (fd := self._open(pid, mnt)) is not None:
+                return self._add(mnt, _Table(fd, pid, None))
+        helper = self._helper(mnt, pin)
+        if helper is None or (fd := self._open(helper.pid, mnt)) is None:
+            if helper is not None:
+                self._end(helper)
+            self._budget.give()
+            return None
+        return self._add(mnt, _Table(fd, helper.pid, helper))
+
+    def changed(
+        self, members: Callable[[NsKey], Iterable[int]], pin: Callable[[NsKey], int | None]
+    ) -> list[tuple[NsKey, list[Sighting]]]:
+        """The bind mounts of every followed table that `wait` found changed since the last call."""
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        found = []
+        for fd in pending:
+            mnt = self._by_fd.get(fd)
+            if mnt is None:
+                continue
+            table = self._tables[mnt]
+            if table.helper is None and not _in(table.via, mnt):
+                # The process read through has left: open new mounts through another.
+                via = next((p for p in members(mnt) if _in(p, mnt)), None)
+                if via is None and (helper := self._helper(mnt, pin(mnt))) is not None:
+                    table.helper, via = helper, helper.pid
+                table.via = table.via if via is None else via
+            found.append((mnt, self._read(mnt, table)))
+        return found
+
+    def close(self, mnt: NsKey) -> None:
+        """Stop following `mnt`: its namespace is about to be probed or released."""
+        table = self._tables.pop(mnt, None)
+        if table is None:
+            return
+        del self._by_fd[table.fd]
+        self._epoll.unregister(table.fd)
+        os.close(table.fd)
+        self._budget.give()
+        if table.helper is not None:
+            self._end(table.helper)
+
+    def close_all(self) -> None:
+        for mnt in list(self._tables):
+            self.close(mnt)
+        self._epoll.close()
+
+    # -- inside ---------------------------------------------------------------
+
+    def _add(self, mnt: NsKey, table: _Table) -> list[Sighting]:
+        self._epoll.register(table.fd, select.EPOLLPRI)
+        self._tables[mnt] = table
+        self._by_fd[table.fd] = mnt
+        return self._read(mnt, table)
+
+    @staticmethod
+    def _read(mnt: NsKey, table: _Table) -> list[Sighting]:
+        os.lseek(table.fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(table.fd, 1 << 16):
+            chunks.append(chunk)
+        text = b"".join(chunks).decode("utf-8", "surrogateescape")
+        return discovery.table_sightings(mnt, text.splitlines(), f"/proc/{table.via}/root")
+
+    @staticmethod
+    def _open(pid: int, mnt: NsKey) -> int | None:
+        """A reader of `mnt`'s table through process `pid`, if `pid` is (still) in it."""
+        fd = _open_table(f"/proc/{pid}/mountinfo")
+        if fd is not None and not _in(pid, mnt):  # it moved, or the pid was reused
+            os.close(fd)
+            return None
+        return fd
+
+    def _helper(self, mnt: NsKey, pin: int | None) -> subprocess.Popen[bytes] | None:
+        if not self._budget.take(HELPER_FDS):
+            return None
+        helper = None if pin is None else discovery.enter_mount_namespace(pin)
+        if helper is None:
+            self._budget.give(HELPER_FDS)
+            if not self._warned:
+                self._warned = True
+                log.warning("cannot follow the mount table of %s: its bind mounts are not listed", mnt.name)
+            return None
+        self._helpers.add(helper.pid)
+        self.started.append(helper.pid)
+        return helper
+
+    def _end(self, helper: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            helper.kill()
+        helper.wait()
+        for pipe in (helper.stdin, helper.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._budget.give(HELPER_FDS)
+        self._helpers.discard(helper.pid)
+
+
+@errors.or_default(None)
+def _open_table(path: str) -> int | None:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _in(pid: int, mnt: NsKey) -> bool:
+    return discovery.ns_link(pid, "mnt") == mnt.name
