@@ -212,3 +212,23 @@ def test_a_namespace_a_new_thread_unshares_alone_is_listed(rare: Daemon, procs: 
     wait_until(lambda: name in rare.names(), "a read of the process that started a thread")
     comm = Path(f"/proc/{proc.pid}/task/{tid}/comm").read_text().strip()
     assert rare.read(name, "holders") == f"task {proc.pid} {tid} {comm}\n"
+
+
+def test_ip_netns_add_and_del_are_followed_as_they_happen(rare: Daemon, procs: Procs) -> None:
+    """A bind mount shows as it is made, with its `mount` line (never `unseen`), and its
+    namespace dies with the umount: the mount table's change says so, not a sweep."""
+    netns = "nsbfollow"
+    assert run(["ip", "netns", "add", netns]).returncode == 0
+    try:
+        name = f"net:[{os.stat(f'/run/netns/{netns}').st_ino}]"
+        host_mnt = ns_of(os.getpid(), "mnt")
+        expected = f"mount /run/netns/{netns} {host_mnt}\n"
+        wait_until(lambda: name in rare.names() and rare.read(name, "holders") == expected, "the bind mount")
+        with veth_into(f"/run/netns/{netns}", "nsbnetns") as host_end:
+            wait_until(lambda: rare.read(name, "holders") == expected, "the ip that made the veth to be gone")
+            assert run(["ip", "netns", "del", netns]).returncode == 0
+            wait_until(lambda: not link_exists(host_end), "the namespace to die with its bind mount")
+        wait_until(lambda: name not in rare.names(), "the namespace to leave the listing")
+    finally:
+        if os.path.exists(f"/run/netns/{netns}"):
+            run(["ip", "netns", "del", netns])
