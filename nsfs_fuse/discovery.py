@@ -143,11 +143,6 @@ def table_sightings(mnt: NsKey, lines: Iterable[str], root: str) -> list[Sightin
     ]
 
 
-def mount_sightings(pid: int, mnt: NsKey) -> list[Sighting]:
-    """The nsfs bind mounts in mount namespace `mnt`, as process `pid` (in it) sees them."""
-    return table_sightings(mnt, _read_lines(f"/proc/{pid}/mountinfo"), f"/proc/{pid}/root")
-
-
 def is_nsfs_daemon(pid: int, comm: str) -> bool:
     """A process that is another nsfs daemon: its pins are not holders.
 

@@ -57,7 +57,7 @@ class Finder(Protocol):
         """Read the process of thread `tid`: it is in a namespace the index lacks."""
 
     async def look(self, tid: int) -> None:
-        """Read what thread `tid` could have learned a name from: its process, its mount table."""
+        """Read what thread `tid` could have learned a name from: its process, the mount tables that changed."""
 
 
 @dataclass(frozen=True, slots=True)

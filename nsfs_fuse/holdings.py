@@ -111,9 +111,13 @@ class Holdings:
         """`key` is dead: it holds nothing and nothing holds it. Whether it was a mount
         namespace with bind mounts (whose namespaces may now be held by nothing)."""
         self._held.pop(key, None)
-        mounts = self._mounts.pop(key, set())
+        return self.forget_mounts(key)
+
+    def forget_mounts(self, mnt: NsKey) -> bool:
+        """The bind mounts of `mnt` are no longer known; whether it had any."""
+        mounts = self._mounts.pop(mnt, set())
         if mounts:
-            self._replace(key, (), mounts)
+            self._replace(mnt, (), mounts)
         return bool(mounts)
 
     def clear(self) -> None:

@@ -110,8 +110,8 @@ class Pins:
 
     def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
         """Open a suspended namespace again by `handle`, which only succeeds while something
-        other than the daemon holds it: (alive, its pin, the same number where it had one).
-        Not alive: `pin` is closed."""
+        other than the daemon holds it. Returns whether it is alive, and its pin (the same
+        number where it had one). Not alive: `pin` is closed."""
         try:
             fd = kernel.open_ns_handle(handle)
         except OSError as exc:

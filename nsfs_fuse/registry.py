@@ -11,10 +11,10 @@ replaces the last one whole. Bind mounts are kept per mount namespace, as the
 latest read of its mount table: the table of every mount namespace something
 holds is followed (tables.py), and each change of it replaces them.
 
-A namespace nothing is found holding is probed (pins.py): where the kernel has
-nsfs file handles, its pin is closed and it is re-opened by handle, which only
-succeeds while something no scan can see still holds it (an fd in flight).
-docs/design.md, "Pins and the probe", says why.
+A namespace nothing is found holding is suspended (its pin points at /dev/null)
+and, once the kernel has had time to let go, probed: re-opened by its nsfs file
+handle, which only succeeds while something no scan can see still holds it (an fd
+in flight). docs/design.md, "Pins and the probe", says why it waits.
 
 All mutation happens under one lock, in a worker thread; FUSE handlers only read
 `Registry.snapshot`, which is replaced whole.
@@ -171,19 +171,7 @@ class Registry:
         unless it is only the owner or parent of one that does.
         """
         with self._lock:
-            alive: set[NsKey] = set()
-            for key in [k for k, number in self._suspended.items() if number <= upto]:
-                del self._suspended[key]
-                entry = self._entries[key]
-                assert entry.handle is not None
-                found, pin = self._pins.resume(key.name, entry.pin, entry.handle)
-                log.debug("probed %s: %s", key.name, "alive" if found else "gone")
-                if not found:
-                    self._forget(key)
-                    continue
-                if pin != entry.pin:
-                    self._set_pin(key, entry, pin)
-                alive.add(key)
+            alive = {k for k, number in list(self._suspended.items()) if number <= upto and self._resume(k)}
             above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
             unseen = (self._unseen - above) | (alive - self._closure(self._holdings.keys()) - above)
             self._publisher.changed(*(unseen ^ self._unseen))
@@ -201,8 +189,28 @@ class Registry:
             self._publish()
 
     def _pinned(self, key: NsKey, sightings: list[Sighting]) -> bool:
-        """Whether `key` is pinned, pinning it through `sightings` if it is new."""
+        """Whether `key` is pinned, pinning it through `sightings` if it is new.
+
+        A suspended `key` is probed at once: held again, or a new namespace that got
+        the number of a dead one (inode numbers are reused as soon as one is freed, so
+        the old one being alive means the sighting is of it).
+        """
+        if key in self._suspended:
+            self._resume(key)
         return key in self._entries or self._pin_first(key, sightings)
+
+    def _resume(self, key: NsKey) -> bool:
+        """Probe suspended `key` (see `confirm`): whether it is alive; released if not."""
+        entry = self._entries[key]
+        assert entry.handle is not None
+        found, pin = self._pins.resume(key.name, entry.pin, entry.handle)
+        del self._suspended[key]
+        log.debug("probed %s: %s", key.name, "alive" if found else "gone")
+        if not found:
+            self._forget(key)
+        elif pin != entry.pin:
+            self._set_pin(key, entry, pin)
+        return found
 
     def _pin_of(self, key: NsKey) -> int | None:
         entry = self._entries.get(key)
@@ -214,9 +222,11 @@ class Registry:
             return
         tried: set[NsKey] = set()
         held = self._holdings.keys()
-        while todo := [k for k in held if k.type == "mnt" and k not in self._readers and k not in tried]:
+        skip = tried | self._suspended.keys()
+        while todo := [k for k in held if k.type == "mnt" and k not in self._readers and k not in skip]:
             for mnt in todo:
                 tried.add(mnt)
+                skip = tried | self._suspended.keys()
                 mounts = self._readers.watch(mnt, self._holdings.members(mnt), self._pin_of(mnt))
                 if mounts is not None:
                     self._holdings.mount_table(mnt, mounts)  # may pin more mount namespaces: hence the loop
@@ -272,7 +282,9 @@ class Registry:
         for key, entry in list(self._entries.items()):
             if not self._pins.room:
                 return
-            if entry.pin is None and entry.handle is not None and (pin := self._pins.reopen(entry.handle)) is not None:
+            if entry.pin is not None or entry.handle is None or key in self._suspended:
+                continue
+            if (pin := self._pins.reopen(entry.handle)) is not None:
                 self._set_pin(key, entry, pin)
 
     def _set_pin(self, key: NsKey, entry: Entry, pin: int | None) -> None:
@@ -325,6 +337,9 @@ class Registry:
                 self._release(key)
                 continue
             self._unfollow(key)
+            # Its mounts are not known while its table is not followed: those namespaces are
+            # looked at themselves, in another round.
+            self._mounts_dropped |= self._holdings.forget_mounts(key)
             self._pins.suspend(entry.pin)
             self._suspensions += 1
             self._suspended[key] = self._suspensions

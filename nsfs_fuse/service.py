@@ -1,12 +1,11 @@
-"""The running daemon: process events, sweeps, signals, the FUSE loop.
+"""The running daemon: sweeps, signals, the FUSE loop, and the wiring of what follows changes.
 
-Process events (fork, exec, exit) name the processes to read again, so the index
-follows them at once. Sweeps read every process and every mount namespace: they
-find what events never report (fds, sockets, bind mounts, setns or unshare without
-exec). While events flow, a sweep is spread out so that it uses at most a set share
-of a core; without them, sweeps run at full speed every interval. Either way
-they run in a worker thread, and the trio thread that serves FUSE requests never
-reads /proc itself beyond the caller's own links (docs/design.md, "Freshness").
+What keeps the index fresh between sweeps (process events, re-reads, mount tables,
+the prober) is in follow.py. Sweeps read every process: a safety net for what none
+of that sees. While events flow, a sweep is spread out so that it uses at most a
+set share of a core; without them, sweeps run at full speed every interval. Either
+way they run in a worker thread, and the trio thread that serves FUSE requests
+never reads /proc itself beyond the caller's own links (docs/design.md, "Freshness").
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ from .tables import Tables
 log = logging.getLogger("nsfs")
 
 # After an unpaced sweep the daemon waits at least this long, and at least as
-# long as the sweep's CPU time: neither the interval nor lookups of names that
-# do not exist can keep it sweeping more than half the time.
+# long as the sweep's CPU time: neither the interval nor a stream of lost process
+# events can keep it sweeping more than half the time.
 MIN_PAUSE = 0.02
 
 
@@ -96,12 +95,13 @@ def full_speed(_cpu: float, _elapsed: float) -> bool:
 
 
 class Refresher:
-    """Runs sweeps: one `interval` after another, or sooner when a lookup asks for one.
+    """Runs sweeps: one `interval` after another, or sooner when asked (`rescan`: process
+    events were lost).
 
     While `following_events` is set a sweep is paced to `sweep_cpu` of a core,
-    unless a lookup is waiting for it. A sweep asked for by a lookup runs at full
-    speed, but never sooner after the last one than that one's CPU time, so a
-    stream of lookup misses cannot keep the daemon sweeping without pause.
+    unless someone waits for it. A sweep asked for runs at full speed, but never
+    sooner after the last one than that one's CPU time, so a stream of requests
+    cannot keep the daemon sweeping without pause.
     """
 
     def __init__(self, sweep: Callable[[Pace], float], interval: float, sweep_cpu: float = 0.01) -> None:
@@ -113,8 +113,8 @@ class Refresher:
         self._merged = 0  # sweeps ended (done or abandoned)
         self._wake = trio.Event()
         self._merged_event = trio.Event()
-        self._urgent = False  # a lookup waits for the next sweep
-        self._abandon = threading.Event()  # tells a paced sweep to stop: a lookup waits for the next one
+        self._urgent = False  # someone waits for the next sweep
+        self._abandon = threading.Event()  # tells a paced sweep to stop: someone waits for the next one
         self._last_end = -math.inf
         self._last_cost = 0.0
 

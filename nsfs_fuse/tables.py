@@ -78,33 +78,51 @@ class Tables:
             if (fd := self._open(pid, mnt)) is not None:
                 return self._add(mnt, _Table(fd, pid, None))
         helper = self._helper(mnt, pin)
-        if helper is None or (fd := self._open(helper.pid, mnt)) is None:
-            if helper is not None:
-                self._end(helper)
-            self._budget.give()
+        fd = None
+        try:
+            fd = None if helper is None else self._open(helper.pid, mnt)
+        finally:
+            if fd is None:  # no way in, or a fault: nothing may be left behind
+                if helper is not None:
+                    self._end(helper)
+                self._budget.give()
+        if fd is None or helper is None:
             return None
         return self._add(mnt, _Table(fd, helper.pid, helper))
 
     def changed(
         self, members: Callable[[NsKey], Iterable[int]], pin: Callable[[NsKey], int | None]
     ) -> list[tuple[NsKey, list[Sighting]]]:
-        """The bind mounts of every followed table that `wait` found changed since the last call."""
+        """The bind mounts of every followed table that changed since the last call (what `wait`
+        found, and what has changed since without its thread having seen it yet)."""
+        self.wait(0)
         with self._lock:
             pending, self._pending = self._pending, set()
         found = []
-        for fd in pending:
-            mnt = self._by_fd.get(fd)
-            if mnt is None:
-                continue
-            table = self._tables[mnt]
-            if table.helper is None and not _in(table.via, mnt):
-                # The process read through has left: open new mounts through another.
-                via = next((p for p in members(mnt) if _in(p, mnt)), None)
-                if via is None and (helper := self._helper(mnt, pin(mnt))) is not None:
-                    table.helper, via = helper, helper.pid
-                table.via = table.via if via is None else via
-            found.append((mnt, self._read(mnt, table)))
+        todo = list(pending)
+        try:
+            while todo:
+                mnt = self._by_fd.get(todo[-1])
+                if mnt is not None:
+                    table = self._tables[mnt]
+                    if not _in(table.via, mnt):
+                        # The process read through has left (or the helper died): find another way in.
+                        self._reroute(mnt, table, members(mnt), pin(mnt))
+                    found.append((mnt, self._read(mnt, table)))
+                todo.pop()
+        finally:
+            with self._lock:
+                self._pending.update(todo)  # a fault: what was not read yet is read next time
         return found
+
+    def _reroute(self, mnt: NsKey, table: _Table, members: Iterable[int], pin: int | None) -> None:
+        if table.helper is not None:
+            self._end(table.helper)
+            table.helper = None
+        via = next((p for p in members if _in(p, mnt)), None)
+        if via is None and (helper := self._helper(mnt, pin)) is not None:
+            table.helper, via = helper, helper.pid
+        table.via = table.via if via is None else via
 
     def close(self, mnt: NsKey) -> None:
         """Stop following `mnt`: its namespace is about to be probed or released."""

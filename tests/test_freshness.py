@@ -1,7 +1,9 @@
 """New namespaces answer at once, without waiting for the periodic refresh.
 
-The daemons here refresh only every 60 s: whatever they show sooner came from a
-lookup miss's rescan or from the caller's own namespace links.
+The daemons here refresh only every 60 s: whatever they show sooner came from
+process events, from what a lookup reads of the caller, or from the caller's own
+namespace links. The Refresher's own tests: a request for a sweep (lost process
+events) shares one sweep, and abandons a paced one for one at full speed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def slow(public_dir: Path, procs: Procs) -> Iterator[Daemon]:
         yield daemon
 
 
-def test_a_lookup_of_an_unknown_name_rescans_before_answering(slow: Daemon) -> None:
+def test_a_namespace_made_a_moment_ago_answers_at_once(slow: Daemon) -> None:
     # The shell line from the issue, word for word but for the mountpoint.
     script = f"unshare -n sleep 60 & sleep 0.1; cat {slow.mountpoint}/$(readlink /proc/$!/ns/net)/nstype; kill $!"
     result = run(["sh", "-c", script])

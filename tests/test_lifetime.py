@@ -189,7 +189,7 @@ FD_NO_EXEC = """
 import ctypes, os, time
 libc = ctypes.CDLL(None, use_errno=True)
 home = os.open("/proc/self/ns/net", os.O_RDONLY)
-time.sleep(1)  # past the daemon's follow-up reads of a new process: only the fd count can tell
+time.sleep(4)  # past the daemon's follow-up reads of a new process (0.5 s, 3 s): only the fd count can tell
 assert libc.unshare(0x40000000) == 0
 fd = os.open("/proc/self/ns/net", os.O_RDONLY)
 name = os.readlink("/proc/self/ns/net")

@@ -257,3 +257,32 @@ def test_close_releases_every_pin() -> None:
     registry.close()
     assert pins.pinned() == set()
     assert names(registry) == set()
+
+
+def test_a_new_namespace_with_a_suspended_ones_number_is_a_new_entry_with_its_holders() -> None:
+    """`ip netns del a; ip netns add a` may give the new namespace the dead one's inode
+    number while the dead one waits for its probe: the sighting must not go to the old entry."""
+    pins = FakePins()
+    registry = world(pins)
+    old = registry.snapshot.entries[NET1.name]
+    registry.update([read(50, 2.0, USER2, PID2, UTS1)])  # NET1 lost its last holder: suspended
+    assert registry.has_suspended()
+    registry.update([read(70, 3.0, NET1)])  # a new namespace, same number: the old one is dead
+    new = registry.snapshot.entries[NET1.name]
+    assert new.serial != old.serial
+    assert holders(registry, NET1) == "process 70 sh\n"
+    registry.confirm(registry.suspensions)
+    assert registry.snapshot.entries[NET1.name] is new
+    assert holders(registry, NET1) == "process 70 sh\n"
+
+
+def test_a_suspended_namespace_held_again_stays_the_same_entry() -> None:
+    pins = FakePins()
+    registry = world(pins)
+    old = registry.snapshot.entries[NET1.name]
+    registry.update([read(50, 2.0, USER2, PID2, UTS1)])
+    pins.alive.add(NET1)  # something no scan sees held it all along
+    registry.update([read(70, 3.0, NET1)])
+    assert registry.snapshot.entries[NET1.name] is old
+    assert NET1 in pins.pinned()
+    assert holders(registry, NET1) == "process 70 sh\n"
