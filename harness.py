@@ -397,6 +397,19 @@ def running_daemon(
     assert proc.returncode == 0, f"daemon exited with {proc.returncode}: {log.read_text()}"
 
 
+def leaving(nsfs: Daemon, name: str) -> None:
+    """`name` was caught on its way out (its `ns` gone, or opening /dev/null while the daemon
+    probes it): it must leave the listing, or stay as held by nothing a scan finds (`unseen`)."""
+
+    def left() -> bool:
+        try:
+            return name not in nsfs.names() or nsfs.read(name, "holders") == "unseen\n"
+        except FileNotFoundError:
+            return True
+
+    wait_until(left, f"{name} to leave the listing")
+
+
 def assert_released(nsfs: Daemon, baseline: int, *names: str) -> None:
     """The names leave the listing, and the daemon closes its pins on them."""
     wait_until(lambda: not set(names) & nsfs.names(), f"{names} to leave the listing")

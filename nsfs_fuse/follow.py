@@ -65,6 +65,9 @@ TICK: Final = 0.05
 # A process that forked or started a thread is read again after these delays.
 FOLLOW_UP: Final = (0.5, 3.0)
 
+# Lookups of names the index lacks that one user may have looked into per second.
+MISSES_PER_SECOND: Final = 20
+
 # How often every process's number of open fds is looked at: about 20 ms of CPU at
 # 5,000 processes, so 0.7% of a core.
 FD_COUNTS_EVERY: Final = 3.0
@@ -219,24 +222,43 @@ class Finder:
     """After a lookup miss: read what the caller could have got the name from, and nothing else.
 
     That is its own process (ns links, threads, fds, sockets) and the mount tables
-    that changed.
-    One caller at a time; a process is read again for a lookup only after ten times
-    what its last read cost, so a caller with many fds looping over made-up names
-    costs the daemon a tenth of a core at most, and the rest of the machine nothing.
+    that changed. One caller at a time; a process is read again for a lookup only
+    after ten times what its last read cost.
+
+    A loop of lookups of made-up names would keep the daemon answering as fast as it
+    can, however cheap each answer: a user's misses are paced to MISSES_PER_SECOND
+    (the next waits its turn, which costs nothing), and while one of its misses waits,
+    others get ENOENT at once without a look. So such a loop slows itself, holds at
+    most one request worker, and costs the daemon a few percent of a core.
     """
 
-    def __init__(self, rereads: Rereads, registry: Registry, scanner: discovery.Scanner) -> None:
+    def __init__(self, rereads: Rereads, registry: Registry) -> None:
         self._rereads = rereads
         self._registry = registry
-        self._scanner = scanner
         self._limiter = trio.CapacityLimiter(1)
-        self._not_before: dict[int, float] = {}
+        self._not_before: dict[int, float] = {}  # pid -> when a lookup may read it again
+        self._turn: dict[int, float] = {}  # uid -> when its next miss may be looked into
+        self._waiting: set[int] = set()  # uids with a miss waiting for its turn
 
     async def own(self, tid: int) -> None:
         """The calling thread is in a namespace the index lacks: read its process, always."""
         await trio.to_thread.run_sync(self._read, tid, limiter=self._limiter)
 
-    async def look(self, tid: int) -> None:
+    async def look(self, tid: int, uid: int) -> None:
+        """Read what thread `tid` of user `uid` could have learned a name from, in its turn."""
+        if uid in self._waiting:
+            return
+        now = trio.current_time()
+        turn = max(now, self._turn.get(uid, now))
+        if len(self._turn) > 4096:
+            self._turn = {u: t for u, t in self._turn.items() if t > now}
+        self._turn[uid] = turn + 1 / MISSES_PER_SECOND
+        if turn > now:
+            self._waiting.add(uid)
+            try:
+                await trio.sleep_until(turn)
+            finally:
+                self._waiting.discard(uid)
         await trio.to_thread.run_sync(self._look, tid, limiter=self._limiter)
 
     def _read(self, tid: int) -> None:

@@ -56,8 +56,9 @@ class Finder(Protocol):
     async def own(self, tid: int) -> None:
         """Read the process of thread `tid`: it is in a namespace the index lacks."""
 
-    async def look(self, tid: int) -> None:
-        """Read what thread `tid` could have learned a name from: its process, the mount tables that changed."""
+    async def look(self, tid: int, uid: int) -> None:
+        """Read what thread `tid` of user `uid` could have learned a name from: its process, the
+        mount tables that changed. A user's lookups of unknown names are paced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +234,12 @@ class NsFs(pyfuse3.Operations):
         await self._finder.own(req.pid)
         return self._against(req.pid, self._registry.snapshot, req.view.userns)
 
-    async def _find(self, req: Request, key: NsKey) -> Request:
+    async def _find(self, req: Request, key: NsKey, uid: int) -> Request:
         """After a lookup miss: the calling thread's own namespaces, else what its process holds."""
         if any(s.key == key for s in discovery.caller_sightings(req.pid)):
             await self._finder.own(req.pid)
         else:
-            await self._finder.look(req.pid)
+            await self._finder.look(req.pid, uid)
         return self._against(req.pid, self._registry.snapshot, req.view.userns)
 
     # -- handlers -----------------------------------------------------------
@@ -253,7 +254,7 @@ class NsFs(pyfuse3.Operations):
             if req.view.userns is None or (key := parse_ns_name(text)) is None:
                 raise FUSEError(errno.ENOENT)
             if key.name not in req.snapshot.entries:
-                req = await self._find(req, key)
+                req = await self._find(req, key, ctx.uid)
             entry = req.snapshot.entries.get(key.name)
             if entry is None or entry.name not in req.view.names:
                 raise FUSEError(errno.ENOENT)

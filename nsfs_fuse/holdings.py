@@ -8,7 +8,8 @@ sweep never overwrites an event's fresher read.
 
 Bookkeeping only, under the registry's lock. It knows nothing of pins: a sighting
 of a namespace is kept only if `pinned` says the namespace is (or could now be)
-pinned, and what changes is told to `changed`.
+pinned; what changes is told to `changed`, and a namespace that loses its last
+direct holder to `unheld`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ class _Process:
 
 
 class Holdings:
-    def __init__(self, pinned: Callable[[NsKey, list[Sighting]], bool], changed: Callable[[NsKey], None]) -> None:
+    def __init__(
+        self,
+        pinned: Callable[[NsKey, list[Sighting]], bool],
+        changed: Callable[[NsKey], None],
+        unheld: Callable[[NsKey], None],
+    ) -> None:
         self._pinned = pinned
         self._changed = changed
+        self._unheld = unheld
         self._held: dict[NsKey, dict[Source, tuple[Holder, ...]]] = {}
         self._processes: dict[int, _Process] = {}
         self._mounts: dict[NsKey, set[NsKey]] = {}  # what each mount table holds, by mount namespace
@@ -107,18 +114,16 @@ class Holdings:
             self._replace(pid, (), state.keys)
         self._processes[pid] = _Process(now, set())
 
-    def forget(self, key: NsKey) -> bool:
-        """`key` is dead: it holds nothing and nothing holds it. Whether it was a mount
-        namespace with bind mounts (whose namespaces may now be held by nothing)."""
+    def forget(self, key: NsKey) -> None:
+        """`key` is dead: it holds nothing and nothing holds it."""
         self._held.pop(key, None)
-        return self.forget_mounts(key)
+        self.forget_mounts(key)
 
-    def forget_mounts(self, mnt: NsKey) -> bool:
-        """The bind mounts of `mnt` are no longer known; whether it had any."""
+    def forget_mounts(self, mnt: NsKey) -> None:
+        """The bind mounts of `mnt` are no longer known (those it alone held become unheld)."""
         mounts = self._mounts.pop(mnt, set())
         if mounts:
             self._replace(mnt, (), mounts)
-        return bool(mounts)
 
     def clear(self) -> None:
         for table in (self._held, self._processes, self._mounts, self._daemons):
@@ -140,7 +145,8 @@ class Holdings:
             if by_source is not None and by_source.pop(source, None) is not None:
                 self._changed(key)
                 if not by_source:
-                    del self._held[key]  # the registry's next settle looks at it
+                    del self._held[key]
+                    self._unheld(key)
         return now
 
     def _hold(self, key: NsKey, source: Source, holders: tuple[Holder, ...]) -> None:

@@ -89,13 +89,15 @@ class Registry:
         self._readers = tables
         self._entries: dict[NsKey, Entry] = {}
         self._publisher = _Publisher()
-        self._holdings = Holdings(self._pinned, self._publisher.changed)
+        self._holdings = Holdings(self._pinned, self._publisher.changed, self._unheld)
         self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
         self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
         self._suspended: dict[NsKey, int] = {}  # pins dropped, to be probed: by suspension number
         self._suspensions = 0
         self._serial = 0
-        self._mounts_dropped = False  # set while settling: see _settle
+        self._loose: set[NsKey] = set()  # lost their last direct holder or child: see _settle
+        self._pinless: set[NsKey] = set()  # listed without a pin (past the fd limit)
+        self._unfollowed: set[NsKey] = set()  # mount namespaces whose table is not followed
 
     @property
     def snapshot(self) -> Snapshot:
@@ -135,7 +137,7 @@ class Registry:
         (nor events since) are gone."""
         with self._lock:
             self._holdings.end_sweep(started)
-            return self._settle(probe_unseen=True)
+            return self._settle(probe_unseen=True, whole=True)
 
     def has_unseen(self) -> bool:
         return bool(self._unseen)
@@ -188,6 +190,10 @@ class Registry:
             self._suspended.clear()
             self._publish()
 
+    def _unheld(self, key: NsKey) -> None:
+        """`key` just lost its last direct holder: the next settle looks at it."""
+        self._loose.add(key)
+
     def _pinned(self, key: NsKey, sightings: list[Sighting]) -> bool:
         """Whether `key` is pinned, pinning it through `sightings` if it is new.
 
@@ -222,13 +228,12 @@ class Registry:
             return
         tried: set[NsKey] = set()
         held = self._holdings.keys()
-        skip = tried | self._suspended.keys()
-        while todo := [k for k in held if k.type == "mnt" and k not in self._readers and k not in skip]:
+        while todo := [k for k in self._unfollowed if k in held and k not in tried and k not in self._suspended]:
             for mnt in todo:
                 tried.add(mnt)
-                skip = tried | self._suspended.keys()
                 mounts = self._readers.watch(mnt, self._holdings.members(mnt), self._pin_of(mnt))
                 if mounts is not None:
+                    self._unfollowed.discard(mnt)
                     self._holdings.mount_table(mnt, mounts)  # may pin more mount namespaces: hence the loop
         self._disown_helpers()
 
@@ -241,23 +246,39 @@ class Registry:
             self._holdings.disown(pid, now)
         self._readers.started.clear()
 
-    def _settle(self, probe_unseen: bool) -> Snapshot:
-        """Suspend what nothing holds any more (and, if asked, what only the probe kept), then publish.
+    def _settle(self, probe_unseen: bool = False, whole: bool = False) -> Snapshot:
+        """Suspend what nothing holds any more, then publish.
 
-        A mount namespace released takes its bind mounts with it, which may leave
-        more namespaces unheld: those are looked at in another round.
+        Only namespaces that just lost their last direct holder or their last child are
+        looked at (`_loose`): a process coming and going costs the same on a machine
+        with ten namespaces or ten thousand. `whole` looks at every entry instead (after
+        a sweep); `probe_unseen` suspends what only the probe kept, too. A namespace
+        released takes its children's relations and, for a mount namespace, its bind
+        mounts with it, which may leave more namespaces unheld: another round.
         """
+        held = self._holdings.keys()
+        if regained := {k for k in self._unseen if k in held}:  # held by something a scan found
+            self._publisher.changed(*regained)
+            self._unseen -= regained
+        if probe_unseen:
+            self._loose |= self._unseen
+        if whole:
+            live = self._closure(held) | (set() if probe_unseen else self._closure(self._unseen))
+            self._loose = {k for k in self._entries if k not in live}
         daemon_pins = self._holdings.daemon_pins()
-        self._mounts_dropped = True
-        while self._mounts_dropped:
-            self._mounts_dropped = False
-            held = self._closure(self._holdings.keys())
-            if self._unseen & held:  # held again by something a scan found
-                self._publisher.changed(*(self._unseen & held))
-                self._unseen -= held
-            live = held | (set() if probe_unseen else self._closure(self._unseen))
-            probe_unseen = False
-            self._suspend([k for k in self._entries if k not in live and k not in self._suspended], daemon_pins)
+        while self._loose:
+            loose, self._loose = self._loose, set()
+            candidates = [
+                k
+                for k in loose
+                if k in self._entries
+                and k not in held
+                and k not in self._suspended
+                and (whole or not self._relations.get(k))  # a child keeps it; its end will tell
+                and (probe_unseen or k not in self._unseen)
+            ]
+            whole = False
+            self._suspend(candidates, daemon_pins)
         self._pin_unpinned()
         self._follow_tables()
         return self._publish()
@@ -272,6 +293,10 @@ class Registry:
             entry = Entry(serial=self._serial, first_seen_ns=time.time_ns(), **new._asdict())
             self._entries[new.key] = entry
             self._publisher.changed(new.key, entries=True)
+            if new.pin is None:
+                self._pinless.add(new.key)
+            if new.key.type == "mnt":
+                self._unfollowed.add(new.key)
             for relative, holder in entry.relations():
                 self._relations.setdefault(relative, set()).add(holder)
                 self._publisher.changed(relative)
@@ -279,10 +304,11 @@ class Registry:
 
     def _pin_unpinned(self) -> None:
         """Give entries listed without a pin one, by handle, as pins free up."""
-        for key, entry in list(self._entries.items()):
+        for key in list(self._pinless):
             if not self._pins.room:
                 return
-            if entry.pin is not None or entry.handle is None or key in self._suspended:
+            entry = self._entries[key]
+            if entry.handle is None or key in self._suspended:
                 continue
             if (pin := self._pins.reopen(entry.handle)) is not None:
                 self._set_pin(key, entry, pin)
@@ -290,6 +316,10 @@ class Registry:
     def _set_pin(self, key: NsKey, entry: Entry, pin: int | None) -> None:
         self._entries[key] = dataclasses.replace(entry, pin=pin)
         self._publisher.changed(entries=True)
+        if pin is None:
+            self._pinless.add(key)
+        else:
+            self._pinless.discard(key)
 
     def _release(self, key: NsKey) -> None:
         self._unfollow(key)
@@ -299,17 +329,21 @@ class Registry:
         """Close the reader of `key`'s mount table, if any: it holds the namespace too."""
         if self._readers is not None and key in self._readers:
             self._readers.close(key)
+            self._unfollowed.add(key)
 
     def _forget(self, key: NsKey) -> Entry:
         entry = self._entries.pop(key)
+        self._pinless.discard(key)
+        self._unfollowed.discard(key)
         self._unseen.discard(key)
         self._suspended.pop(key, None)
-        self._mounts_dropped |= self._holdings.forget(key)  # a dead mount namespace has no mounts left
+        self._holdings.forget(key)  # a dead mount namespace has no mounts left
         for relative, holder in entry.relations():
             relations = self._relations.get(relative, set())
             relations.discard(holder)
             if not relations:
                 self._relations.pop(relative, None)
+                self._loose.add(relative)  # its last child went
             self._publisher.changed(relative)
         self._publisher.changed(key, entries=True)
         log.debug("released %s", key.name)
@@ -339,7 +373,7 @@ class Registry:
             self._unfollow(key)
             # Its mounts are not known while its table is not followed: those namespaces are
             # looked at themselves, in another round.
-            self._mounts_dropped |= self._holdings.forget_mounts(key)
+            self._holdings.forget_mounts(key)
             self._pins.suspend(entry.pin)
             self._suspensions += 1
             self._suspended[key] = self._suspensions

@@ -214,7 +214,7 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start
         log.info("found %d namespaces", len(registry.snapshot.entries))
-        ops = NsFs(registry, Finder(rereads, registry, scanner))
+        ops = NsFs(registry, Finder(rereads, registry))
         pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
         try:
             events = Events(registry, rereads)
