@@ -5,8 +5,14 @@ them in user namespaces of their own, FDS open fds among them, and ORPHANS
 namespaces held only by an fd or a bind mount), mounts a daemon, measures, prints
 a table, and tears the world down. Medians over REPS repetitions.
 
+Then rows f) to j) (bench/lifetime.py, issue 10): how long the mount keeps a dead
+namespace alive, per kind of last holder, side by side with no mount; how fast bind
+mounts and unshare() without exec are followed; what lookups of made-up names cost;
+how long dead processes stay in `holders`.
+
 Run as root from the repository: `make bench` (full size) or
-`python -m bench.bench --procs 500 --fds 5000 --orphans 20` for a quick run.
+`python -m bench.bench --procs 500 --fds 5000 --orphans 20` for a quick run;
+`--only-lifetime` for rows f) to j) alone.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from bench import lifetime
 from harness import Daemon, Procs, run, running_daemon, wait_until
 
 _T = TypeVar("_T")
@@ -137,8 +144,8 @@ def appearance(nsfs: Daemon) -> float:
         return time.perf_counter() - start
 
 
-def fd_only_appearance(nsfs: Daemon, procs: Procs) -> float:
-    """Seconds from a namespace being held only by an fd to a listing showing it."""
+def fd_only_appearance(nsfs: Daemon, procs: Procs, timeout: float = 60) -> float | None:
+    """Seconds from a namespace being held only by an fd to a listing showing it; None after `timeout`."""
     # unshare without exec: no process event names the namespace, only a sweep will.
     proc, (name,) = procs.reporting(sys.executable, "-c", UNSHARE_NET_NO_EXEC)
     fd = os.open(f"/proc/{proc.pid}/ns/net", os.O_RDONLY)
@@ -146,8 +153,10 @@ def fd_only_appearance(nsfs: Daemon, procs: Procs) -> float:
     start = time.perf_counter()  # from here on only the fd holds it
     try:
         # A sweep must reach the holder first: minutes at full size.
-        poll_until(lambda: name in nsfs.names(), f"{name} to appear", timeout=900)
+        poll_until(lambda: name in nsfs.names(), f"{name} to appear", timeout=timeout)
         return time.perf_counter() - start
+    except AssertionError:
+        return None
     finally:
         os.close(fd)
 
@@ -231,80 +240,109 @@ def main() -> int:
     parser.add_argument("--orphans", type=int, default=200, help="namespaces held only by an fd or a bind mount")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle CPU measurement")
+    parser.add_argument("--only-lifetime", action="store_true", help="skip rows a) to e): rows f) to j) alone")
+    parser.add_argument(
+        "--timeout", type=float, default=60, help="longest wait for one figure of rows b) and f) to j), in seconds"
+    )
+    parser.add_argument(
+        "--discover",
+        type=float,
+        default=300,
+        help="longest wait, in seconds, for the daemon to find a namespace before its death is timed (rows f)",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="nsfs-bench-"))
     scratch.chmod(0o755)
     procs = Procs()
     world = World(procs, scratch)
+    mess = lifetime.Mess(scratch)
     rows: list[tuple[str, str, str, str]] = []
     try:
         t0 = time.perf_counter()
         world.build(args.procs, args.fds, args.orphans)
         built = time.perf_counter() - t0
+        # The reference for rows f): the kernel's own pace, with no mount.
+        reference = lifetime.reference_deaths(mess, args.reps, args.timeout)
         with running_daemon(scratch / "mnt", interval=1.0, sweep_cpu=None) as nsfs:
-            wait_until(lambda: len(nsfs.names()) > 100, "the first listing", timeout=120)
+            enough = min(100, 3 * max(1, args.procs // GROUP))
+            wait_until(lambda: len(nsfs.names()) > enough, "the first listing", timeout=120)
             time.sleep(3)
             names = sorted(nsfs.names())
-            floor = scratch / "floor"
-            floor.mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(floor)], check=True)
-            try:
-                for name in names:
-                    (floor / name).mkdir()
-                reps = args.reps
-                ls = median_time(["ls", str(nsfs.mountpoint)], reps)
-                ls_l = median_time(["ls", "-l", str(nsfs.mountpoint)], reps)
-                lsns = median_time(["lsns"], reps)
-                plain = median_time([sys.executable, "-c", PLAIN_SCAN], reps)
-                ls_floor = median_time(["ls", str(floor)], reps)
-                ls_l_floor = median_time(["ls", "-l", str(floor)], reps)
-            finally:
-                subprocess.run(["umount", str(floor)], check=False)
-            ls_l_pyfuse3 = floor_ls_l(names, scratch, reps)
-            rows += [
-                ("a) ls", f"{ls * 1000:.0f} ms", f"lsns/ls = {lsns / ls:.1f}x", ">= 10x"),
-                ("a) ls -l", f"{ls_l * 1000:.0f} ms", f"lsns/ls-l = {lsns / ls_l:.1f}x", ">= 5x"),
-                ("a) lsns", f"{lsns * 1000:.0f} ms", "", ""),
-                ("a) plain python /proc scan", f"{plain * 1000:.0f} ms", f"plain/ls = {plain / ls:.1f}x", ""),
-                ("a) ls, ls -l on tmpfs (floor)", f"{ls_floor * 1000:.0f} / {ls_l_floor * 1000:.0f} ms", "", ""),
-                (
-                    "a) ls -l, do-nothing pyfuse3 fs",
-                    f"{ls_l_pyfuse3 * 1000:.0f} ms",
-                    f"lsns/that = {lsns / ls_l_pyfuse3:.1f}x",
-                    "",
-                ),
-            ]
-            new_proc = median_of(lambda: appearance(nsfs), reps)
-            new_fd = median_of(lambda: fd_only_appearance(nsfs, procs), min(reps, 3))
-            gone = median_of(lambda: disappearance(nsfs), reps)
-            took = sweep_seconds(nsfs)
-            sweep = "not logged" if took is None else f"{took:.0f} s"
-            rows += [
-                ("b) new process -> listed", f"{new_proc * 1000:.0f} ms", "", "<= 100 ms"),
-                ("b) new fd-only -> listed", f"{new_fd * 1000:.0f} ms", "", f"<= one sweep ({sweep})"),
-                ("c) last holder gone -> unlisted", f"{gone * 1000:.0f} ms", "", "<= 1000 ms"),
-            ]
-            cpu0 = cpu_seconds(nsfs.pid)
-            time.sleep(args.idle)
-            idle = (cpu_seconds(nsfs.pid) - cpu0) / args.idle
-            pins = len(nsfs.pinned())
-            rows += [
-                (f"d) idle CPU over {args.idle:.0f} s", f"{idle * 100:.1f}% of a core", "", "<= 2%"),
-                ("e) resident memory", f"{rss_mb(nsfs.pid):.0f} MB", "", "<= 100 MB"),
-                ("e) open fds / pinned", f"{nsfs.fd_count()} / {pins}", "", "<= pins + 32"),
-            ]
+            if not args.only_lifetime:
+                rows += main_rows(args, nsfs, procs, scratch, names)
+            rows += lifetime.lifetime_rows(
+                nsfs, mess, reference, reps=args.reps, idle=args.idle, timeout=args.timeout, discover=args.discover
+            )
             print(
                 f"world: {args.procs} processes, {args.fds} fds, {args.orphans} fd/mount-only namespaces, "
                 f"{len(names)} namespaces listed; built in {built:.0f} s; medians of {args.reps}"
+                f" (f, g, j: median / worst; timeouts {args.timeout:.0f} s)"
             )
             for row in rows:
                 print(f"{row[0]:34} {row[1]:>20}  {row[2]:22} {row[3]}")
         return 0
     finally:
+        mess.close()
         world.close()
         procs.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main_rows(
+    args: argparse.Namespace, nsfs: Daemon, procs: Procs, scratch: Path, names: list[str]
+) -> list[tuple[str, str, str, str]]:
+    """Rows a) to e)."""
+    rows: list[tuple[str, str, str, str]] = []
+    floor = scratch / "floor"
+    floor.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(floor)], check=True)
+    try:
+        for name in names:
+            (floor / name).mkdir()
+        reps = args.reps
+        ls = median_time(["ls", str(nsfs.mountpoint)], reps)
+        ls_l = median_time(["ls", "-l", str(nsfs.mountpoint)], reps)
+        lsns = median_time(["lsns"], reps)
+        plain = median_time([sys.executable, "-c", PLAIN_SCAN], reps)
+        ls_floor = median_time(["ls", str(floor)], reps)
+        ls_l_floor = median_time(["ls", "-l", str(floor)], reps)
+    finally:
+        subprocess.run(["umount", str(floor)], check=False)
+    ls_l_pyfuse3 = floor_ls_l(names, scratch, reps)
+    rows += [
+        ("a) ls", f"{ls * 1000:.0f} ms", f"lsns/ls = {lsns / ls:.1f}x", ">= 10x"),
+        ("a) ls -l", f"{ls_l * 1000:.0f} ms", f"lsns/ls-l = {lsns / ls_l:.1f}x", ">= 5x"),
+        ("a) lsns", f"{lsns * 1000:.0f} ms", "", ""),
+        ("a) plain python /proc scan", f"{plain * 1000:.0f} ms", f"plain/ls = {plain / ls:.1f}x", ""),
+        ("a) ls, ls -l on tmpfs (floor)", f"{ls_floor * 1000:.0f} / {ls_l_floor * 1000:.0f} ms", "", ""),
+        (
+            "a) ls -l, do-nothing pyfuse3 fs",
+            f"{ls_l_pyfuse3 * 1000:.0f} ms",
+            f"lsns/that = {lsns / ls_l_pyfuse3:.1f}x",
+            "",
+        ),
+    ]
+    new_proc = median_of(lambda: appearance(nsfs), reps)
+    new_fd = lifetime.median_sample([fd_only_appearance(nsfs, procs, args.timeout) for _ in range(min(reps, 3))])
+    gone = median_of(lambda: disappearance(nsfs), reps)
+    took = sweep_seconds(nsfs)
+    sweep = "not logged" if took is None else f"{took:.0f} s"
+    rows += [
+        ("b) new process -> listed", f"{new_proc * 1000:.0f} ms", "", "<= 100 ms"),
+        ("b) new fd-only -> listed", lifetime.fmt_ms(new_fd, args.timeout), "", f"<= one sweep ({sweep})"),
+        ("c) last holder gone -> unlisted", f"{gone * 1000:.0f} ms", "", "<= 1000 ms"),
+    ]
+    cpu0 = cpu_seconds(nsfs.pid)
+    time.sleep(args.idle)
+    idle = (cpu_seconds(nsfs.pid) - cpu0) / args.idle
+    pins = len(nsfs.pinned())
+    rows += [
+        (f"d) idle CPU over {args.idle:.0f} s", f"{idle * 100:.1f}% of a core", "", "<= 2%"),
+        ("e) resident memory", f"{rss_mb(nsfs.pid):.0f} MB", "", "<= 100 MB"),
+        ("e) open fds / pinned", f"{nsfs.fd_count()} / {pins}", "", "<= pins + 32"),
+    ]
+    return rows
 
 
 if __name__ == "__main__":
