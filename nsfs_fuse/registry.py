@@ -211,6 +211,7 @@ class Registry:
         assert entry.handle is not None
         found, pin = self._pins.resume(key.name, entry.pin, entry.handle)
         del self._suspended[key]
+        self._publisher.changed(entries=True)  # its ns back, or the entry gone
         log.debug("probed %s: %s", key.name, "alive" if found else "gone")
         if not found:
             self._forget(key)
@@ -377,6 +378,7 @@ class Registry:
             self._pins.suspend(entry.pin)
             self._suspensions += 1
             self._suspended[key] = self._suspensions
+            self._publisher.changed(entries=True)  # shown without its ns until probed
 
     # -- publishing -----------------------------------------------------------
 
@@ -389,7 +391,12 @@ class Registry:
         return Holders(parts)
 
     def _publish(self) -> Snapshot:
-        return self._publisher.publish(self._entries, self._holders_of)
+        """What is listed: every entry, those being probed without their `ns` (their pin points
+        at /dev/null meanwhile: opening `ns` then gives ENOENT, never the wrong file)."""
+        if not self._suspended:
+            return self._publisher.publish(self._entries, self._holders_of)
+        shown = {k: dataclasses.replace(e, pin=None) if k in self._suspended else e for k, e in self._entries.items()}
+        return self._publisher.publish(shown, self._holders_of)
 
 
 class _Publisher:
