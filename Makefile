@@ -5,11 +5,11 @@ PYTHON     ?= python3
 VENV       := .venv
 MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2
 
 .PHONY: setup run stop test unit lint compare soak bench clean
 
-# Debian's fuse3 (mount.fuse3, fusermount3) and what pyfuse3 builds against.
+# Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter, setpriv.
 .system-deps:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
