@@ -15,8 +15,6 @@ undone on the way out, even on failure.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import functools
 import os
 import select
@@ -30,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from harness import Daemon, run
+from harness import Daemon, link_exists, ns_alive, ns_handle, run
 
 Row = tuple[str, str, str, str]
 Sample = float | None  # seconds; None: timed out
@@ -192,45 +190,6 @@ echo "$n"
 
 
 # -- the kernel, asked directly: nsfs file handles ------------------------------
-
-AT_EMPTY_PATH = 0x1000
-FD_NSFS_ROOT = -10003  # Linux 6.18+: open_by_handle_at() on nsfs without a mount fd
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class FileHandle(ctypes.Structure):
-    _fields_ = (("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 128))
-
-
-def ns_handle(path: str) -> FileHandle:
-    """The kernel's file handle for the namespace at `path` (needs Linux 6.18+)."""
-    handle, mount_id = FileHandle(), ctypes.c_int()
-    handle.handle_bytes = 128
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.name_to_handle_at(fd, b"", ctypes.byref(handle), ctypes.byref(mount_id), AT_EMPTY_PATH) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"name_to_handle_at({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-    return handle
-
-
-def handle_alive(handle: FileHandle) -> bool:
-    """Whether anything holds the namespace: the kernel opens a handle only while it does."""
-    fd = int(_libc.open_by_handle_at(FD_NSFS_ROOT, ctypes.byref(handle), os.O_RDONLY))
-    if fd >= 0:
-        os.close(fd)
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ESTALE, errno.ENOENT):
-        return False
-    raise OSError(err, f"open_by_handle_at: {os.strerror(err)}")
-
-
-def link_exists(name: str) -> bool:
-    return os.path.lexists(f"/sys/class/net/{name}")
-
 
 # -- waiting, bounded --------------------------------------------------------
 
@@ -456,7 +415,7 @@ def _helper_witnessed(kind: str, mess: Mess, host: str, peer: str) -> Iterator[W
         name, pid = words
         if kind == "zombie":
             handle = ns_handle(f"/proc/{pid}/ns/user")
-            alive: Callable[[], bool] = lambda: handle_alive(handle)  # noqa: E731
+            alive: Callable[[], bool] = lambda: ns_alive(handle)  # noqa: E731
         else:
             alive = lambda: link_exists(host)  # noqa: E731
 
