@@ -116,12 +116,6 @@ class Registry:
                 self._holdings.read(read)
             self._settle(probe_unseen=False)
 
-    def update_mounts(self, mnt: NsKey, mounts: Iterable[Sighting]) -> None:
-        """The bind mounts in mount namespace `mnt` are now `mounts`: its table was read again."""
-        with self._lock:
-            self._holdings.mount_table(mnt, mounts)
-            self._settle(probe_unseen=False)
-
     def refresh_tables(self) -> None:
         """Read again the followed mount tables that changed."""
         with self._lock:

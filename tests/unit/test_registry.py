@@ -13,7 +13,7 @@ USER0, PID0, NET0 = NsKey("user", 1), NsKey("pid", 2), NsKey("net", 3)
 USER1, USER2 = NsKey("user", 10), NsKey("user", 11)  # USER2 is a child of USER1
 PID1, PID2 = NsKey("pid", 20), NsKey("pid", 21)  # PID2 is a child of PID1
 NET1, UTS1 = NsKey("net", 30), NsKey("uts", 31)
-HOST_MNT = NsKey("mnt", 4)  # not pinned: only the name of a table
+HOST_MNT, OTHER_MNT = NsKey("mnt", 4), NsKey("mnt", 5)
 
 # key -> (owner, parent), as NS_GET_USERNS and NS_GET_PARENT would answer
 TREE: dict[NsKey, tuple[NsKey | None, NsKey | None]] = {
@@ -26,6 +26,8 @@ TREE: dict[NsKey, tuple[NsKey | None, NsKey | None]] = {
     PID2: (USER2, PID1),
     NET1: (USER2, None),
     UTS1: (USER1, None),
+    HOST_MNT: (USER0, None),
+    OTHER_MNT: (USER0, None),
 }
 
 
@@ -99,12 +101,43 @@ def read(pid: int, at: float, *keys: NsKey, kind: HolderKind = HolderKind.PROCES
     return ProcessRead(pid, at, tuple(Sighting(k, f"/proc/{pid}/ns/{k.type}", holder) for k in keys))
 
 
-INITIAL = (USER0, PID0, NET0)
+INITIAL = (USER0, PID0, NET0, HOST_MNT)
 
 
-def world(pins: FakePins) -> Registry:
+class FakeTables:
+    """Followed mount tables as the registry sees them; `set` changes one, as the kernel would flag."""
+
+    def __init__(self) -> None:
+        self.content: dict[NsKey, list[Sighting]] = {}
+        self.followed: set[NsKey] = set()
+        self.flagged: set[NsKey] = set()
+        self.started: list[int] = []
+
+    def set(self, mnt: NsKey, mounts: list[Sighting]) -> None:
+        self.content[mnt] = mounts
+        self.flagged.add(mnt)
+
+    def __contains__(self, mnt: NsKey) -> bool:
+        return mnt in self.followed
+
+    def watch(self, mnt: NsKey, members: Iterable[int], pin: int | None) -> list[Sighting] | None:
+        self.followed.add(mnt)
+        return list(self.content.get(mnt, []))
+
+    def changed(
+        self, members: Callable[[NsKey], Iterable[int]], pin: Callable[[NsKey], int | None]
+    ) -> list[tuple[NsKey, list[Sighting]]]:
+        found = [(mnt, list(self.content.get(mnt, []))) for mnt in self.flagged if mnt in self.followed]
+        self.flagged.clear()
+        return found
+
+    def close(self, mnt: NsKey) -> None:
+        self.followed.discard(mnt)
+
+
+def world(pins: FakePins, tables: FakeTables | None = None) -> Registry:
     """pid 1 in the initial namespaces; pid 50 in the nested ones."""
-    registry = Registry(pins)
+    registry = Registry(pins, tables)
     registry.update([read(1, 1.0, *INITIAL), read(50, 1.0, USER2, PID2, NET1, UTS1)])
     return registry
 
@@ -116,8 +149,8 @@ def names(registry: Registry) -> set[str]:
 def test_owners_and_parents_are_kept_with_what_is_held() -> None:
     pins = FakePins()
     registry = world(pins)
-    assert names(registry) == {k.name for k in TREE}
-    assert pins.pinned() == set(TREE)
+    assert names(registry) == {k.name for k in TREE if k != OTHER_MNT}
+    assert pins.pinned() == set(TREE) - {OTHER_MNT}
     assert pins.probed == []
 
 
@@ -138,7 +171,7 @@ def test_what_lost_its_last_holder_is_suspended_then_probed_once_the_kernel_let_
     nested = {USER1, USER2, PID1, PID2, NET1, UTS1}
     # What it held directly is suspended at once; their owners and parents wait for them.
     assert pins.pinned() == set(INITIAL) | {USER1, USER2, PID1}
-    assert names(registry) == {k.name for k in TREE}  # still listed until probed
+    assert names(registry) == {k.name for k in TREE if k != OTHER_MNT}  # still listed until probed
     assert registry.has_suspended() and pins.probed == []
     assert drain(registry) == 3  # leaves, then USER2 and PID1, then USER1
     assert set(pins.probed) == nested and len(pins.probed) == len(nested)
@@ -225,38 +258,58 @@ def test_a_read_replaces_everything_the_process_held() -> None:
     assert holders(registry, UTS1) == "process 50 sh\n"
 
 
+def mount_of(key: NsKey, path: str, mnt: NsKey) -> Sighting:
+    return Sighting(key, f"/proc/1/root{path}", Holder(HolderKind.MOUNT, text=path, ns=mnt.name))
+
+
 def test_a_sweep_drops_processes_it_did_not_find() -> None:
-    pins = FakePins()
-    registry = world(pins)
-    mount = Sighting(NET1, "/proc/1/root/run/netns/a", Holder(HolderKind.MOUNT, text="/run/netns/a", ns=HOST_MNT.name))
-    registry.update_mounts(HOST_MNT, [mount])
+    pins, tables = FakePins(), FakeTables()
+    registry = world(pins, tables)
+    assert HOST_MNT in tables.followed  # held by pid 1: its table is followed
+    tables.set(HOST_MNT, [mount_of(NET1, "/run/netns/a", HOST_MNT)])
+    registry.refresh_tables()
     registry.update([read(1, 3.0, *INITIAL)])
     registry.end_sweep(started=2.0)  # pid 50 was last read before the sweep began
-    registry.confirm(registry.suspensions)
+    drain(registry)
     assert names(registry) == {k.name for k in (*INITIAL, NET1, USER2, USER1)}
     assert holders(registry, NET1) == "mount /run/netns/a mnt:[4]\n"
-    registry.update_mounts(HOST_MNT, [])
-    registry.confirm(registry.suspensions)
+    tables.set(HOST_MNT, [])
+    registry.refresh_tables()
+    drain(registry)
     assert NET1.name not in names(registry)
 
 
 def test_a_mount_table_read_again_replaces_only_its_own_mounts() -> None:
-    pins = FakePins()
-    registry = world(pins)
-    other_mnt = NsKey("mnt", 5)
-    in_host = Sighting(NET1, "/proc/1/root/a", Holder(HolderKind.MOUNT, text="/a", ns=HOST_MNT.name))
-    in_other = Sighting(NET1, "/proc/9/root/b", Holder(HolderKind.MOUNT, text="/b", ns=other_mnt.name))
-    registry.update_mounts(HOST_MNT, [in_host])
-    registry.update_mounts(other_mnt, [in_other])
+    pins, tables = FakePins(), FakeTables()
+    registry = world(pins, tables)
+    registry.update([read(60, 1.5, OTHER_MNT)])
+    assert tables.followed == {HOST_MNT, OTHER_MNT}
+    tables.set(HOST_MNT, [mount_of(NET1, "/a", HOST_MNT)])
+    tables.set(OTHER_MNT, [mount_of(NET1, "/b", OTHER_MNT)])
+    registry.refresh_tables()
     registry.update([ProcessRead(50, 2.0)])  # NET1 is held by its mounts alone from here on
     first = registry.snapshot.entries[NET1.name]
     assert holders(registry, NET1) == "mount /a mnt:[4]\nmount /b mnt:[5]\n"
-    registry.update_mounts(HOST_MNT, [])
+    tables.set(HOST_MNT, [])
+    registry.refresh_tables()
     assert holders(registry, NET1) == "mount /b mnt:[5]\n"
     assert registry.snapshot.entries[NET1.name] is first  # never released meanwhile
-    registry.update_mounts(other_mnt, [])
-    registry.confirm(registry.suspensions)
+    tables.set(OTHER_MNT, [])
+    registry.refresh_tables()
+    drain(registry)
     assert NET1.name not in names(registry)
+
+
+def test_a_mount_namespace_that_dies_takes_its_bind_mounts_with_it() -> None:
+    pins, tables = FakePins(), FakeTables()
+    registry = world(pins, tables)
+    registry.update([read(60, 1.5, OTHER_MNT)])
+    tables.set(OTHER_MNT, [mount_of(NET1, "/b", OTHER_MNT)])
+    registry.refresh_tables()
+    registry.update([ProcessRead(50, 2.0), ProcessRead(60, 2.0)])  # NET1's mount namespace is left empty
+    assert OTHER_MNT not in tables.followed  # its reader closed before its probe: it would hold it
+    drain(registry)
+    assert {OTHER_MNT.name, NET1.name}.isdisjoint(names(registry))
 
 
 def test_entries_keep_their_serial_and_the_generation_moves_only_with_entries() -> None:
