@@ -1,0 +1,60 @@
+"""Holdings: who holds what, by source. What it keeps incrementally must always equal
+what a look at everything would find."""
+
+from __future__ import annotations
+
+from nsfs_fuse.holdings import BUCKETS, Holdings
+from nsfs_fuse.model import Holder, HolderKind, NsKey, ProcessRead, Sighting
+
+NET, OTHER = NsKey("net", 1), NsKey("net", 2)
+
+
+def holdings() -> tuple[Holdings, list[NsKey], list[NsKey]]:
+    changed: list[NsKey] = []
+    unheld: list[NsKey] = []
+    return Holdings(lambda key, found: True, changed.append, unheld.append), changed, unheld
+
+
+def process(pid: int, at: float, key: NsKey) -> ProcessRead:
+    return ProcessRead(pid, at, (Sighting(key, f"/proc/{pid}/ns/net", Holder(HolderKind.PROCESS, pid, text="sh")),))
+
+
+def fd(pid: int, at: float, key: NsKey, num: int = 5) -> ProcessRead:
+    return ProcessRead(pid, at, (Sighting(key, f"/proc/{pid}/fd/{num}", Holder(HolderKind.FD, pid, num)),))
+
+
+def everything(h: Holdings, key: NsKey) -> set[Holder]:
+    return {holder for part in h.parts(key) for holder in part}
+
+
+def test_loose_lists_the_holders_of_namespaces_no_process_is_in_as_processes_come_and_go() -> None:
+    h, _changed, unheld = holdings()
+    h.read(process(1, 1.0, NET))
+    h.read(fd(2, 1.0, OTHER))
+    h.read(fd(3, 1.0, NET, 7))
+    assert h.loose() == [(OTHER, Holder(HolderKind.FD, 2, 5))]
+    h.read(ProcessRead(1, 2.0))  # NET's last member goes: its fd holder is now all it has
+    assert sorted(h.loose()) == sorted([(OTHER, Holder(HolderKind.FD, 2, 5)), (NET, Holder(HolderKind.FD, 3, 7))])
+    h.read(process(4, 3.0, NET))  # a process enters NET
+    assert h.loose() == [(OTHER, Holder(HolderKind.FD, 2, 5))]
+    h.read(ProcessRead(2, 3.0))  # the fd on OTHER is closed
+    assert h.loose() == [] and unheld == [OTHER]
+
+
+def test_a_namespace_with_thousands_of_holders_publishes_exactly_its_holders_after_each_change() -> None:
+    h, changed, _unheld = holdings()
+    pids = range(1, 20 * BUCKETS)
+    for pid in pids:
+        h.read(process(pid, 1.0, NET))
+    expected = {Holder(HolderKind.PROCESS, pid, text="sh") for pid in pids}
+    assert everything(h, NET) == expected
+    for pid in range(1, 20 * BUCKETS, 7):  # every seventh exits, then half of those come back as fds
+        h.read(ProcessRead(pid, 2.0))
+        expected.discard(Holder(HolderKind.PROCESS, pid, text="sh"))
+        assert everything(h, NET) == expected
+        if pid % 2:
+            h.read(fd(pid, 3.0, NET))
+            expected.add(Holder(HolderKind.FD, pid, 5))
+            assert everything(h, NET) == expected
+    assert changed.count(NET) == len(pids) + len(range(1, 20 * BUCKETS, 7)) + len(range(1, 20 * BUCKETS, 14))
+    assert h.loose() == []
