@@ -18,9 +18,11 @@ docs/design.md, "Freshness", says how these fit with sweeps.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
+import math
 import socket
 import threading
 import time
@@ -59,9 +61,6 @@ ZOMBIE_MAX: Final = 0.5
 # How often the fds and sockets of namespaces no process is in are checked again.
 VERIFY_EVERY: Final = 0.25
 
-# How often the re-read schedule is looked at.
-TICK: Final = 0.05
-
 # A process that forked or started a thread is read again after these delays.
 FOLLOW_UP: Final = (0.5, 3.0)
 
@@ -91,17 +90,43 @@ class Sweeps(Protocol):
     async def rescan(self) -> None: ...
 
 
+class Alarm:
+    """Wakes a task of the trio loop from any thread: no timer ticks while nothing is due."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    async def wait(self, until: float = math.inf) -> None:
+        """Until rung (since the last wait ended) or until trio time `until`."""
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.move_on_at(until):
+            await self._event.wait()
+        self._event = trio.Event()
+
+    def ring(self) -> None:
+        if self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._set)
+
+    def _set(self) -> None:
+        self._event.set()  # the event current when this runs, not when rung
+
+
 class Prober:
     """Probes suspended namespaces once the kernel has finished releasing what the daemon
-    let go of; suspends again, every REPROBE_EVERY, what only the probe keeps."""
+    let go of; suspends again, every REPROBE_EVERY, what only the probe keeps. Sleeps
+    until the registry suspends something (it rings `alarm`) or a reprobe is due."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        self.alarm = Alarm()
 
     async def run(self) -> None:
         next_reprobe = trio.current_time() + REPROBE_EVERY
         while True:
-            await trio.sleep(TICK)
+            if not self._registry.has_suspended():
+                await self.alarm.wait(next_reprobe if self._registry.has_unseen() else math.inf)
             if trio.current_time() >= next_reprobe:
                 next_reprobe = trio.current_time() + REPROBE_EVERY
                 if self._registry.has_unseen():
@@ -133,6 +158,7 @@ class Rereads:
         self._zombies: dict[int, tuple[float, float]] = {}  # pid -> (when to read it again, the delay after that)
         self._follow_ups: dict[int, list[float]] = {}  # pid -> when to read it again, soonest first
         self._fd_counts: dict[int, int] | None = {}  # None: this kernel does not count them
+        self.alarm = Alarm()
 
     def apply(self, pids: Iterable[int]) -> None:
         """Read `pids` again (blocking, for a worker thread). A fault reading one process
@@ -155,6 +181,7 @@ class Rereads:
                     self._zombies.pop(read.pid, None)
                 elif read.pid not in self._zombies:
                     self._zombies[read.pid] = (now + ZOMBIE_FIRST, ZOMBIE_FIRST * 2)
+                    self.alarm.ring()  # sooner than anything else due
 
     def follow_up(self, started: Iterable[int], ended: Iterable[int]) -> None:
         """Processes that forked or started a thread are read again later; those that ended are not."""
@@ -165,6 +192,15 @@ class Rereads:
                     self._follow_ups[pid] = [now + delay for delay in FOLLOW_UP]
             for pid in ended:
                 self._follow_ups.pop(pid, None)
+
+    def _next_due(self) -> float:
+        """When the soonest zombie or follow-up is due, in trio's time."""
+        with self._lock:
+            soonest = min(
+                (*(when for when, _delay in self._zombies.values()), *(t[0] for t in self._follow_ups.values())),
+                default=math.inf,
+            )
+        return trio.current_time() + max(0.0, soonest - time.monotonic())
 
     def _due(self) -> list[int]:
         now = time.monotonic()
@@ -207,7 +243,7 @@ class Rereads:
     async def run(self) -> None:
         next_verify = next_count = trio.current_time()
         while True:
-            await trio.sleep(TICK)
+            await self.alarm.wait(min(next_verify, next_count, self._next_due()))
             if due := self._due():
                 await _step("reading processes again", functools.partial(self.apply, due))
             if trio.current_time() >= next_verify:

@@ -108,6 +108,15 @@ class Pins:
         if pin is not None:
             os.dup2(self._null, pin, inheritable=False)
 
+    def gone(self, handle: bytes) -> bool:
+        """Whether the kernel says the namespace of `handle` no longer exists. A look, not a
+        pin: the fd it opens is closed at once. A fault (out of fds, say) says nothing."""
+        try:
+            os.close(kernel.open_ns_handle(handle))
+        except OSError as exc:
+            return errors.verdict(exc) is errors.Verdict.GONE
+        return False
+
     def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
         """Open a suspended namespace again by `handle`, which only succeeds while something
         other than the daemon holds it. Returns whether it is alive, and its pin (the same

@@ -59,6 +59,8 @@ class PinStore(Protocol):
 
     def suspend(self, pin: int | None) -> None: ...
 
+    def gone(self, handle: bytes) -> bool: ...
+
     def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]: ...
 
     def close(self, pin: int | None) -> None: ...
@@ -98,6 +100,7 @@ class Registry:
         self._loose: set[NsKey] = set()  # lost their last direct holder or child: see _settle
         self._pinless: set[NsKey] = set()  # listed without a pin (past the fd limit)
         self._unfollowed: set[NsKey] = set()  # mount namespaces whose table is not followed
+        self.on_suspend: Callable[[], None] = lambda: None  # told when there is something to probe (any thread)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -357,6 +360,10 @@ class Registry:
         released at once. The others are suspended (pins.py): their pins point at
         /dev/null until `confirm`, after the kernel has had time to release them. A
         probe that re-opened a namespace at once would find it still there, and keep it.
+
+        One look is taken at once, though, and kept no longer than the look: a namespace
+        the kernel frees as soon as its last reference goes (the usual end of one held by
+        a bind mount or an fd) cannot be opened then, and is released without waiting.
         """
         pinned_elsewhere = self._closure(daemon_pins)
         for key in candidates:
@@ -370,9 +377,13 @@ class Registry:
             # looked at themselves, in another round.
             self._holdings.forget_mounts(key)
             self._pins.suspend(entry.pin)
+            if self._pins.gone(entry.handle):
+                self._release(key)
+                continue
             self._suspensions += 1
             self._suspended[key] = self._suspensions
             self._publisher.changed(entries=True)  # shown without its ns until probed
+            self.on_suspend()
 
     # -- publishing -----------------------------------------------------------
 
@@ -415,11 +426,11 @@ class _Publisher:
         changed, self._changed = self._changed, set()
         holders = dict(self.snapshot.holders)
         holders_changed = False
-        for key in changed:
+        for key in changed:  # told only of real changes: comparing would cost what building does
             if key not in entries:
                 holders_changed |= holders.pop(key.name, None) is not None
-            elif holders.get(key.name) != (now := holders_of(key)):
-                holders[key.name] = now
+            else:
+                holders[key.name] = holders_of(key)
                 holders_changed = True
         if self._entries_changed:
             self._entries_changed = False

@@ -222,7 +222,9 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
             async def follow_tables() -> None:
                 await watch_tables(registry, tables)
 
-            trio.run(_main, refresher, events, [Prober(registry).run, rereads.run, follow_tables], config, ready)
+            prober = Prober(registry)
+            registry.on_suspend = prober.alarm.ring
+            trio.run(_main, refresher, events, [prober.run, rereads.run, follow_tables], config, ready)
         finally:
             pyfuse3.close(unmount=True)
     finally:

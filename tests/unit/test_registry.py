@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 
-from nsfs_fuse.model import Holder, HolderKind, NsKey, Opened, ProcessRead, Sighting
+from nsfs_fuse.model import Holder, HolderKind, NsKey, Opened, ProcessRead, Sighting, parse_ns_name
 from nsfs_fuse.registry import Registry
 
 USER0, PID0, NET0 = NsKey("user", 1), NsKey("pid", 2), NsKey("net", 3)
@@ -52,6 +52,7 @@ class FakePins:
         self.probed: list[NsKey] = []
         self._fds = itertools.count(100)
         self.room = True
+        self.freed_at_once = False
 
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
         opened: list[Opened] = []
@@ -81,15 +82,25 @@ class FakePins:
         assert key.name == name == handle.decode()
         self.probed.append(key)
         self.suspended.discard(pin)
-        if key in self.alive or any(key in above(k) for k in self.alive):
+        if self._alive(key):
             return True, pin
         del self.open_pins[pin]
         return False, None
+
+    def gone(self, handle: bytes) -> bool:
+        """The first look, right after suspending: unless `freed_at_once`, the kernel is
+        still releasing what was dropped, and every namespace still opens."""
+        key = parse_ns_name(handle.decode())
+        assert key is not None
+        return self.freed_at_once and not self._alive(key)
 
     def close(self, pin: int | None) -> None:
         if pin is not None:
             del self.open_pins[pin]
             self.suspended.discard(pin)
+
+    def _alive(self, key: NsKey) -> bool:
+        return key in self.alive or any(key in above(k) for k in self.alive)
 
     def pinned(self) -> set[NsKey]:
         """What the daemon holds a reference on: pins not suspended."""
@@ -177,6 +188,22 @@ def test_what_lost_its_last_holder_is_suspended_then_probed_once_the_kernel_let_
     assert set(pins.probed) == nested and len(pins.probed) == len(nested)
     assert names(registry) == {k.name for k in INITIAL}
     assert pins.pinned() == set(INITIAL)
+
+
+def test_what_the_kernel_freed_at_once_is_released_without_waiting_for_the_probe() -> None:
+    pins = FakePins(alive={NET1})  # an fd no scan saw holds NET1 (and so USER2, USER1)
+    pins.freed_at_once = True
+    registry = world(pins)
+    woken: list[bool] = []
+    registry.on_suspend = lambda: woken.append(True)
+    registry.update([ProcessRead(50, 2.0)])
+    # The first look found PID2 and UTS1 gone, then PID1 (its last child gone): released
+    # now. NET1 still opened: suspended, and the prober told.
+    assert names(registry) == {k.name for k in (*INITIAL, NET1, USER2, USER1)}
+    assert pins.probed == [] and woken == [True]
+    drain(registry)
+    assert holders(registry, NET1) == "unseen\n"
+    assert pins.pinned() == set(INITIAL) | {NET1, USER2, USER1}
 
 
 def test_confirm_probes_only_what_was_suspended_before_its_wait_began() -> None:
