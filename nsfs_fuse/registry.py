@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from .following import Following, TableStore
 from .holdings import Holdings
 from .model import (
     EMPTY,
@@ -66,32 +67,14 @@ class PinStore(Protocol):
     def close(self, pin: int | None) -> None: ...
 
 
-class TableStore(Protocol):
-    """What the registry needs of tables.Tables: readers hold their mount namespace too."""
-
-    def __contains__(self, mnt: NsKey) -> bool: ...
-
-    def watch(self, mnt: NsKey, members: Iterable[int], pin: int | None) -> list[Sighting] | None: ...
-
-    def changed(
-        self, members: Callable[[NsKey], Iterable[int]], pin: Callable[[NsKey], int | None]
-    ) -> list[tuple[NsKey, list[Sighting]]]: ...
-
-    def close(self, mnt: NsKey) -> None: ...
-
-    @property
-    def started(self) -> list[int]:
-        """Helper processes started since last looked at (the list is emptied by the registry)."""
-
-
 class Registry:
     def __init__(self, pins: PinStore, tables: TableStore | None = None) -> None:
         self._lock = threading.Lock()
         self._pins = pins
-        self._readers = tables
         self._entries: dict[NsKey, Entry] = {}
         self._publisher = _Publisher()
         self._holdings = Holdings(self._pinned, self._publisher.changed, self._unheld)
+        self._following = Following(tables, self._holdings, self._pin_of)
         self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
         self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
         self._suspended: dict[NsKey, int] = {}  # pins dropped, to be probed: by suspension number
@@ -99,7 +82,6 @@ class Registry:
         self._serial = 0
         self._loose: set[NsKey] = set()  # lost their last direct holder or child: see _settle
         self._pinless: set[NsKey] = set()  # listed without a pin (past the fd limit)
-        self._unfollowed: set[NsKey] = set()  # mount namespaces whose table is not followed
         self.on_suspend: Callable[[], None] = lambda: None  # told when there is something to probe (any thread)
 
     @property
@@ -122,11 +104,7 @@ class Registry:
     def refresh_tables(self) -> None:
         """Read again the followed mount tables that changed."""
         with self._lock:
-            if self._readers is not None:
-                for mnt, mounts in self._readers.changed(self._holdings.members, self._pin_of):
-                    log.debug("the mount table of %s changed: %d nsfs mounts", mnt.name, len(mounts))
-                    self._holdings.mount_table(mnt, mounts)
-                self._disown_helpers()
+            self._following.refresh()
             self._settle(probe_unseen=False)
 
     def end_sweep(self, started: float) -> Snapshot:
@@ -220,30 +198,6 @@ class Registry:
         entry = self._entries.get(key)
         return None if entry is None else entry.pin
 
-    def _follow_tables(self) -> None:
-        """Follow the mount table of every mount namespace something holds."""
-        if self._readers is None:
-            return
-        tried: set[NsKey] = set()
-        held = self._holdings.keys()
-        while todo := [k for k in self._unfollowed if k in held and k not in tried and k not in self._suspended]:
-            for mnt in todo:
-                tried.add(mnt)
-                mounts = self._readers.watch(mnt, self._holdings.members(mnt), self._pin_of(mnt))
-                if mounts is not None:
-                    self._unfollowed.discard(mnt)
-                    self._holdings.mount_table(mnt, mounts)  # may pin more mount namespaces: hence the loop
-        self._disown_helpers()
-
-    def _disown_helpers(self) -> None:
-        """The daemon's helpers hold nothing. An event may have read one before the scanner
-        knew it for ours: a read of nothing, newer than that, replaces it."""
-        assert self._readers is not None
-        now = time.monotonic()
-        for pid in self._readers.started:
-            self._holdings.disown(pid, now)
-        self._readers.started.clear()
-
     def _settle(self, probe_unseen: bool = False, whole: bool = False) -> Snapshot:
         """Suspend what nothing holds any more, then publish.
 
@@ -278,7 +232,7 @@ class Registry:
             whole = False
             self._suspend(candidates, daemon_pins)
         self._pin_unpinned()
-        self._follow_tables()
+        self._following.follow(self._suspended)
         return self._publish()
 
     # -- entries and their pins -----------------------------------------------
@@ -293,8 +247,7 @@ class Registry:
             self._publisher.changed(new.key, entries=True)
             if new.pin is None:
                 self._pinless.add(new.key)
-            if new.key.type == "mnt":
-                self._unfollowed.add(new.key)
+            self._following.pinned(new.key)
             for relative, holder in entry.relations():
                 self._relations.setdefault(relative, set()).add(holder)
                 self._publisher.changed(relative)
@@ -320,19 +273,13 @@ class Registry:
             self._pinless.discard(key)
 
     def _release(self, key: NsKey) -> None:
-        self._unfollow(key)
+        self._following.stop(key)
         self._pins.close(self._forget(key).pin)
-
-    def _unfollow(self, key: NsKey) -> None:
-        """Close the reader of `key`'s mount table, if any: it holds the namespace too."""
-        if self._readers is not None and key in self._readers:
-            self._readers.close(key)
-            self._unfollowed.add(key)
 
     def _forget(self, key: NsKey) -> Entry:
         entry = self._entries.pop(key)
         self._pinless.discard(key)
-        self._unfollowed.discard(key)
+        self._following.forget(key)
         self._unseen.discard(key)
         self._suspended.pop(key, None)
         self._holdings.forget(key)  # a dead mount namespace has no mounts left
@@ -372,7 +319,7 @@ class Registry:
                 self._unseen.discard(key)
                 self._release(key)
                 continue
-            self._unfollow(key)
+            self._following.stop(key)
             # Its mounts are not known while its table is not followed: those namespaces are
             # looked at themselves, in another round.
             self._holdings.forget_mounts(key)
