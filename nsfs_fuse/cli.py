@@ -42,8 +42,9 @@ Mount a directory that lists every namespace of the machine as TYPE:[INODE].
   -d, --debug        foreground with debug logging (same as -o debug)
   -o OPTIONS         comma-separated mount options:
                        interval=SECONDS   pause between full sweeps (default 1)
-                       sweep_cpu=PERCENT  most of a core a sweep may use while
-                                          process events are followed (default 1)
+                       sweep_cpu=PERCENT  most of a core sweeps and fd counts may
+                                          use while process events are followed
+                                          (default 1)
                        logfile=PATH       log here when in the background (default syslog)
                        debug              as -d
                      generic mount options (rw, ro, nosuid, defaults, ...) are

@@ -370,6 +370,8 @@ class _Publisher:
         self._entries_changed |= entries
 
     def publish(self, entries: dict[NsKey, Entry], holders_of: Callable[[NsKey], Holders]) -> Snapshot:
+        if not self._changed and not self._entries_changed:
+            return self.snapshot
         changed, self._changed = self._changed, set()
         holders = dict(self.snapshot.holders)
         holders_changed = False

@@ -42,7 +42,7 @@ MIN_PAUSE = 0.02
 class Config:
     mountpoint: str
     interval: float = 1.0
-    sweep_cpu: float = 0.01  # share of a core a sweep may use while events flow
+    sweep_cpu: float = 0.01  # share of a core sweeps and fd counts may use while events flow
     fuse_options: frozenset[str] = frozenset()
 
 
@@ -117,6 +117,8 @@ class Refresher:
         self._abandon = threading.Event()  # tells a paced sweep to stop: someone waits for the next one
         self._last_end = -math.inf
         self._last_cost = 0.0
+        self._charged = 0.0  # CPU time of other background work, since the start
+        self._charged_before = 0.0  # ... up to the start of the sweep under way
 
     async def rescan(self) -> None:
         """Return once a sweep that started after this call has ended.
@@ -135,9 +137,14 @@ class Refresher:
         """End a sweep under way at its next chunk: the daemon is exiting, and trio waits for its thread."""
         self._abandon.set()
 
+    def charge(self, cpu: float) -> None:
+        """Other work that grows with the machine (fd counts) took `cpu` seconds (any thread):
+        the sweep under way slows down to keep both within `sweep_cpu`."""
+        self._charged += cpu
+
     def _pace(self, cpu: float, elapsed: float) -> bool:
         """Between two chunks of a paced sweep (in its thread): sleep to stay within the budget."""
-        wait = cpu / self.sweep_cpu - elapsed
+        wait = (cpu + self._charged - self._charged_before) / self.sweep_cpu - elapsed
         if wait > 0:
             self._abandon.wait(wait)
         return not self._abandon.is_set()
@@ -155,6 +162,7 @@ class Refresher:
             self._urgent = False
             self._abandon.clear()
             self._started += 1
+            self._charged_before = self._charged
             try:
                 self._last_cost = await trio.to_thread.run_sync(self.sweep, self._pace if paced else full_speed)
             except Exception:
@@ -224,6 +232,7 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
 
             prober = Prober(registry)
             registry.on_suspend = prober.alarm.ring
+            rereads.charge = refresher.charge
             trio.run(_main, refresher, events, [prober.run, rereads.run, follow_tables], config, ready)
         finally:
             pyfuse3.close(unmount=True)
