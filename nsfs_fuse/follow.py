@@ -54,6 +54,11 @@ REPROBE_EVERY: Final = 0.5
 # then those processes are read again in one batch.
 MAX_BATCH: Final = 1024
 
+# After the first event of a batch, events are let gather this long: a process that
+# forks, execs and exits within it (a shell loop's `stat`, say) costs one read of a pid
+# that is gone, not three reads of a live one.
+GATHER: Final = 0.01
+
 # A zombie is read again after this, then twice as long each time, up to ZOMBIE_MAX.
 ZOMBIE_FIRST: Final = 0.05
 ZOMBIE_MAX: Final = 0.5
@@ -362,6 +367,7 @@ class Events:
         async with trio.open_nursery() as nursery:
             while True:
                 await trio.lowlevel.wait_readable(sock)
+                await trio.sleep(GATHER)
                 pids: set[int] = set()
                 started: set[int] = set()  # forked, or started a thread: read again later too
                 ended: set[int] = set()
