@@ -2,8 +2,8 @@
 
 It lists the given names as empty directories and answers each lookup from a
 dict, with the same cache settings as nsfs (entries never cached, directory
-attributes for a second), so every request costs what pyfuse3 and trio cost
-and nothing more. Run: python -m bench.floorfs MOUNTPOINT NAMES_FILE
+attributes for a second, no extended attributes), so every request costs what
+pyfuse3 and trio cost and nothing more. Run: python -m bench.floorfs MOUNTPOINT NAMES_FILE
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class Floor(pyfuse3.Operations):
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._attr(inode)
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        raise pyfuse3.FUSEError(errno.EOPNOTSUPP)  # as nsfs answers: `ls -l` stops asking
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         return inode
