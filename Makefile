@@ -5,7 +5,7 @@ PYTHON     ?= python3
 VENV       := .venv
 MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox bubblewrap
 
 .PHONY: setup run stop test unit lint compare soak bench clean
 

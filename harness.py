@@ -63,6 +63,11 @@ def ns_of(pid: int, link: str) -> str:
     return os.readlink(f"/proc/{pid}/ns/{link}")
 
 
+def own_namespaces(pid: int, *but: str) -> set[str]:
+    """Every namespace `pid` is in (the links of /proc/PID/ns), but those of the types `but`."""
+    return {ns_of(pid, link) for link in os.listdir(f"/proc/{pid}/ns") if link.split("_")[0] not in but}
+
+
 def fd_name(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 

@@ -24,8 +24,8 @@ class Reading(Protocol):
     def uid(self, kuid: int) -> int | None:
         """A uid of the initial user namespace as the reader sees it; None if the reader is gone."""
 
-    def pin_path(self, pin: int) -> str:
-        """Where the daemon's fd `pin` can be opened."""
+    def pin_path(self, pin: int) -> str | None:
+        """Where the reader can open the daemon's fd `pin`; None if it cannot."""
 
     def holders(self, entry: Entry) -> str:
         """The holders file of `entry` as the reader sees it."""
@@ -37,9 +37,10 @@ class EntryFile:
     is_link: bool
     present: Callable[[Entry, Reading], bool]
     content: Callable[[Entry, Reading], str | None]  # None: gone while being read (ENOENT)
-    # False: `stat` says size 0 and the content is worked out only when opened, like a
-    # /proc file (holders may run to thousands of lines).
-    sized: bool = True
+    # Whether the content differs between readers. Such a file is a different inode for
+    # each kind of reader (fs.py): the kernel keeps a file's size and, for sendfile and
+    # splice, its pages per inode, and must never give one reader another's.
+    per_reader: bool = False
 
 
 def _always(_entry: Entry, _reading: Reading) -> bool:
@@ -65,10 +66,15 @@ FILES: Final[tuple[EntryFile, ...]] = (
         lambda e, r: e.key.type in HIERARCHICAL and r.sees(e.parent),
         lambda e, _r: _link_to(e.parent),
     ),
-    EntryFile("owner_uid", False, lambda e, _r: e.creator_uid is not None, _uid),
+    EntryFile("owner_uid", False, lambda e, _r: e.creator_uid is not None, _uid, per_reader=True),
     EntryFile("id", False, lambda e, _r: e.ns_id is not None, lambda e, _r: f"{e.ns_id}\n"),
-    EntryFile("ns", True, lambda e, _r: e.pin is not None, lambda e, r: None if e.pin is None else r.pin_path(e.pin)),
-    EntryFile("holders", False, _always, lambda e, r: r.holders(e), sized=False),
+    EntryFile(
+        "ns",
+        True,
+        lambda e, r: e.pin is not None and r.pin_path(e.pin) is not None,
+        lambda e, r: None if e.pin is None else r.pin_path(e.pin),
+    ),
+    EntryFile("holders", False, _always, lambda e, r: r.holders(e), per_reader=True),
 )
 
 # An entry's directory is inode serial * SLOTS; its files follow it, in table order.

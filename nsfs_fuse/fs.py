@@ -9,7 +9,11 @@ read here are the caller's own, to learn who is asking.
 
 Inodes are derived, not stored: an entry's directory is `serial * SLOTS` and its
 files (files.py, one row each) follow it. Serials are never reused, so a stale inode simply finds no entry
-(ENOENT), and `forget` has nothing to keep track of.
+(ENOENT), and `forget` has nothing to keep track of. A file whose content differs
+between readers (`holders`, `owner_uid`) also carries, above READER_SHIFT, a number
+for the kind of reader asking (user and pid namespace, and the namespaces it is in):
+the kernel keeps a size and, for sendfile and splice, cached pages per inode, so each
+kind of reader gets inodes of its own, with its own size, and never another's bytes.
 
 Every answer is per caller, so the kernel must cache nothing that differs
 between callers: entry timeouts are 0 (each path walk asks who is calling),
@@ -30,7 +34,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, ParamSpec, Protocol, TypeVar
 
 import pyfuse3
@@ -48,6 +52,10 @@ ROOT: Final = pyfuse3.ROOT_INODE
 NAME_MAX: Final = 255
 # Seconds the kernel may keep an entry directory's attributes; see _entry_attr.
 DIR_ATTR_TIMEOUT: Final = 1.0
+# Inode bits above this number the kind of reader a per-reader file was looked up by.
+READER_SHIFT: Final = 40
+# Contents worked out for a lookup, kept for the open that usually follows it.
+RENDERED_KEPT: Final = 64
 
 
 class Finder(Protocol):
@@ -63,30 +71,70 @@ class Finder(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request's caller and what it may see, against one snapshot: the `Reading` files use."""
+    """One request's caller and what it may see, against one snapshot: the `Reading` files use.
+
+    A caller sees its view (visibility.py) and, whatever its user namespace owns, the
+    namespaces it is in itself: its own /proc/self/ns links (read only when a name is
+    not in the view).
+    """
 
     pid: int
     snapshot: Snapshot
     view: View
     daemon_pid: int  # the `ns` links point into this process's fds
     daemon_pidns: NsKey | None  # the pid namespace holder pids are numbered in
+    _memo: dict[str, Any] = field(default_factory=dict)  # what this request worked out once
 
     def sees(self, key: NsKey | None) -> bool:
-        return self.view.sees(key)
+        return key is not None and self.sees_name(key.name)
+
+    def sees_name(self, name: str) -> bool:
+        return name in self.view.names or name in self.own()
+
+    def own(self) -> frozenset[str]:
+        """The names of the namespaces the caller is in."""
+        if "own" not in self._memo:
+            self._memo["own"] = frozenset(s.key.name for s in discovery.caller_sightings(self.pid))
+        own: frozenset[str] = self._memo["own"]
+        return own
+
+    def listing(self) -> list[Entry]:
+        """The root directory for this caller: its view, and its own namespaces."""
+        extra = [e for name in self.own() if name not in self.view.names and (e := self.snapshot.entries.get(name))]
+        if not extra:
+            return list(self.view.listing)
+        return sorted((*self.view.listing, *extra), key=lambda e: (e.key.inode, e.key.type))
 
     def uid(self, kuid: int) -> int | None:
         return map_uid(self.pid, kuid)
 
-    def pin_path(self, pin: int) -> str:
-        return f"/proc/{self.daemon_pid}/fd/{pin}"
+    def kind(self) -> tuple[NsKey | None, NsKey | None, frozenset[str]]:
+        """What a per-reader file's content depends on: the caller's user and pid
+        namespaces and the namespaces it is in (see files.EntryFile.per_reader)."""
+        return self.view.userns, caller_pidns(self.pid), self.own()
+
+    def pin_path(self, pin: int) -> str | None:
+        """The daemon's fd `pin` as the caller's /proc shows it: through the daemon's pid in
+        the caller's pid namespace. None where the daemon has none (the caller's /proc
+        cannot show it, and another process's fd of that number is not this namespace)."""
+        daemon = self._pid_translator()(self.daemon_pid)
+        return None if daemon is None else f"/proc/{daemon}/fd/{pin}"
 
     def holders(self, entry: Entry) -> str:
         holders = self.snapshot.holders.get(entry.name)
-        return "" if holders is None else holders.render(_HolderReader(self.view, self._pid_translator()))
+        return "" if holders is None else holders.render(_HolderReader(self, self._pid_translator()))
 
     def _pid_translator(self) -> Callable[[int], int | None]:
+        if "pids" not in self._memo:
+            self._memo["pids"] = self._translator()
+        translate: Callable[[int], int | None] = self._memo["pids"]
+        return translate
+
+    def _translator(self) -> Callable[[int], int | None]:
         """Host pid -> the caller's pid for it, or None if the caller's pid namespace lacks it."""
         pidns = caller_pidns(self.pid)
+        if pidns is None:
+            return lambda pid: None
         if pidns == self.daemon_pidns:
             return lambda pid: pid
         entry = self.snapshot.get(pidns)
@@ -112,11 +160,11 @@ class Request:
 class _HolderReader:
     """The caller of one `holders` read, as model.Holders.render sees it."""
 
-    view: View
+    request: Request
     pid: Callable[[int], int | None]
 
     def sees_name(self, name: str) -> bool:
-        return name in self.view.names
+        return self.request.sees_name(name)
 
 
 _P = ParamSpec("_P")
@@ -155,6 +203,9 @@ class NsFs(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._files: dict[int, bytes] = {}
         self._dirs: dict[int, tuple[Request, Sequence[tuple[str, int]]]] = {}
+        self._kinds: dict[tuple[NsKey | None, NsKey | None, frozenset[str]], int] = {}  # of reader
+        self._kind_numbers = itertools.count(1)  # never reused
+        self._rendered: dict[tuple[int, str, str], tuple[object, bytes]] = {}  # see _content
 
     # -- who is asking ------------------------------------------------------
 
@@ -166,8 +217,9 @@ class NsFs(pyfuse3.Operations):
 
     def _entry(self, req: Request, inode: int) -> tuple[Entry, EntryFile | None]:
         """The visible entry behind `inode`, and which of its files (None: the directory)."""
+        inode &= (1 << READER_SHIFT) - 1
         entry = req.snapshot.by_serial.get(inode // SLOTS)
-        if entry is None or entry.name not in req.view.names:
+        if entry is None or not req.sees_name(entry.name):
             raise FUSEError(errno.ENOENT)
         slot = inode % SLOTS
         if slot == 0:
@@ -177,15 +229,47 @@ class NsFs(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         return entry, file
 
+    def _content(self, req: Request, entry: Entry, file: EntryFile) -> bytes:
+        """What `file` of `entry` holds for this caller. A per-reader file's content is
+        kept a while (a lookup states its size, then the open reads it): as long as the
+        snapshot's holders of that entry, for that kind of reader."""
+        if not file.per_reader:
+            return self._encode(file.content(entry, req))
+        source = req.snapshot.holders.get(entry.name) if file.name == "holders" else entry
+        key = (self._kind_of(req), entry.name, file.name)
+        kept = self._rendered.get(key)
+        if kept is not None and kept[0] is source:
+            return kept[1]
+        content = self._encode(file.content(entry, req))
+        if len(self._rendered) >= RENDERED_KEPT:
+            self._rendered.clear()
+        self._rendered[key] = (source, content)
+        return content
+
     @staticmethod
-    def _content(req: Request, entry: Entry, file: EntryFile) -> bytes:
-        content = file.content(entry, req)
+    def _encode(content: str | None) -> bytes:
         if content is None:
             raise FUSEError(errno.ENOENT)
         return content.encode()
 
+    def _kind_of(self, req: Request) -> int:
+        kind = req.kind()
+        number = self._kinds.get(kind)
+        if number is None:
+            if len(self._kinds) > 4096:
+                self._kinds.clear()  # numbers are never reused: a kind seen again gets a new one
+            number = self._kinds[kind] = next(self._kind_numbers)
+        return number
+
+    def _inode(self, req: Request, entry: Entry, file: EntryFile) -> int:
+        inode = entry.serial * SLOTS + SLOT_OF[file.name]
+        return inode | self._kind_of(req) << READER_SHIFT if file.per_reader else inode
+
     def _owner_uid(self, snapshot: Snapshot, entry: Entry) -> int:
-        """`ls -l` owner: the creator of the owning user namespace (0 for the initial one)."""
+        """`ls -l` owner: a user namespace's own creator (as `owner_uid` says); for any other
+        namespace, the creator of its owning user namespace. 0 for the initial ones."""
+        if entry.key.type == "user":
+            return entry.creator_uid if entry.creator_uid is not None else 0
         owner = snapshot.get(entry.owner)
         if owner is not None and owner.creator_uid is not None:
             return owner.creator_uid
@@ -222,21 +306,21 @@ class NsFs(pyfuse3.Operations):
             attr.attr_timeout = DIR_ATTR_TIMEOUT
             return attr
         mode = stat.S_IFLNK | 0o777 if file.is_link else stat.S_IFREG | 0o444
-        size = len(self._content(req, entry, file)) if file.sized else 0
-        return self._attr(inode + SLOT_OF[file.name], mode, size, uid, entry.first_seen_ns)
+        size = len(self._content(req, entry, file))
+        return self._attr(self._inode(req, entry, file), mode, size, uid, entry.first_seen_ns)
 
     # -- finding names the snapshot lacks ------------------------------------
 
     async def _include_callers_own(self, req: Request) -> Request:
         """Make sure the caller's own namespaces are indexed: it may have made them just now."""
-        if all(s.key.name in req.snapshot.entries for s in discovery.caller_sightings(req.pid)):
+        if all(name in req.snapshot.entries for name in req.own()):
             return req
         await self._finder.own(req.pid)
         return self._against(req.pid, self._registry.snapshot, req.view.userns)
 
     async def _find(self, req: Request, key: NsKey, uid: int) -> Request:
         """After a lookup miss: the calling thread's own namespaces, else what its process holds."""
-        if any(s.key == key for s in discovery.caller_sightings(req.pid)):
+        if key.name in req.own():
             await self._finder.own(req.pid)
         else:
             await self._finder.look(req.pid, uid)
@@ -256,7 +340,7 @@ class NsFs(pyfuse3.Operations):
             if key.name not in req.snapshot.entries:
                 req = await self._find(req, key, ctx.uid)
             entry = req.snapshot.entries.get(key.name)
-            if entry is None or entry.name not in req.view.names:
+            if entry is None or not req.sees_name(entry.name):
                 raise FUSEError(errno.ENOENT)
             return self._entry_attr(req, entry, None)
         entry, file = self._entry(req, parent_inode)
@@ -291,13 +375,13 @@ class NsFs(pyfuse3.Operations):
             if req.view.userns is not None:
                 req = await self._include_callers_own(req)
             names = [(".", ROOT), ("..", ROOT)]
-            names.extend((e.name, e.serial * SLOTS) for e in req.view.listing)
+            names.extend((e.name, e.serial * SLOTS) for e in req.listing())
         else:
             entry, file = self._entry(req, inode)
             if file is not None:
                 raise FUSEError(errno.ENOTDIR)
             names = [(".", inode), ("..", ROOT)]
-            names.extend((f.name, entry.serial * SLOTS + SLOT_OF[f.name]) for f in files_of(entry, req))
+            names.extend((f.name, self._inode(req, entry, f)) for f in files_of(entry, req))
         fh = next(self._handles)
         self._dirs[fh] = (req, names)
         return fh
@@ -310,8 +394,9 @@ class NsFs(pyfuse3.Operations):
             if inode == ROOT:
                 attr = self._root_attr()
             else:
-                entry = req.snapshot.by_serial[inode // SLOTS]
-                attr = self._entry_attr(req, entry, BY_SLOT.get(inode % SLOTS))
+                base = inode & ((1 << READER_SHIFT) - 1)
+                entry = req.snapshot.by_serial[base // SLOTS]
+                attr = self._entry_attr(req, entry, BY_SLOT.get(base % SLOTS))
             if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):
                 return
 
@@ -352,9 +437,13 @@ class NsFs(pyfuse3.Operations):
         data.f_namemax = NAME_MAX
         return data
 
-    # getxattr and listxattr are left to pyfuse3's default, ENOSYS: the kernel then
-    # stops asking for the whole mount. `ls -l` asks two xattrs of every entry, so
-    # this takes a listing from three requests per entry down to one.
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: RequestContext) -> bytes:
+        """No extended attributes, ACLs included. Not ENOSYS: after that the kernel answers
+        ACL reads itself with ENODATA ("supported, none here"), and `ls -l` asks again for
+        every entry, each ask a path walk (a LOOKUP). EOPNOTSUPP makes it stop asking for
+        the whole mount after the first."""
+        raise FUSEError(errno.EOPNOTSUPP)
 
     # Everything that would change something. The mount is also read-only, so
     # the kernel normally answers EROFS before asking us.

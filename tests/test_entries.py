@@ -124,10 +124,15 @@ def test_owner_uid_of_a_user_namespace_made_by_an_unprivileged_user(nsfs: Daemon
     # Inside that namespace uid 1000 is root: owner_uid is mapped per caller.
     inside = run(["nsenter", f"--target={pid}", "--user", "cat", str(nsfs.path(user, "owner_uid"))])
     assert (inside.returncode, inside.stdout) == (0, "0\n"), inside.stderr
-    # ls -l: an entry's owner is the creator of its owning user namespace.
+    # ls -l: a user namespace's owner is its creator, as owner_uid says; any other entry's,
+    # the creator of its owning user namespace.
     assert os.stat(nsfs.path(net)).st_uid == 1000
     assert os.stat(nsfs.path(net, "nstype")).st_uid == 1000
-    assert os.stat(nsfs.path(user)).st_uid == 0  # owned by the initial user namespace
+    assert os.stat(nsfs.path(user)).st_uid == 1000
+    assert os.stat(nsfs.path(user, "owner_uid")).st_uid == 1000
+    assert os.stat(nsfs.path(ns_of(os.getpid(), "user"))).st_uid == 0
+    found = run(["find", str(nsfs.mountpoint), "-maxdepth", "1", "-user", "1000"])
+    assert sorted(found.stdout.split()) == sorted([str(nsfs.path(user)), str(nsfs.path(net))])
 
 
 def test_ls_l_shows_modes_owner_and_first_seen_time(nsfs: Daemon, procs: Procs) -> None:

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, wait_until
+from harness import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, own_namespaces, run, wait_until
 from nsfs_fuse.visibility import caller_userns
 
 # Run inside a caller's namespaces: what each operation on each path gives.
@@ -29,13 +29,14 @@ def probe(prefix: list[str], *paths: Path) -> dict[tuple[str, str], str]:
     return {(op, path): outcome for op, path, outcome in (line.split() for line in result.stdout.splitlines())}
 
 
-def test_caller_in_a_new_user_namespace_lists_exactly_its_own(nsfs: Daemon) -> None:
+def test_caller_in_a_new_user_namespace_lists_what_it_owns_and_what_it_is_in(nsfs: Daemon) -> None:
     script = f"readlink /proc/self/ns/user /proc/self/ns/net && ls {nsfs.mountpoint}"
     result = run(["unshare", "--user", "--map-root-user", "--net", "sh", "-c", script])
     assert result.returncode == 0, result.stderr
     user, net, *listing = result.stdout.split()
     assert user.startswith("user:[") and net.startswith("net:[")
-    assert sorted(listing) == sorted([user, net])
+    # Its own user and network namespaces, and the host's others, which it is still in.
+    assert sorted(listing) == sorted({user, net} | own_namespaces(os.getpid(), "user", "net"))
 
 
 def test_hidden_entries_are_enoent_to_every_operation(nsfs: Daemon, procs: Procs) -> None:
@@ -78,9 +79,11 @@ def test_a_parent_user_namespace_sees_its_descendants_and_not_its_sibling(nsfs: 
         assert result.returncode == 0, result.stderr
         return set(result.stdout.split())
 
-    assert listing(parent) == {names["parent_user"], names["child_user"], names["child_net"]}
-    assert listing(child) == {names["child_user"], names["child_net"]}
-    assert listing(sibling) == {names["sibling_user"], names["sibling_uts"]}
+    # What each user namespace owns, and the host's namespaces its caller is still in.
+    host = own_namespaces(os.getpid(), "user")
+    assert listing(parent) == {names["parent_user"], names["child_user"], names["child_net"]} | host
+    assert listing(child) == {names["child_user"], names["child_net"]} | host
+    assert listing(sibling) == {names["sibling_user"], names["sibling_uts"]} | host
     # The parent sees the child's links up to itself, the child none above its own namespace.
     child_parent = str(nsfs.path(names["child_user"], "parent"))
     in_parent = run(["nsenter", f"--target={parent}", "--user", "readlink", child_parent])
@@ -162,9 +165,12 @@ def test_child_grandchild_and_sibling_made_by_an_unprivileged_user(nsfs: Daemon,
     def listing(pid: int) -> set[str]:
         return set(run([*enter(pid), "ls", str(nsfs.mountpoint)]).stdout.split())
 
-    assert listing(child) == {c_user, g_user, g_net}
-    assert listing(grandchild) == {g_user, g_net}
-    assert listing(sibling) == {s_user, s_uts}
+    # What each user namespace owns, and the host's namespaces the caller (nsenter'd into
+    # the user namespace alone) is still in.
+    host = own_namespaces(os.getpid(), "user")
+    assert listing(child) == {c_user, g_user, g_net} | host
+    assert listing(grandchild) == {g_user, g_net} | host
+    assert listing(sibling) == {s_user, s_uts} | host
     # Names taken from a sibling are not there at all, whatever one does with them.
     paths = [nsfs.path(c_user), nsfs.path(g_net, "nstype"), nsfs.path(g_user, "owner"), nsfs.path(g_net, "ns")]
     from_sibling = probe(enter(sibling), *paths)

@@ -106,6 +106,6 @@ def test_owner_uid_of_a_reader_gone_is_none() -> None:
     assert BY_NAME["owner_uid"].content(e, Reading({USER1}, None)) is None
 
 
-def test_only_holders_is_unsized_and_only_owner_parent_ns_are_links() -> None:
-    assert [f.name for f in FILES if not f.sized] == ["holders"]
+def test_only_owner_uid_and_holders_differ_by_reader_and_only_owner_parent_ns_are_links() -> None:
+    assert [f.name for f in FILES if f.per_reader] == ["owner_uid", "holders"]
     assert [f.name for f in FILES if f.is_link] == ["owner", "parent", "ns"]

@@ -1,0 +1,214 @@
+"""Every reader gets the right answer: any copy tool, any pid namespace, any sandbox."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from harness import Daemon, Procs, ns_of, run, wait_until
+
+AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+
+# Each way a program may copy a file, run in a child so that each opens it afresh:
+# argv PATH METHOD [changing]; prints what it read, and fails (exit 4) if that is not
+# what read(2) gave the same process just before (unless the file is `changing`).
+COPY = r"""
+import errno, os, shutil, sys, tempfile
+path, method = sys.argv[1:3]
+
+def by(method):
+    if method == "read":
+        return open(path, "rb").read()
+    if method == "sendfile":
+        with open(path, "rb") as src, tempfile.TemporaryFile() as dst:
+            while os.sendfile(dst.fileno(), src.fileno(), None, 1 << 20):
+                pass
+            dst.seek(0)
+            return dst.read()
+    if method == "splice":
+        r, w = os.pipe()
+        got = b""
+        with open(path, "rb") as src:
+            while n := os.splice(src.fileno(), w, 1 << 16):
+                got += os.read(r, n)
+        return got
+    if method == "copy_file_range":
+        with open(path, "rb") as src, tempfile.TemporaryFile() as dst:
+            try:
+                while os.copy_file_range(src.fileno(), dst.fileno(), 1 << 20):
+                    pass
+            except OSError as exc:  # across filesystems: the caller copies another way (cp does)
+                print(errno.errorcode[exc.errno], end="")
+                sys.exit(0)
+            dst.seek(0)
+            return dst.read()
+    with tempfile.TemporaryDirectory() as d:
+        shutil.copyfile(path, f"{d}/copy")
+        return open(f"{d}/copy", "rb").read()
+
+plain = by("read")
+got = by(method)
+sys.stdout.buffer.write(got)
+sys.exit(0 if got == plain or sys.argv[3:] == ["changing"] else 4)
+"""
+
+METHODS = ["sendfile", "splice", "copy_file_range", "shutil"]
+COPYING = ["sendfile", "splice", "shutil"]  # those that copy from FUSE to another filesystem
+
+
+def copied(path: Path, method: str, prefix: Sequence[str] = (), changing: bool = False) -> str:
+    result = run([*prefix, sys.executable, "-c", COPY, str(path), method, *(["changing"] if changing else [])])
+    assert result.returncode == 0, (method, result.returncode, result.stderr)
+    return result.stdout
+
+
+def small_world(nsfs: Daemon, procs: Procs) -> tuple[str, str]:
+    """A network namespace held by one sleeper, and a user namespace uid 1000 made."""
+    net = ns_of(procs.sleeper("--net"), "net")
+    user = ns_of(procs.sleeper("--user", uid=1000), "user")
+    wait_until(lambda: {net, user} <= nsfs.names(), "the new namespaces")
+    return net, user
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_file_reads_the_same_through_every_kind_of_read(nsfs: Daemon, procs: Procs, method: str) -> None:
+    net, user = small_world(nsfs, procs)
+    if method == "copy_file_range":  # from FUSE to another filesystem the kernel refuses: no bytes, no wrong bytes
+        assert copied(nsfs.path(net, "holders"), method) == "EXDEV"
+        return
+    for name in ("holders", "nstype", "id"):
+        assert copied(nsfs.path(net, name), method) == nsfs.read(net, name), name
+    assert copied(nsfs.path(user, "owner_uid"), method) == "1000\n"
+    host_net = ns_of(os.getpid(), "net")  # thousands of bytes of holders, changing as processes come and go
+    whole = copied(nsfs.path(host_net, "holders"), method, changing=True)
+    assert len(whole) > 1000 and all(line.startswith("process ") for line in whole.splitlines())
+
+
+def test_busybox_cat_coreutils_cat_and_cp_copy_holders_whole(nsfs: Daemon, procs: Procs, tmp_path: Path) -> None:
+    net, _user = small_world(nsfs, procs)
+    expected = nsfs.read(net, "holders")
+    assert expected.startswith("process ") and expected.endswith(" sleep\n")
+    assert os.stat(nsfs.path(net, "holders")).st_size == len(expected.encode())
+    for argv in (["busybox", "cat"], ["cat"]):
+        result = run([*argv, str(nsfs.path(net, "holders"))])
+        assert (result.returncode, result.stdout) == (0, expected), argv
+    for argv in (["cp"], ["busybox", "cp"]):
+        target = tmp_path / argv[0]
+        result = run([*argv, str(nsfs.path(net, "holders")), str(target)])
+        assert result.returncode == 0 and target.read_text() == expected, (argv, result.stderr)
+
+
+def test_two_callers_copying_the_same_holders_each_get_their_own(nsfs: Daemon, procs: Procs) -> None:
+    """Root sees every holder; a process in its own user and pid namespaces sees its own
+    processes, numbered as it numbers them. Alternating copies never mix the two."""
+    pid = procs.sleeper("--user", "--map-root-user", "--pid", "--fork", "--mount-proc", uid=1000)
+    cgroup = ns_of(pid, "cgroup")  # the host's: held by every process
+    inside = ["nsenter", f"--target={pid}", "--user", "--pid", "--mount", "--preserve-credentials"]
+    wait_until(lambda: ns_of(pid, "user") in nsfs.names(), "the container's namespaces")
+    for _ in range(3):
+        for method in COPYING:
+            theirs = copied(nsfs.path(cgroup, "holders"), method, inside)
+            assert theirs.startswith("process 1 sleep\n") and len(theirs.splitlines()) <= 3, theirs
+            ours = copied(nsfs.path(cgroup, "holders"), method, changing=True)
+            assert len(ours.splitlines()) > 10 and "process 1 sleep\n" not in ours
+
+
+def test_no_extended_attributes_so_ls_stops_asking(nsfs: Daemon) -> None:
+    net = ns_of(os.getpid(), "net")
+    for path in (nsfs.path(net), nsfs.path(net, "nstype")):
+        with pytest.raises(OSError) as caught:
+            os.getxattr(path, "system.posix_acl_access")
+        assert caught.value.errno == errno.EOPNOTSUPP
+    listing = run(["ls", "-l", str(nsfs.mountpoint)])
+    assert listing.returncode == 0 and not any(line[10:11] == "+" for line in listing.stdout.splitlines())
+
+
+def test_ns_link_is_absent_where_the_daemon_has_no_pid(nsfs: Daemon, procs: Procs) -> None:
+    """In a pid namespace of its own with its own /proc, a caller cannot reach the daemon's
+    fds: no `ns` link, even when one of its processes has the daemon's pid number and an
+    fd of the pin's number open."""
+    uts = ns_of(os.getpid(), "uts")
+    pin = int(os.readlink(nsfs.path(uts, "ns")).rsplit("/", 1)[1])
+    holder = f"import os, time; os.dup2(os.open('/proc/self/ns/mnt', os.O_RDONLY), {pin}); time.sleep(600)"
+    script = (
+        f"echo {nsfs.pid - 1} > /proc/sys/kernel/ns_last_pid; "
+        f'{sys.executable} -c "{holder}" & '
+        f"while [ ! -e /proc/{nsfs.pid}/fd/{pin} ]; do sleep 0.01; done; "
+        f"ls {nsfs.path(uts)}; readlink {nsfs.path(uts, 'ns')}; "
+        f"nsenter --uts={nsfs.path(uts, 'ns')} hostname; echo exit=$?"
+    )
+    result = run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script])
+    assert result.stdout.split() == ["holders", "id", "nstype", "owner", "exit=1"], result.stdout + result.stderr
+    assert "No such file or directory" in result.stderr
+    # In the daemon's pid namespace the link is there and opens the namespace.
+    entered = run(["nsenter", f"--uts={nsfs.path(uts, 'ns')}", "readlink", "/proc/self/ns/uts"])
+    assert (entered.returncode, entered.stdout) == (0, f"{uts}\n"), entered.stderr
+
+
+def dangling_links(listing_root: str, prefix: list[str]) -> str:
+    """Run as a caller: every entry it lists, and every owner/parent link that leads nowhere."""
+    script = (
+        f'cd {listing_root} && for e in *; do echo "$e"; for l in owner parent; do '
+        f'[ -L "$e/$l" ] && [ ! -e "$e/$l" ] && echo "dangling $e/$l"; done; done; true'
+    )
+    return run([*prefix, "sh", "-c", script]).stdout
+
+
+def test_an_unprivileged_bubblewrap_sandbox_finds_every_namespace_it_is_in(nsfs: Daemon) -> None:
+    if shutil.which("bwrap") is None:
+        pytest.fail("bubblewrap is not installed (make setup installs it)")
+    mnt = nsfs.mountpoint
+    inside = [
+        *AS_1000,
+        "bwrap",
+        "--unshare-user",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+    ]
+    script = f"for t in cgroup ipc mnt net pid time user uts; do cat {mnt}/$(readlink /proc/self/ns/$t)/nstype; done"
+    result = run([*inside, "sh", "-c", script])
+    assert (result.returncode, result.stdout.split()) == (
+        0,
+        ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"],
+    ), result.stderr
+    own_then_listed = (
+        "for l in /proc/self/ns/*; do readlink $l; done; echo --; "
+        f'cd {mnt} && for e in *; do echo "$e"; for l in owner parent; do '
+        '[ -L "$e/$l" ] && [ ! -e "$e/$l" ] && echo "dangling"; done; done; true'
+    )
+    own, listed = run([*inside, "sh", "-c", own_then_listed]).stdout.split("--\n")
+    assert set(own.split()) <= set(listed.split()) and "dangling" not in listed.split(), (own, listed)
+
+
+def test_a_rootless_container_sees_its_own_and_numbers_holders_its_way(nsfs: Daemon, procs: Procs) -> None:
+    flags = ("--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--net", "--uts", "--ipc", "--mount")
+    pid = procs.sleeper(*flags, uid=1000)
+    net = ns_of(pid, "net")
+    wait_until(lambda: net in nsfs.names(), "the container's namespaces")
+    inside = ["nsenter", f"--target={pid}", "--all", "--preserve-credentials"]
+    own = run([*inside, "sh", "-c", "for l in /proc/self/ns/*; do readlink $l; done"]).stdout.split()
+    listed = dangling_links(str(nsfs.mountpoint), inside).split()
+    assert set(own) <= set(listed) and "dangling" not in listed
+    holders = run([*inside, "cat", str(nsfs.path(net, "holders"))])
+    # Numbered as the container numbers them; `cat` itself too, if the daemon read it in time.
+    first, *rest = holders.stdout.splitlines()
+    assert first == "process 1 sleep" and all(re.fullmatch(r"process [1-9][0-9]? cat", line) for line in rest), holders
+    assert sorted(run([*inside, "ls", str(nsfs.path(net))]).stdout.split()) == ["holders", "id", "nstype", "owner"]
+    entered = run([*inside, "nsenter", f"--net={nsfs.path(net, 'ns')}", "true"])
+    assert entered.returncode != 0 and "No such file or directory" in entered.stderr
