@@ -140,11 +140,11 @@ def test_ns_link_is_absent_where_the_daemon_has_no_pid(nsfs: Daemon, procs: Proc
     script = (
         f"echo {nsfs.pid - 1} > /proc/sys/kernel/ns_last_pid; "
         f'{sys.executable} -c "{holder}" & '
-        f"while [ ! -e /proc/{nsfs.pid}/fd/{pin} ]; do sleep 0.01; done; "
+        f"i=0; while [ ! -e /proc/{nsfs.pid}/fd/{pin} ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; "
         f"ls {nsfs.path(uts)}; readlink {nsfs.path(uts, 'ns')}; "
         f"nsenter --uts={nsfs.path(uts, 'ns')} hostname; echo exit=$?"
     )
-    result = run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script])
+    result = run(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script])
     assert result.stdout.split() == ["holders", "id", "nstype", "owner", "exit=1"], result.stdout + result.stderr
     assert "No such file or directory" in result.stderr
     # In the daemon's pid namespace the link is there and opens the namespace.
