@@ -28,6 +28,7 @@ from .follow import Events, Finder, Prober, Rereads, watch_tables
 from .fs import NsFs
 from .model import ProcessRead
 from .registry import Registry
+from .sweeping import SweepProcess
 from .tables import Tables
 
 log = logging.getLogger("nsfs")
@@ -52,29 +53,33 @@ Pace = Callable[[float, float], bool]
 
 
 def sweeper(
-    registry: Registry, scanner: discovery.Scanner, note: Callable[[list[ProcessRead]], None]
+    registry: Registry, source: SweepProcess, note: Callable[[list[ProcessRead]], None]
 ) -> Callable[[Pace], float]:
     """A full sweep into `registry`, paced by its argument: blocking, for a worker thread.
 
-    Returns the CPU time the sweep took: what it cost the machine, which waiting
-    for the registry lock, the GIL or the pace would inflate on the wall clock.
+    Returns the CPU time the sweep took, the reading process's and this thread's: what it
+    cost the machine, which waiting for the registry lock, the GIL or the pace would
+    inflate on the wall clock.
     """
 
     told = False  # whether the log has said how long a paced sweep lasts
 
     def sweep(pace: Pace) -> float:
         nonlocal told
-        started, cpu = time.monotonic(), time.thread_time()
+        started, cpu, reader_cpu = time.monotonic(), time.thread_time(), source.cpu()
+
+        def spent() -> float:
+            return time.thread_time() - cpu + max(0.0, source.cpu() - reader_cpu)
 
         def each(reads: list[ProcessRead]) -> bool:
             registry.update(reads)
             note(reads)
-            return pace(time.thread_time() - cpu, time.monotonic() - started)
+            return pace(spent(), time.monotonic() - started)
 
-        done = scanner.sweep(each)
+        done = source.sweep(each)
         if done:
             registry.end_sweep(started)
-        cost = time.thread_time() - cpu
+        cost = spent()
         if done and pace is not full_speed and not told:
             told = True
             log.info("a paced sweep took %.0f s (%.2f s of CPU)", time.monotonic() - started, cost)
@@ -218,7 +223,8 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     tables = Tables(scanner.helpers, budget)
     registry = Registry(pins.Pins(nsfs_dev, budget), tables)
     rereads = Rereads(registry, scanner, os.getpid())
-    refresher = Refresher(sweeper(registry, scanner, rereads.note), config.interval, config.sweep_cpu)
+    sweeps = SweepProcess(os.getpid(), nsfs_dev, scanner.helpers)
+    refresher = Refresher(sweeper(registry, sweeps, rereads.note), config.interval, config.sweep_cpu)
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start
         log.info("found %d namespaces", len(registry.snapshot.entries))
@@ -237,6 +243,7 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
         finally:
             pyfuse3.close(unmount=True)
     finally:
+        sweeps.close()
         registry.close()
         tables.close_all()
         log.info("exiting: %s unmounted, every pin closed", config.mountpoint)

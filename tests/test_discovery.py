@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from harness import (
@@ -31,6 +32,9 @@ from harness import (
     wait_until,
 )
 from nsfs_fuse import kernel
+from nsfs_fuse.discovery import Scanner
+from nsfs_fuse.model import Holder, HolderKind, ProcessRead
+from nsfs_fuse.sweeping import SweepProcess
 
 
 def holders(nsfs: Daemon, name: str) -> list[str]:
@@ -355,3 +359,39 @@ def test_lsns_lists_nothing_the_filesystem_does_not(nsfs: Daemon, procs: Procs, 
     finally:
         os.close(fd)
         assert run(["umount", str(target)]).returncode == 0
+
+
+def test_a_sweep_in_its_own_process_reads_what_a_sweep_in_the_daemon_reads(procs: Procs) -> None:
+    """Sweeps read /proc in a helper process and send their reads back (sweeping.py)."""
+    pids = {procs.sleeper("--net"), procs.sleeper("--user", "--uts")}
+    fd_holder = procs.sleeper("--net")
+    held = os.open(f"/proc/{fd_holder}/ns/net", os.O_RDONLY)
+    helpers: set[int] = set()
+    remote = SweepProcess(0, kernel.nsfs_device(), helpers)  # 0: no daemon, so this process's fds count
+    try:
+        far: dict[int, ProcessRead] = {}
+        near: dict[int, ProcessRead] = {}
+
+        def into(found: dict[int, ProcessRead]) -> Callable[[list[ProcessRead]], bool]:
+            def each(reads: list[ProcessRead]) -> bool:
+                found.update((r.pid, r) for r in reads)
+                return True
+
+            return each
+
+        assert remote.sweep(into(far))
+        assert Scanner(0, kernel.nsfs_device()).sweep(into(near))
+        for pid in pids | {fd_holder}:
+            assert {s.key for s in far[pid].sightings} == {s.key for s in near[pid].sightings}, pid
+        ours = {s.holder for s in far[os.getpid()].sightings if s.key.name == ns_of(fd_holder, "net")}
+        assert ours == {Holder(HolderKind.FD, os.getpid(), held)}
+        (helper,) = helpers
+        assert far[helper].sightings == ()  # the helper never holds anything
+        # Abandoned after the first chunk: the helper is killed, and a new one answers next time.
+        assert not remote.sweep(lambda reads: False)
+        assert helpers == set() and not os.path.exists(f"/proc/{helper}")
+        assert remote.sweep(lambda reads: True) and remote.cpu() > 0
+    finally:
+        remote.close()
+        os.close(held)
+    assert helpers == set()

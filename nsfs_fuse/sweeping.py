@@ -1,0 +1,130 @@
+"""Sweeps read /proc in a process of their own: the daemon's FUSE loop never waits on them.
+
+A sweep reads every process (`discovery.Scanner.sweep`): seconds of Python at 5,000
+processes. In the daemon's process that Python would take turns with the FUSE loop
+for the one interpreter lock, and every request made during a sweep would wait. So a
+helper process (`python -m nsfs_fuse.sweeping DAEMON_PID NSFS_DEV`) reads, and sends
+each chunk of `ProcessRead`s down a pipe; the daemon only folds them into the
+registry. The pins stay in the daemon: it opens each namespace itself, through the
+paths the reads name, as it would after a read of its own.
+
+The wire, one sweep at a time: the daemon writes a line, the pids of its helpers
+(never holders); the helper answers with chunks, each a 4-byte little-endian length
+and a pickle of a list of ProcessRead, and a zero length when the sweep is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import IO
+
+from . import discovery
+from .model import ProcessRead
+
+log = logging.getLogger("nsfs")
+
+_LENGTH = struct.Struct("<I")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class SweepProcess:
+    """The daemon's side: `sweep` as `discovery.Scanner.sweep` does it, read by the helper.
+
+    The helper is started at the first sweep and again after it died or a sweep was
+    abandoned (it is killed then: the rest of its sweep is not wanted). Its pid is
+    in `helpers` while it lives.
+    """
+
+    def __init__(self, own_pid: int, nsfs_dev: int, helpers: set[int]) -> None:
+        self._argv = [sys.executable, "-m", "nsfs_fuse.sweeping", str(own_pid), str(nsfs_dev)]
+        self._helpers = helpers
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def sweep(self, each: Callable[[list[ProcessRead]], bool]) -> bool:
+        """Read every process, handing each chunk to `each`; False if `each` abandoned it.
+        Raises OSError if the helper cannot be started or dies mid-sweep."""
+        proc = self._started()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(" ".join(map(str, sorted(self._helpers))).encode() + b"\n")
+            proc.stdin.flush()
+            while size := _LENGTH.unpack(_read_exactly(proc.stdout, _LENGTH.size))[0]:
+                if not each(pickle.loads(_read_exactly(proc.stdout, size))):
+                    self.close()
+                    return False
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            self.close()
+            raise OSError(f"the sweep process failed: {exc}") from None
+        return True
+
+    def cpu(self) -> float:
+        """CPU seconds the helper has used so far (0 if there is none)."""
+        if self._proc is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self._proc.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._helpers.discard(proc.pid)
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self.close()
+        self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        self._helpers.add(self._proc.pid)
+        return self._proc
+
+
+def _read_exactly(pipe: IO[bytes], size: int) -> bytes:
+    data = pipe.read(size)
+    if len(data) != size:
+        raise EOFError("the sweep process ended")
+    return data
+
+
+def main() -> None:
+    """The helper: sweep each time the daemon asks, until its pipe closes."""
+    own_pid, nsfs_dev = int(sys.argv[1]), int(sys.argv[2])
+    scanner = discovery.Scanner(own_pid, nsfs_dev)
+    out = sys.stdout.buffer
+
+    def send(reads: list[ProcessRead]) -> bool:
+        data = pickle.dumps(reads, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(_LENGTH.pack(len(data)) + data)
+        out.flush()
+        return True
+
+    for line in sys.stdin.buffer:
+        scanner.helpers.clear()
+        scanner.helpers.update(int(pid) for pid in line.split())
+        scanner.helpers.add(os.getpid())
+        scanner.sweep(send)
+        out.write(_LENGTH.pack(0))
+        out.flush()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="nsfs sweep: %(message)s")
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
+        main()
