@@ -104,7 +104,10 @@ def _read_exactly(pipe: IO[bytes], size: int) -> bytes:
 
 
 def main() -> None:
-    """The helper: sweep each time the daemon asks, until its pipe closes."""
+    """The helper: sweep each time the daemon asks, until its pipe closes. At the lowest
+    CPU priority, like any background scanner: on a busy machine the FUSE loop and its
+    callers get the CPU first (a sweep is the safety net; events do the work)."""
+    os.nice(19)
     own_pid, nsfs_dev = int(sys.argv[1]), int(sys.argv[2])
     scanner = discovery.Scanner(own_pid, nsfs_dev)
     out = sys.stdout.buffer

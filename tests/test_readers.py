@@ -20,8 +20,9 @@ AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
 # argv PATH METHOD [changing]; prints what it read, and fails (exit 4) if that is not
 # what read(2) gave the same process just before (unless the file is `changing`).
 COPY = r"""
-import errno, os, shutil, sys, tempfile
+import errno, os, shutil, sys, tempfile, time
 path, method = sys.argv[1:3]
+time.sleep(0.3)  # this process is new in its namespaces: let the daemon list it first (events, 50 ms)
 
 def by(method):
     if method == "read":
