@@ -14,6 +14,7 @@ as errors.py decides (docs/design.md, "Errors").
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -185,9 +186,18 @@ def enter_mount_namespace(fd: int) -> subprocess.Popen[bytes] | None:
     assert helper.stdout is not None
     if helper.stdout.readline() == b"in\n":
         return helper
-    helper.kill()
-    helper.wait()
+    end_helper(helper)
     return None
+
+
+def end_helper(helper: subprocess.Popen[bytes]) -> None:
+    """Kill one of the daemon's helper processes, reap it, and close its pipes."""
+    with contextlib.suppress(ProcessLookupError):
+        helper.kill()
+    helper.wait()
+    for pipe in (helper.stdin, helper.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 # Processes read between two calls of a sweep's `each`: small enough that a paced

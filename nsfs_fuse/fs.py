@@ -54,6 +54,7 @@ NAME_MAX: Final = 255
 DIR_ATTR_TIMEOUT: Final = 1.0
 # Inode bits above this number the kind of reader a per-reader file was looked up by.
 READER_SHIFT: Final = 40
+_ENTRY_BITS: Final = (1 << READER_SHIFT) - 1  # an inode without its kind of reader
 # Contents worked out for a lookup, kept for the open that usually follows it.
 RENDERED_KEPT: Final = 64
 
@@ -217,7 +218,7 @@ class NsFs(pyfuse3.Operations):
 
     def _entry(self, req: Request, inode: int) -> tuple[Entry, EntryFile | None]:
         """The visible entry behind `inode`, and which of its files (None: the directory)."""
-        inode &= (1 << READER_SHIFT) - 1
+        inode &= _ENTRY_BITS
         entry = req.snapshot.by_serial.get(inode // SLOTS)
         if entry is None or not req.sees_name(entry.name):
             raise FUSEError(errno.ENOENT)
@@ -394,7 +395,7 @@ class NsFs(pyfuse3.Operations):
             if inode == ROOT:
                 attr = self._root_attr()
             else:
-                base = inode & ((1 << READER_SHIFT) - 1)
+                base = inode & _ENTRY_BITS
                 entry = req.snapshot.by_serial[base // SLOTS]
                 attr = self._entry_attr(req, entry, BY_SLOT.get(base % SLOTS))
             if not pyfuse3.readdir_reply(token, name.encode(), attr, index + 1):

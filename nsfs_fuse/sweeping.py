@@ -77,15 +77,9 @@ class SweepProcess:
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-        self._helpers.discard(proc.pid)
+        if proc is not None:
+            discovery.end_helper(proc)
+            self._helpers.discard(proc.pid)
 
     def _started(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._proc.poll() is None:

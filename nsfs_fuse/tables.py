@@ -14,7 +14,6 @@ mount namespaces something else holds. The registry calls it under its lock;
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
@@ -182,12 +181,7 @@ class Tables:
         return helper
 
     def _end(self, helper: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            helper.kill()
-        helper.wait()
-        for pipe in (helper.stdin, helper.stdout):
-            if pipe is not None:
-                pipe.close()
+        discovery.end_helper(helper)
         self._budget.give(HELPER_FDS)
         self._helpers.discard(helper.pid)
 
