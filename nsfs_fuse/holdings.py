@@ -91,6 +91,7 @@ class _Held:
 class _Process:
     read_at: float  # of the read this state came from
     keys: set[NsKey]  # what it holds (a tombstone, for a process that is gone, holds nothing)
+    sightings: tuple[Sighting, ...] = ()  # what that read found
 
 
 class Holdings:
@@ -147,6 +148,9 @@ class Holdings:
         state = self._processes.get(read.pid)
         if state is not None and state.read_at > read.read_at:
             return  # an event read the process again while this read was on its way
+        if state is not None and self._same(state, read):
+            state.read_at = read.read_at  # most of a sweep: nothing to do but note the time
+            return
         if read.daemon_pins:
             self._daemons[read.pid] = read.daemon_pins
         else:
@@ -156,7 +160,15 @@ class Holdings:
         else:
             self._threaded.discard(read.pid)
         keys = self._replace(read.pid, read.sightings, set() if state is None else state.keys)
-        self._processes[read.pid] = _Process(read.read_at, keys)
+        self._processes[read.pid] = _Process(read.read_at, keys, read.sightings)
+
+    def _same(self, state: _Process, read: ProcessRead) -> bool:
+        """Whether `read` finds what the last read of its process found, all of it pinned."""
+        return (
+            state.sightings == read.sightings
+            and self._daemons.get(read.pid, frozenset()) == read.daemon_pins
+            and len(state.keys) == len({s.key for s in read.sightings})
+        )
 
     def mount_table(self, mnt: NsKey, mounts: Iterable[Sighting]) -> None:
         """The bind mounts in mount namespace `mnt` are now `mounts`."""

@@ -76,7 +76,7 @@ def sweeper(
             note(reads)
             return pace(spent(), time.monotonic() - started)
 
-        done = source.sweep(each)
+        done = source.sweep(each, background=pace is not full_speed)
         if done:
             registry.end_sweep(started)
         cost = spent()

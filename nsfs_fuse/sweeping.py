@@ -8,9 +8,15 @@ each chunk of `ProcessRead`s down a pipe; the daemon only folds them into the
 registry. The pins stay in the daemon: it opens each namespace itself, through the
 paths the reads name, as it would after a read of its own.
 
-The wire, one sweep at a time: the daemon writes a line, the pids of its helpers
-(never holders); the helper answers with chunks, each a 4-byte little-endian length
-and a pickle of a list of ProcessRead, and a zero length when the sweep is done.
+A paced sweep is background work: the helper reads at the kernel's idle priority
+(SCHED_IDLE), so it only ever uses a CPU nothing else wants, and the FUSE loop and
+its callers are never slowed by it. A sweep someone waits for (the first, or after
+lost events) runs at normal priority.
+
+The wire, one sweep at a time: the daemon writes a line, `idle` or `now` and the pids
+of its helpers (never holders); the helper answers with chunks, each a 4-byte
+little-endian length and a pickle of a list of ProcessRead, and a zero length when
+the sweep is done.
 """
 
 from __future__ import annotations
@@ -47,13 +53,15 @@ class SweepProcess:
         self._helpers = helpers
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def sweep(self, each: Callable[[list[ProcessRead]], bool]) -> bool:
+    def sweep(self, each: Callable[[list[ProcessRead]], bool], background: bool = False) -> bool:
         """Read every process, handing each chunk to `each`; False if `each` abandoned it.
-        Raises OSError if the helper cannot be started or dies mid-sweep."""
+        `background`: at idle priority. Raises OSError if the helper cannot be started or
+        dies mid-sweep."""
         proc = self._started()
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(" ".join(map(str, sorted(self._helpers))).encode() + b"\n")
+            words = ["idle" if background else "now", *map(str, sorted(self._helpers))]
+            proc.stdin.write(" ".join(words).encode() + b"\n")
             proc.stdin.flush()
             while size := _LENGTH.unpack(_read_exactly(proc.stdout, _LENGTH.size))[0]:
                 if not each(pickle.loads(_read_exactly(proc.stdout, size))):
@@ -98,10 +106,7 @@ def _read_exactly(pipe: IO[bytes], size: int) -> bytes:
 
 
 def main() -> None:
-    """The helper: sweep each time the daemon asks, until its pipe closes. At the lowest
-    CPU priority, like any background scanner: on a busy machine the FUSE loop and its
-    callers get the CPU first (a sweep is the safety net; events do the work)."""
-    os.nice(19)
+    """The helper: sweep each time the daemon asks, until its pipe closes."""
     own_pid, nsfs_dev = int(sys.argv[1]), int(sys.argv[2])
     scanner = discovery.Scanner(own_pid, nsfs_dev)
     out = sys.stdout.buffer
@@ -113,8 +118,11 @@ def main() -> None:
         return True
 
     for line in sys.stdin.buffer:
+        when, *helpers = line.split()
+        policy = os.SCHED_IDLE if when == b"idle" else os.SCHED_OTHER
+        os.sched_setscheduler(0, policy, os.sched_param(0))
         scanner.helpers.clear()
-        scanner.helpers.update(int(pid) for pid in line.split())
+        scanner.helpers.update(int(pid) for pid in helpers)
         scanner.helpers.add(os.getpid())
         scanner.sweep(send)
         out.write(_LENGTH.pack(0))

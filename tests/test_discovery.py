@@ -391,6 +391,12 @@ def test_a_sweep_in_its_own_process_reads_what_a_sweep_in_the_daemon_reads(procs
         assert not remote.sweep(lambda reads: False)
         assert helpers == set() and not os.path.exists(f"/proc/{helper}")
         assert remote.sweep(lambda reads: True) and remote.cpu() > 0
+        # A paced sweep reads at idle priority, one someone waits for at normal priority.
+        (helper,) = helpers
+        assert remote.sweep(lambda reads: True, background=True)
+        assert os.sched_getscheduler(helper) == os.SCHED_IDLE
+        assert remote.sweep(lambda reads: True)
+        assert os.sched_getscheduler(helper) == os.SCHED_OTHER
     finally:
         remote.close()
         os.close(held)

@@ -58,3 +58,24 @@ def test_a_namespace_with_thousands_of_holders_publishes_exactly_its_holders_aft
             assert everything(h, NET) == expected
     assert changed.count(NET) == len(pids) + len(range(1, 20 * BUCKETS, 7)) + len(range(1, 20 * BUCKETS, 14))
     assert h.loose() == []
+
+
+def test_a_read_like_the_last_changes_nothing_unless_a_pin_was_missing() -> None:
+    tries: list[NsKey] = []
+    changed: list[NsKey] = []
+
+    def pinned(key: NsKey, found: list[Sighting]) -> bool:
+        tries.append(key)
+        return len(tries) > 1  # the first pin fails (out of fds, say)
+
+    h = Holdings(pinned, changed.append, lambda key: None)
+    h.read(process(1, 1.0, NET))
+    assert list(h.keys()) == [] and changed == []
+    h.read(process(1, 2.0, NET))  # the same read: the missing pin is tried again
+    assert list(h.keys()) == [NET] and changed == [NET]
+    h.read(process(1, 3.0, NET))  # the same again: nothing to do, but its time is noted
+    assert tries == [NET, NET] and changed == [NET]
+    h.read(ProcessRead(1, 2.5))  # older than that: dropped
+    assert list(h.keys()) == [NET]
+    h.read(ProcessRead(1, 3.5))  # the process is gone
+    assert list(h.keys()) == [] and changed == [NET, NET]
