@@ -275,11 +275,11 @@ class Finder:
     that changed. One caller at a time; a process is read again for a lookup only
     after ten times what its last read cost.
 
-    A loop of lookups of made-up names would keep the daemon answering as fast as it
-    can, however cheap each answer: a user's misses are paced to MISSES_PER_SECOND
-    (the next waits its turn, which costs nothing), and while one of its misses waits,
-    others get ENOENT at once without a look. So such a loop slows itself, holds at
-    most one request worker, and costs the daemon a few percent of a core.
+    A loop of lookups of made-up names would keep the daemon looking as fast as it
+    can: a user's misses are looked into at most MISSES_PER_SECOND times a second;
+    the others are answered at once from what is known. Never by waiting: a request
+    that sleeps in its handler held up other callers' requests (root's `ls -l` took
+    1.7-2.5x its time while such a loop ran; answered at once, 0.8-1.4x).
     """
 
     def __init__(self, rereads: Rereads, registry: Registry) -> None:
@@ -288,27 +288,20 @@ class Finder:
         self._limiter = trio.CapacityLimiter(1)
         self._not_before: dict[int, float] = {}  # pid -> when a lookup may read it again
         self._turn: dict[int, float] = {}  # uid -> when its next miss may be looked into
-        self._waiting: set[int] = set()  # uids with a miss waiting for its turn
 
     async def own(self, tid: int) -> None:
         """The calling thread is in a namespace the index lacks: read its process, always."""
         await trio.to_thread.run_sync(self._read, tid, limiter=self._limiter)
 
     async def look(self, tid: int, uid: int) -> None:
-        """Read what thread `tid` of user `uid` could have learned a name from, in its turn."""
-        if uid in self._waiting:
-            return
+        """Read what thread `tid` of user `uid` could have learned a name from, if it is the
+        user's turn."""
         now = trio.current_time()
-        turn = max(now, self._turn.get(uid, now))
+        if now < self._turn.get(uid, now):
+            return  # not its turn: answered from what is known, at once
         if len(self._turn) > 4096:
             self._turn = {u: t for u, t in self._turn.items() if t > now}
-        self._turn[uid] = turn + 1 / MISSES_PER_SECOND
-        if turn > now:
-            self._waiting.add(uid)
-            try:
-                await trio.sleep_until(turn)
-            finally:
-                self._waiting.discard(uid)
+        self._turn[uid] = now + 1 / MISSES_PER_SECOND
         await trio.to_thread.run_sync(self._look, tid, limiter=self._limiter)
 
     def _read(self, tid: int) -> None:
