@@ -59,6 +59,10 @@ _ENTRY_BITS: Final = (1 << READER_SHIFT) - 1  # an inode without its kind of rea
 RENDERED_KEPT: Final = 64
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
 class Finder(Protocol):
     """Reads a caller's own holdings into the registry (follow.Finder)."""
 
@@ -94,10 +98,18 @@ class Request:
 
     def own(self) -> frozenset[str]:
         """The names of the namespaces the caller is in."""
-        if "own" not in self._memo:
-            self._memo["own"] = frozenset(s.key.name for s in discovery.caller_sightings(self.pid))
-        own: frozenset[str] = self._memo["own"]
-        return own
+        return self._once("own", lambda: frozenset(s.key.name for s in discovery.caller_sightings(self.pid)))
+
+    def pidns(self) -> NsKey | None:
+        """The caller's pid namespace: whose pids it understands."""
+        return self._once("pidns", lambda: caller_pidns(self.pid))
+
+    def _once(self, name: str, work_out: Callable[[], _T]) -> _T:
+        """`work_out()`, worked out once per request: each is a few reads of the caller's /proc."""
+        if name not in self._memo:
+            self._memo[name] = work_out()
+        value: _T = self._memo[name]
+        return value
 
     def listing(self) -> list[Entry]:
         """The root directory for this caller: its view, and its own namespaces."""
@@ -112,7 +124,7 @@ class Request:
     def kind(self) -> tuple[NsKey | None, NsKey | None, frozenset[str]]:
         """What a per-reader file's content depends on: the caller's user and pid
         namespaces and the namespaces it is in (see files.EntryFile.per_reader)."""
-        return self.view.userns, caller_pidns(self.pid), self.own()
+        return self.view.userns, self.pidns(), self.own()
 
     def pin_path(self, pin: int) -> str | None:
         """The daemon's fd `pin` as the caller's /proc shows it: through the daemon's pid in
@@ -126,14 +138,11 @@ class Request:
         return "" if holders is None else holders.render(_HolderReader(self, self._pid_translator()))
 
     def _pid_translator(self) -> Callable[[int], int | None]:
-        if "pids" not in self._memo:
-            self._memo["pids"] = self._translator()
-        translate: Callable[[int], int | None] = self._memo["pids"]
-        return translate
+        return self._once("pids", self._translator)
 
     def _translator(self) -> Callable[[int], int | None]:
         """Host pid -> the caller's pid for it, or None if the caller's pid namespace lacks it."""
-        pidns = caller_pidns(self.pid)
+        pidns = self.pidns()
         if pidns is None:
             return lambda pid: None
         if pidns == self.daemon_pidns:
@@ -166,10 +175,6 @@ class _HolderReader:
 
     def sees_name(self, name: str) -> bool:
         return self.request.sees_name(name)
-
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
 def guarded(handler: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:

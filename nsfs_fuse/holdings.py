@@ -61,7 +61,6 @@ class _Held:
             return False
         bucket[source] = holders
         self.members += _is_member(holders) - (before is not None and _is_member(before))
-        self._frozen.pop(index, None)
         self._stale.add(index)
         return True
 
@@ -75,7 +74,6 @@ class _Held:
         if not bucket:
             del self._buckets[index]
         self.members -= _is_member(before)
-        self._frozen.pop(index, None)
         self._stale.add(index)
         return True
 
@@ -84,6 +82,8 @@ class _Held:
             index = self._stale.pop()
             if bucket := self._buckets.get(index):
                 self._frozen[index] = tuple(chain.from_iterable(bucket.values()))
+            else:
+                self._frozen.pop(index, None)
         return tuple(self._frozen.values())
 
 

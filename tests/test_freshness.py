@@ -115,7 +115,7 @@ class PacedSweeps:
         return 10.0
 
 
-def test_a_lookup_miss_abandons_a_paced_sweep_for_one_at_full_speed() -> None:
+def test_a_rescan_abandons_a_paced_sweep_for_one_at_full_speed() -> None:
     sweeps = PacedSweeps()
 
     async def main() -> None:
