@@ -171,10 +171,12 @@ class Rereads:
         self.alarm = Alarm()
         self.charge: Callable[[float], None] = lambda cpu: None  # told the CPU time of each fd count
 
-    def apply(self, pids: Iterable[int]) -> None:
-        """Read `pids` again (blocking, for a worker thread). A fault reading one process
-        costs that process's read only, not the others'."""
-        reads = []
+    def apply(self, pids: Iterable[int], gone: Iterable[int] = ()) -> None:
+        """Read `pids` again (blocking, for a worker thread); processes `gone` are known to
+        have exited and are not read. A fault reading one process costs that process's
+        read only, not the others'."""
+        now = time.monotonic()
+        reads = [ProcessRead(pid, now) for pid in gone]
         for pid in sorted(pids):
             try:
                 reads.append(self._scanner.read(pid))
@@ -372,10 +374,12 @@ class Events:
                         for what, pid, tgid in kernel.parse_proc_events(sock.recv(65536)):
                             if what == kernel.PROC_EVENT_FORK:
                                 started.add(tgid)
-                            elif what == kernel.PROC_EVENT_EXIT and pid == tgid:
-                                ended.add(pid)
                             if pid == tgid:
                                 pids.add(pid)
+                                if what == kernel.PROC_EVENT_EXIT:
+                                    ended.add(pid)
+                                else:
+                                    ended.discard(pid)  # a pid used again after its exit
                             elif what == kernel.PROC_EVENT_EXIT and self._registry.has_tasks(tgid):
                                 pids.add(tgid)  # a thread that held a namespace alone may be the one exiting
                 except BlockingIOError:
@@ -389,7 +393,10 @@ class Events:
                 self._rereads.follow_up(started - ended, ended)
                 if not pids:
                     continue  # only threads came and went (trio's own workers among them)
-                await _step("reading processes", functools.partial(self._rereads.apply, pids))
+                # A process that came and went unread (a shell loop's `stat`) is gone: noted
+                # as such without reading it, so that no late sweep read brings it back.
+                gone = {pid for pid in ended if not self._registry.knows(pid)}
+                await _step("reading processes", functools.partial(self._rereads.apply, pids - gone, gone))
 
 
 async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:

@@ -338,10 +338,12 @@ class NsFs(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
         if len(name) > NAME_MAX:  # FUSE passes names up to 1024 bytes; statfs says 255
             raise FUSEError(errno.ENAMETOOLONG)
-        req = self._request(ctx)
         text = name.decode("ascii", "replace")
         if parent_inode == ROOT:
-            if req.view.userns is None or (key := parse_ns_name(text)) is None:
+            if (key := parse_ns_name(text)) is None:
+                raise FUSEError(errno.ENOENT)  # not a name this directory could hold: no need to know who asks
+            req = self._request(ctx)
+            if req.view.userns is None:
                 raise FUSEError(errno.ENOENT)
             if key.name not in req.snapshot.entries:
                 req = await self._find(req, key, ctx.uid)
@@ -349,6 +351,7 @@ class NsFs(pyfuse3.Operations):
             if entry is None or not req.sees_name(entry.name):
                 raise FUSEError(errno.ENOENT)
             return self._entry_attr(req, entry, None)
+        req = self._request(ctx)
         entry, file = self._entry(req, parent_inode)
         if file is not None:
             raise FUSEError(errno.ENOTDIR)

@@ -136,6 +136,10 @@ class Holdings:
         """Whether a thread of process `pid` holds a namespace its process is not in."""
         return pid in self._threaded
 
+    def knows(self, pid: int) -> bool:
+        """Whether any read of process `pid` came in (one that found it gone among them)."""
+        return pid in self._processes
+
     def loose(self) -> list[tuple[NsKey, Holder]]:
         """The holders of namespaces no process or thread is in: no event says when they go.
         Costs what those holders number, not what the machine holds."""

@@ -121,6 +121,10 @@ class Registry:
         """Whether a thread of process `pid` holds a namespace its process is not in."""
         return self._holdings.has_tasks(pid)
 
+    def knows(self, pid: int) -> bool:
+        """Whether process `pid` was ever read (a lone dict look-up: no lock needed)."""
+        return self._holdings.knows(pid)
+
     def loose_holders(self) -> list[tuple[NsKey, Holder]]:
         """The holders of namespaces no process or thread is in: no event says when they go."""
         with self._lock:
