@@ -127,11 +127,6 @@ class World:
             run(["umount", str(target)])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -379,9 +374,9 @@ def main_rows(
         ("b) new fd-only -> listed", lifetime.fmt_ms(new_fd, args.timeout), "", f"<= one sweep ({sweep})"),
         ("c) last holder gone -> unlisted", f"{gone * 1000:.0f} ms", "", "<= 1000 ms"),
     ]
-    cpu0 = cpu_seconds(nsfs.pid)
+    cpu0 = lifetime.cpu_seconds(nsfs.pid)
     time.sleep(args.idle)
-    idle = (cpu_seconds(nsfs.pid) - cpu0) / args.idle
+    idle = (lifetime.cpu_seconds(nsfs.pid) - cpu0) / args.idle
     pins = len(nsfs.pinned())
     rows += [
         (f"d) idle CPU over {args.idle:.0f} s", f"{idle * 100:.1f}% of a core", "", "<= 2%"),

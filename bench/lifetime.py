@@ -18,10 +18,12 @@ import contextlib
 import functools
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -646,8 +648,18 @@ def median_sample(samples: Sequence[Sample]) -> Sample:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of process `pid` and of its children (the daemon's sweep helper reads
+    /proc for it: its work is the daemon's), those alive now and those it reaped."""
+    children: list[str] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            children += Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+    total = 0.0
+    for proc, fields_used in ((pid, (11, 12, 13, 14)), *((int(c), (11, 12)) for c in children)):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(fields[i]) for i in fields_used) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def lookup_loop(mount: str, seconds: float, most: int) -> list[str]:
@@ -657,24 +669,63 @@ def lookup_loop(mount: str, seconds: float, most: int) -> list[str]:
     return [*nobody, *bound, "bash", "-c", LOOKUP_LOOP, "loop", f"{seconds:.0f}", str(most), str(MADE_UP_LOW), mount]
 
 
+def loop_cpu(pid: int, where: str, seconds: float, mess: Mess, timeout: float) -> tuple[float, str]:
+    """The CPU process `pid` spends per second while LOOKUP_LOOP runs `seconds` on `where`;
+    and how many stats the loop made."""
+    loop = mess.helper(*lookup_loop(where, seconds, 1_000_000))
+    assert loop.stdout is not None
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    try:
+        lookups = read_line(loop.stdout, seconds + timeout, "the lookup loop to finish")
+    except (TimeoutError, EOFError):
+        lookups = "?"
+    rate = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    mess.end(loop)
+    return rate, lookups
+
+
+@contextlib.contextmanager
+def floor_filesystem(names: list[str]) -> Iterator[tuple[int, str]]:
+    """The do-nothing pyfuse3 filesystem (bench/floorfs.py) listing `names`: its pid and mountpoint."""
+    scratch = Path(tempfile.mkdtemp(prefix="nsfs-floor-"))
+    scratch.chmod(0o755)
+    (scratch / "names").write_text("\n".join(names))
+    mountpoint = scratch / "mnt"
+    mountpoint.mkdir()
+    fs = subprocess.Popen([sys.executable, "-m", "bench.floorfs", str(mountpoint), str(scratch / "names")])
+    try:
+        deadline = time.monotonic() + HELPER_PATIENCE
+        while len(os.listdir(mountpoint)) != len(names):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the floor filesystem did not come up")
+            time.sleep(0.1)
+        yield fs.pid, str(mountpoint)
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+        fs.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def lookup_rows(nsfs: Daemon, mess: Mess, *, reps: int, idle: float, seconds: float, timeout: float) -> list[Row]:
-    """An unprivileged loop of lookups of made-up names: the daemon's CPU, and root's `ls -l` meanwhile."""
+    """An unprivileged loop of lookups of made-up names: the daemon's CPU, and root's `ls -l`
+    meanwhile. Beside it, the two floors under that CPU: the same loop on a plain directory
+    (what following the loop's processes costs the daemon) and on a pyfuse3 filesystem that
+    does nothing (what pyfuse3 and trio cost per lookup)."""
     mount = str(nsfs.mountpoint)
     cpu0, t0 = cpu_seconds(nsfs.pid), time.monotonic()
     time.sleep(idle)
     idle_rate = (cpu_seconds(nsfs.pid) - cpu0) / (time.monotonic() - t0)
     before = [timed(["ls", "-l", mount], timeout) for _ in range(reps)]
 
-    # The CPU over `seconds` of nothing but the loop.
-    loop = mess.helper(*lookup_loop(mount, seconds, 1_000_000))
-    assert loop.stdout is not None
-    cpu0, t0 = cpu_seconds(nsfs.pid), time.monotonic()
+    busy_rate, lookups = loop_cpu(nsfs.pid, mount, seconds, mess, timeout)
+    plain = Path(tempfile.mkdtemp(prefix="nsfs-plain-"))
     try:
-        lookups = read_line(loop.stdout, seconds + timeout, "the lookup loop to finish")
-    except (TimeoutError, EOFError):
-        lookups = "?"
-    busy_rate = (cpu_seconds(nsfs.pid) - cpu0) / (time.monotonic() - t0)
-    mess.end(loop)
+        plain.chmod(0o755)
+        following_rate, plain_stats = loop_cpu(nsfs.pid, str(plain), seconds, mess, timeout)
+    finally:
+        plain.rmdir()
+    with floor_filesystem(sorted(nsfs.names())) as (floor_pid, floor_mount):
+        floor_rate, floor_stats = loop_cpu(floor_pid, floor_mount, seconds, mess, timeout)
 
     # root's `ls -l` while the loop runs again (bounded: killed right after).
     loop = mess.helper(*lookup_loop(mount, reps * timeout + 10, 10_000_000))
@@ -691,6 +742,18 @@ def lookup_rows(nsfs: Daemon, mess: Mess, *, reps: int, idle: float, seconds: fl
             f"{(busy_rate - idle_rate) * 100:.1f}% of a core",
             f"{lookups} stats; idle {idle_rate * 100:.1f}%",
             "<= 10% above idle",
+        ),
+        (
+            "i)  floor: same loop, plain dir",
+            f"{(following_rate - idle_rate) * 100:.1f}% of a core",
+            f"{plain_stats} stats; the daemon following them",
+            "",
+        ),
+        (
+            "i)  floor: same loop, do-nothing FUSE",
+            f"{floor_rate * 100:.1f}% of a core",
+            f"{floor_stats} stats; pyfuse3 alone",
+            "",
         ),
         ("i) ls -l before / during lookups", f"{fmt_ms(b, timeout)} / {fmt_ms(d, timeout)}", ratio, "<= 1.5x"),
     ]
