@@ -73,8 +73,11 @@ VERIFY_EVERY: Final = 0.5
 # A process that forked or started a thread is read again after these delays.
 FOLLOW_UP: Final = (0.5, 3.0)
 
-# Lookups of names the index lacks that one user may have looked into per second.
-MISSES_PER_SECOND: Final = 20
+# Lookups of names the index lacks that one user may have looked into per second. At
+# 5,000 processes, with a loop of made-up lookups, 20 cost the daemon 14.8% of a core
+# above idle; 5, 12.4-13.0% (the loop's floors: 3.5-4.0% following its processes,
+# 6.7-7.1% on a pyfuse3 filesystem that does nothing).
+MISSES_PER_SECOND: Final = 5
 
 # How often every process's number of open fds is looked at: about 20 ms of CPU at
 # 5,000 processes. Charged to the sweeps' budget (`charge`): work that grows with the
@@ -279,9 +282,14 @@ class Finder:
 
     A loop of lookups of made-up names would keep the daemon looking as fast as it
     can: a user's misses are looked into at most MISSES_PER_SECOND times a second;
-    the others are answered at once from what is known. Never by waiting: a request
-    that sleeps in its handler held up other callers' requests (root's `ls -l` took
-    1.7-2.5x its time while such a loop ran; answered at once, 0.8-1.4x).
+    the others are answered at once from what is known. Never by waiting: the kernel
+    runs one LOOKUP or READDIR of a directory at a time unless the filesystem said
+    FUSE_PARALLEL_DIROPS at INIT, and pyfuse3 with libfuse 3.14 or 3.17 never says it
+    (INIT reply flags 0x4040b039). So while one caller's lookup in the root waits, every
+    other caller's lookups and `ls` of the root wait too: two 1 s lookups of different
+    names take 2 s, and root's `ls -l` took 1.7-2.5x its time while a loop of sleeping
+    misses ran (answered at once, 0.7-1.4x). A look into a process (a few ms) is such a
+    wait as well, hence few of them.
     """
 
     def __init__(self, rereads: Rereads, registry: Registry) -> None:
