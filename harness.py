@@ -25,11 +25,15 @@ INTERVAL = 0.2  # refresh period of test daemons: entries must go within it
 # finds (fds, mounts, sockets) is then found within seconds on a test machine.
 SWEEP_CPU = 25
 PATIENCE = 10.0  # how long a test waits for what should take one interval
+# Every wait above is multiplied by this: a guest kernel under emulation
+# (`make test-kernel`) runs Python 20-40x slower, and sets it, rather than each test.
+SLOWDOWN = float(os.environ.get("NSFS_TEST_SLOWDOWN", "1"))
 
 _T = TypeVar("_T")
 
 
 def wait_until(predicate: Callable[[], _T], what: str, timeout: float = PATIENCE) -> _T:
+    timeout *= SLOWDOWN
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -147,6 +151,52 @@ def ns_alive(handle: bytes) -> bool:
         return False
     os.close(fd)
     return True
+
+
+# -- what the running kernel can do ----------------------------------------------
+# Each feature some tests need, probed on the running kernel (never guessed from its
+# version), with what it is: tests/conftest.py leaves out the tests marked
+# `needs(FEATURE)` where the probe says no, and says so.
+
+FEATURES = {
+    "ns_id": "NS_GET_ID, a namespace's 64-bit id (Linux 6.18): the `id` file",
+    "ns_handles": "nsfs file handles (Linux 6.18): a namespace re-opened, or known dead, by handle",
+    "fd_count": "the number of open fds in stat /proc/PID/fd (Linux 6.2)",
+    "pid_in_pidns": "NS_GET_PID_IN_PIDNS (Linux 6.11): pids and `ns` links for callers in other pid namespaces",
+}
+
+
+def kernel_features() -> dict[str, bool]:
+    """Which of FEATURES the running kernel has."""
+
+    def works(probe: Callable[[], object]) -> bool:
+        try:
+            return bool(probe())
+        except OSError:
+            return False
+
+    return {
+        "ns_id": works(lambda: ns_id("/proc/self/ns/net") > 0),
+        "ns_handles": works(lambda: ns_alive(ns_handle("/proc/self/ns/net"))),
+        "fd_count": works(lambda: os.stat("/proc/self/fd").st_size > 0),
+        "pid_in_pidns": works(lambda: _pid_in_own_pidns() == os.getpid()),
+    }
+
+
+def _pid_in_own_pidns() -> int:
+    fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    try:
+        return fcntl.ioctl(fd, 0x8004B708, os.getpid())  # NS_GET_PID_IN_PIDNS, the pid by value
+    finally:
+        os.close(fd)
+
+
+HAS = kernel_features()  # probed once, when the tests or benchmarks start
+
+
+def files(*names: str) -> list[str]:
+    """An entry directory's listing, sorted: `names`, and `id` where the kernel has NS_GET_ID."""
+    return sorted((*names, "id") if HAS["ns_id"] else names)
 
 
 @contextlib.contextmanager
@@ -272,7 +322,7 @@ class Procs:
         """Kill everything in `proc`'s process group and wait until none of it is left."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=PATIENCE)
+        proc.wait(timeout=PATIENCE * SLOWDOWN)
         wait_until(lambda: not _group_members(proc.pid), f"every process of {proc.args!r} to die")
 
     def close(self) -> None:
@@ -315,7 +365,13 @@ def _state(pid: int) -> str:
 
 def run(argv: Sequence[str], timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        argv, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
+        argv,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout * SLOWDOWN,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
     )
 
 
@@ -392,7 +448,7 @@ def running_daemon(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=PATIENCE)
+                proc.wait(timeout=PATIENCE * SLOWDOWN)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

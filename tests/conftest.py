@@ -15,13 +15,28 @@ from pathlib import Path
 
 import pytest
 
-from harness import Daemon, Procs, running_daemon
+from harness import FEATURES, Daemon, Procs, kernel_features, running_daemon
 
 UNIT = Path(__file__).parent / "unit"  # pure tests: no root, no /dev/fuse
+LACKS = "this kernel lacks "  # how a test left out for a missing kernel feature is skipped
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(feature): runs only where the kernel has it (harness.FEATURES)")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Any test outside tests/unit mounts the real filesystem: without root and /dev/fuse, refuse to run."""
+    """Any test outside tests/unit mounts the real filesystem: without root and /dev/fuse, refuse
+    to run. A test marked `needs(FEATURE)` is left out, and says why, where the running kernel
+    lacks FEATURE (probed now); where it has it, the test runs like any other."""
+    features = kernel_features()
+    for item in items:
+        for mark in item.iter_markers("needs"):
+            (feature,) = mark.args
+            if feature not in FEATURES:
+                raise pytest.UsageError(f"{item.nodeid}: unknown kernel feature {feature!r}")
+            if not features[feature]:
+                item.add_marker(pytest.mark.skip(reason=f"{LACKS}{feature}: {FEATURES[feature]}"))
     if all(item.path.is_relative_to(UNIT) for item in items):
         return
     problems = []
@@ -33,11 +48,32 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError("cannot run the FUSE tests: " + "; ".join(problems))
 
 
+def _left_out(reporter: pytest.TerminalReporter) -> tuple[list[pytest.TestReport], list[pytest.TestReport]]:
+    """The skipped tests: (those this kernel lacks a feature for, any other)."""
+    lacking: list[pytest.TestReport] = []
+    other: list[pytest.TestReport] = []
+    for report in reporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        (lacking if reason.startswith(f"Skipped: {LACKS}") else other).append(report)
+    return lacking, other
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A skipped test is a test that did not run: fail the session rather than pass quietly."""
+    """A skipped test is a test that did not run: fail the session rather than pass quietly,
+    unless the running kernel lacks what it needs."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and reporter.stats.get("skipped") and session.exitstatus == 0:
+    if reporter is not None and _left_out(reporter)[1] and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which tests this kernel could not run, and what it lacks."""
+    lacking, _ = _left_out(terminalreporter)
+    if lacking:
+        terminalreporter.section(f"left out on Linux {os.uname().release}: the kernel lacks what they need")
+        for report in lacking:
+            assert isinstance(report.longrepr, tuple)
+            terminalreporter.line(f"{report.nodeid}: {str(report.longrepr[2]).removeprefix('Skipped: ' + LACKS)}")
 
 
 @pytest.fixture

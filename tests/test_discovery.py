@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from harness import (
     SOCKET_ONLY,
     THREAD,
@@ -153,13 +155,14 @@ def test_a_parent_only(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     proc = procs.start(*("unshare", "--pid", "--fork") * 2, "sleep", "600")
     inner = procs.wait_for_sleep(proc)
     outer, child = ns_of(children(proc.pid)[0], "pid"), ns_of(inner, "pid")
-    fd = os.open(f"/proc/{inner}/ns/pid", os.O_RDONLY)
-    try:
-        procs.stop(proc)
-        wait_until(lambda: outer in nsfs.names() and holders(nsfs, outer) == [f"parent-of {child}"], "a parent only")
-        wait_until(lambda: holders(nsfs, child) == [f"fd {os.getpid()} {fd}"], "the fd holder")
-    finally:
-        os.close(fd)
+    # A new process opens the fd as it starts: read on its exec, on any kernel.
+    hold = f"import os, time; print(os.open('/proc/{inner}/ns/pid', os.O_RDONLY), flush=True); time.sleep(600)"
+    holder, (fd,) = procs.reporting(sys.executable, "-c", hold)
+    wait_until(lambda: f"fd {holder.pid} {fd}" in holders(nsfs, child), "the fd holder")
+    procs.stop(proc)
+    wait_until(lambda: outer in nsfs.names() and holders(nsfs, outer) == [f"parent-of {child}"], "a parent only")
+    assert holders(nsfs, child) == [f"fd {holder.pid} {fd}"]
+    procs.stop(holder)
     assert_released(nsfs, baseline, outer, child)
 
 
@@ -176,6 +179,7 @@ def other_daemons(nsfs: Daemon) -> list[int]:
     return found
 
 
+@pytest.mark.needs("ns_handles")
 def test_an_fd_in_flight(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     # Another daemon's pin would answer the probe as well as the message does, so with
     # two daemons the scan's word is final (README, Limits): this needs to be the only one.
@@ -198,6 +202,7 @@ def test_an_fd_in_flight(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     assert_released(nsfs, baseline, net)
 
 
+@pytest.mark.needs("pid_in_pidns")
 def test_pids_are_those_of_the_callers_pid_namespace(nsfs: Daemon, procs: Procs) -> None:
     proc = procs.start("unshare", "--pid", "--net", "--fork", "--mount-proc", "sleep", "600")
     pid = procs.wait_for_sleep(proc)
@@ -287,6 +292,8 @@ def test_a_long_list_reads_whole(nsfs: Daemon, procs: Procs) -> None:
     assert cat.stdout.splitlines() == expected
 
 
+@pytest.mark.needs("ns_handles")
+@pytest.mark.needs("ns_id")
 def test_a_recycled_inode_is_a_new_entry_never_a_mix(nsfs: Daemon, procs: Procs) -> None:
     # The old network namespace is owned by a user namespace that stays; the new one
     # by the initial one. Inode numbers go lowest-free first, so once the old one is

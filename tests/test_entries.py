@@ -7,6 +7,8 @@ import os
 import stat
 import time
 
+import pytest
+
 from harness import (
     INTERVAL,
     NS_GET_PARENT,
@@ -14,6 +16,7 @@ from harness import (
     Daemon,
     Procs,
     all_process_namespaces,
+    files,
     leaving,
     ns_id,
     ns_of,
@@ -60,12 +63,12 @@ def test_entry_files_and_their_contents(nsfs: Daemon, procs: Procs) -> None:
     init_user, init_pid = ns_of(os.getpid(), "user"), ns_of(os.getpid(), "pid")
     wait_until(lambda: {user, pidns, net} <= nsfs.names(), "the new namespaces")
 
-    assert sorted(os.listdir(nsfs.path(net))) == ["holders", "id", "ns", "nstype", "owner"]
-    assert sorted(os.listdir(nsfs.path(pidns))) == ["holders", "id", "ns", "nstype", "owner", "parent"]
-    assert sorted(os.listdir(nsfs.path(user))) == ["holders", "id", "ns", "nstype", "owner", "owner_uid", "parent"]
+    assert sorted(os.listdir(nsfs.path(net))) == files("holders", "ns", "nstype", "owner")
+    assert sorted(os.listdir(nsfs.path(pidns))) == files("holders", "ns", "nstype", "owner", "parent")
+    assert sorted(os.listdir(nsfs.path(user))) == files("holders", "ns", "nstype", "owner", "owner_uid", "parent")
     # The initial namespaces have no owner or parent: the kernel answers EPERM there too.
-    assert sorted(os.listdir(nsfs.path(init_user))) == ["holders", "id", "ns", "nstype", "owner_uid"]
-    assert sorted(os.listdir(nsfs.path(init_pid))) == ["holders", "id", "ns", "nstype", "owner"]
+    assert sorted(os.listdir(nsfs.path(init_user))) == files("holders", "ns", "nstype", "owner_uid")
+    assert sorted(os.listdir(nsfs.path(init_pid))) == files("holders", "ns", "nstype", "owner")
 
     assert os.readlink(nsfs.path(net, "owner")) == f"../{user}"
     assert os.readlink(nsfs.path(pidns, "owner")) == f"../{user}"
@@ -76,11 +79,17 @@ def test_entry_files_and_their_contents(nsfs: Daemon, procs: Procs) -> None:
     # The links resolve inside the mount, to the entry they name.
     assert os.path.realpath(nsfs.path(net, "owner")) == str(nsfs.path(user))
 
-    for name in (user, pidns, net):
-        nstype = name.split(":")[0]
-        assert nsfs.read(name, "id") == f"{ns_id(f'/proc/{pid}/ns/{nstype}')}\n"
     assert nsfs.read(user, "owner_uid") == "0\n"
     assert os.readlink(nsfs.path(net, "ns")) == f"/proc/{nsfs.pid}/fd/{_pin_fd(nsfs, net)}"
+
+
+@pytest.mark.needs("ns_id")
+def test_the_id_file_is_the_kernels_namespace_id(nsfs: Daemon, procs: Procs) -> None:
+    pid = procs.sleeper("--user", "--map-root-user", "--pid", "--net", "--fork")
+    names = {nstype: ns_of(pid, nstype) for nstype in ("user", "pid", "net")}
+    wait_until(lambda: set(names.values()) <= nsfs.names(), "the new namespaces")
+    for nstype, name in names.items():
+        assert nsfs.read(name, "id") == f"{ns_id(f'/proc/{pid}/ns/{nstype}')}\n"
 
 
 def _pin_fd(nsfs: Daemon, name: str) -> int:
@@ -172,5 +181,5 @@ def test_directories_list_dot_and_dot_dot(nsfs: Daemon) -> None:
     root = run(["ls", "-a", str(nsfs.mountpoint)]).stdout.split()
     assert root[:2] == [".", ".."] and net in root
     entry = run(["ls", "-a", str(nsfs.path(net))]).stdout.split()
-    assert entry == [".", "..", "holders", "id", "ns", "nstype", "owner"]
+    assert entry == [".", "..", *files("holders", "ns", "nstype", "owner")]
     assert os.stat(nsfs.path(net, "..")).st_ino == os.stat(nsfs.mountpoint).st_ino

@@ -134,6 +134,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.needs("ns_handles")  # the kernel's word on the user namespace's life
 def test_a_zombie_holds_its_namespaces_until_it_is_reaped_and_no_longer(rare: Daemon, procs: Procs) -> None:
     """While a zombie is there the kernel keeps its user and pid namespaces, and so does
     the listing; once it is reaped no `holders` names it. (On Linux 6.18 a namespace
@@ -199,6 +200,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.needs("fd_count")
 def test_a_namespace_held_by_an_fd_opened_without_exec_is_listed(rare: Daemon, procs: Procs) -> None:
     proc, (name, fd) = procs.reporting(sys.executable, "-c", FD_NO_EXEC)
     wait_until(lambda: name in rare.names(), "the fd count to change and the process to be read")

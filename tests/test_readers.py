@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Daemon, Procs, ns_of, run, wait_until
+from harness import Daemon, Procs, files, ns_of, run, wait_until
 
 AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
 
@@ -84,7 +84,7 @@ def test_every_file_reads_the_same_through_every_kind_of_read(nsfs: Daemon, proc
     if method == "copy_file_range":  # from FUSE to another filesystem the kernel refuses: no bytes, no wrong bytes
         assert copied(nsfs.path(net, "holders"), method) == "EXDEV"
         return
-    for name in ("holders", "nstype", "id"):
+    for name in files("holders", "nstype"):
         assert copied(nsfs.path(net, name), method) == nsfs.read(net, name), name
     assert copied(nsfs.path(user, "owner_uid"), method) == "1000\n"
     host_net = ns_of(os.getpid(), "net")  # thousands of bytes of holders, changing as processes come and go
@@ -146,7 +146,7 @@ def test_ns_link_is_absent_where_the_daemon_has_no_pid(nsfs: Daemon, procs: Proc
         f"nsenter --uts={nsfs.path(uts, 'ns')} hostname; echo exit=$?"
     )
     result = run(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script])
-    assert result.stdout.split() == ["holders", "id", "nstype", "owner", "exit=1"], result.stdout + result.stderr
+    assert result.stdout.split() == [*files("holders", "nstype", "owner"), "exit=1"], result.stdout + result.stderr
     assert "No such file or directory" in result.stderr
     # In the daemon's pid namespace the link is there and opens the namespace.
     entered = run(["nsenter", f"--uts={nsfs.path(uts, 'ns')}", "readlink", "/proc/self/ns/uts"])
@@ -197,6 +197,7 @@ def test_an_unprivileged_bubblewrap_sandbox_finds_every_namespace_it_is_in(nsfs:
     assert set(own.split()) <= set(listed.split()) and "dangling" not in listed.split(), (own, listed)
 
 
+@pytest.mark.needs("pid_in_pidns")
 def test_a_rootless_container_sees_its_own_and_numbers_holders_its_way(nsfs: Daemon, procs: Procs) -> None:
     flags = ("--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--net", "--uts", "--ipc", "--mount")
     pid = procs.sleeper(*flags, uid=1000)
@@ -210,6 +211,6 @@ def test_a_rootless_container_sees_its_own_and_numbers_holders_its_way(nsfs: Dae
     # Numbered as the container numbers them; `cat` itself too, if the daemon read it in time.
     first, *rest = holders.stdout.splitlines()
     assert first == "process 1 sleep" and all(re.fullmatch(r"process [1-9][0-9]? cat", line) for line in rest), holders
-    assert sorted(run([*inside, "ls", str(nsfs.path(net))]).stdout.split()) == ["holders", "id", "nstype", "owner"]
+    assert sorted(run([*inside, "ls", str(nsfs.path(net))]).stdout.split()) == files("holders", "nstype", "owner")
     entered = run([*inside, "nsenter", f"--net={nsfs.path(net, 'ns')}", "true"])
     assert entered.returncode != 0 and "No such file or directory" in entered.stderr

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, own_namespaces, run, wait_until
+from harness import NSFS, PATIENCE, Daemon, Procs, children, files, is_mounted, ns_of, own_namespaces, run, wait_until
 from nsfs_fuse.visibility import caller_userns
 
 # Run inside a caller's namespaces: what each operation on each path gives.
@@ -51,7 +51,7 @@ def test_hidden_entries_are_enoent_to_every_operation(nsfs: Daemon, procs: Procs
         for op in ("stat", "lstat", "listdir", "readlink", "read"):
             assert seen[(op, str(path))] == "ENOENT", (op, path)
     # Its own entries answer; links to what it cannot see are absent, not dangling.
-    assert sorted(os.listdir(nsfs.path(net))) == ["holders", "id", "ns", "nstype", "owner"]
+    assert sorted(os.listdir(nsfs.path(net))) == files("holders", "ns", "nstype", "owner")
     own = probe(inside, nsfs.path(net, "owner"), nsfs.path(user, "owner"), nsfs.path(user, "parent"))
     assert own[("readlink", str(nsfs.path(net, "owner")))] == "ok"
     assert own[("lstat", str(nsfs.path(user, "owner")))] == "ENOENT"

@@ -53,6 +53,7 @@ class FakePins:
         self._fds = itertools.count(100)
         self.room = True
         self.freed_at_once = False
+        self.handles = True  # False: a kernel before 6.18, no nsfs file handles
 
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
         opened: list[Opened] = []
@@ -64,7 +65,8 @@ class FakePins:
                     describe(relative)
             fd = next(self._fds)
             self.open_pins[fd] = k
-            opened.append(Opened(k, fd, k.name.encode(), None, owner, parent, 0 if k.type == "user" else None))
+            handle = k.name.encode() if self.handles else None
+            opened.append(Opened(k, fd, handle, None, owner, parent, 0 if k.type == "user" else None))
 
         describe(key)
         return opened
@@ -304,6 +306,22 @@ def test_a_sweep_drops_processes_it_did_not_find() -> None:
     registry.refresh_tables()
     drain(registry)
     assert NET1.name not in names(registry)
+
+
+def test_without_handles_a_parent_held_by_its_child_stays_and_goes_with_it() -> None:
+    # No file handles (before Linux 6.18): nothing can be probed, so what is known decides.
+    # PID1 is held only as PID2's parent, PID2 only by an fd: a sweep's end keeps both.
+    pins = FakePins()
+    pins.handles = False
+    registry = world(pins)
+    registry.update([read(1, 3.0, *INITIAL), read(60, 3.0, PID2, kind=HolderKind.FD)])
+    registry.end_sweep(started=2.0)  # the sweep did not find pid 50: its namespaces lost it there
+    assert {PID1, PID2, USER1, USER2} <= pins.pinned() and pins.probed == []
+    assert holders(registry, PID1) == f"parent-of {PID2.name}\n"
+    registry.update([read(1, 4.0, *INITIAL), ProcessRead(60, 4.0)])  # the fd closed: released at once, parents too
+    registry.end_sweep(started=3.9)
+    assert names(registry) == {k.name for k in INITIAL} and pins.pinned() == set(INITIAL)
+    assert pins.probed == []
 
 
 def test_a_mount_table_read_again_replaces_only_its_own_mounts() -> None:
