@@ -5,11 +5,14 @@ PYTHON     ?= python3
 VENV       := .venv
 MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox bubblewrap
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static bubblewrap
+# What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
+KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 
-.PHONY: setup run stop test unit lint compare soak bench clean
+.PHONY: setup run stop test test-kernel unit lint compare soak bench clean
 
-# Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter, setpriv.
+# Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter,
+# setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too).
 .system-deps:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
@@ -37,6 +40,18 @@ stop:
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# The suite on Debian's own Linux KERNEL, booted under qemu with this checkout visible
+# (scripts/test-kernel). KERNEL_TESTS narrows it: make test-kernel KERNEL_TESTS=tests/test_cli.py
+KERNEL ?= 6.1
+KERNEL_TESTS ?= tests
+.kernel-deps: .system-deps
+	@dpkg -s $(KERNEL_APT_PACKAGES) >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KERNEL_APT_PACKAGES); }
+	@touch $@
+
+test-kernel: setup .kernel-deps
+	KERNEL=$(KERNEL) KERNEL_TESTS='$(KERNEL_TESTS)' scripts/test-kernel
+
 # The pure tests alone: no root, no /dev/fuse (once `make setup` has made the venv).
 unit:
 	$(VENV)/bin/python -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
@@ -61,4 +76,4 @@ compare: setup
 	$(VENV)/bin/python -m bench.lsns_compare $(COUNT)
 
 clean:
-	rm -rf $(VENV) .system-deps .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .system-deps .kernel-deps .kernels .pytest_cache .mypy_cache .ruff_cache *.egg-info
