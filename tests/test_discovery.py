@@ -158,7 +158,7 @@ def test_a_parent_only(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     # A new process opens the fd as it starts: read on its exec, on any kernel.
     hold = f"import os, time; print(os.open('/proc/{inner}/ns/pid', os.O_RDONLY), flush=True); time.sleep(600)"
     holder, (fd,) = procs.reporting(sys.executable, "-c", hold)
-    wait_until(lambda: f"fd {holder.pid} {fd}" in holders(nsfs, child), "the fd holder")
+    wait_until(lambda: child in nsfs.names() and f"fd {holder.pid} {fd}" in holders(nsfs, child), "the fd holder")
     procs.stop(proc)
     wait_until(lambda: outer in nsfs.names() and holders(nsfs, outer) == [f"parent-of {child}"], "a parent only")
     assert holders(nsfs, child) == [f"fd {holder.pid} {fd}"]
