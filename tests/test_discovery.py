@@ -43,6 +43,14 @@ def holders(nsfs: Daemon, name: str) -> list[str]:
     return nsfs.read(name, "holders").splitlines()
 
 
+def link_inode(path: Path) -> int | None:
+    """The inode an `ns` link opens; None while the entry has no link."""
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
 def comm(pid: int, tid: int | None = None) -> str:
     path = f"/proc/{pid}/task/{tid}/comm" if tid else f"/proc/{pid}/comm"
     return Path(path).read_text().strip()
@@ -195,7 +203,10 @@ def test_an_fd_in_flight(nsfs: Daemon, procs: Procs, baseline: int) -> None:
         procs.end(pid)
         # Only the message in the socket's queue holds it now: no scan can see that.
         wait_until(lambda: holders(nsfs, net) == ["unseen"], "the probe to keep it, unseen")
-        assert os.stat(nsfs.path(net, "ns")).st_ino == int(net[5:-1]), "the re-pinned ns link still opens it"
+        # Probed again every 0.5 s, for ~0.1 s of which it is listed without its link: wait
+        # for the link, and it must open exactly this namespace.
+        inode = wait_until(lambda: link_inode(nsfs.path(net, "ns")), "the re-pinned ns link")
+        assert inode == int(net[5:-1]), "the re-pinned ns link still opens it"
     finally:
         sender.close()
         receiver.close()  # the message, and the fd in it, are freed
