@@ -4,6 +4,7 @@ probes those nothing is found holding, and the holders it publishes."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterable
 
 from nsfs_fuse.model import Holder, HolderKind, NsKey, Opened, ProcessRead, Sighting, parse_ns_name
@@ -402,3 +403,16 @@ def test_a_suspended_namespace_held_again_stays_the_same_entry() -> None:
     assert registry.snapshot.entries[NET1.name] is old
     assert NET1 in pins.pinned()
     assert holders(registry, NET1) == "process 70 sh\n"
+
+
+def test_a_process_that_exited_unread_is_noted_gone_and_a_late_sweep_read_cannot_bring_it_back() -> None:
+    from nsfs_fuse.follow import Rereads
+
+    pins = FakePins()
+    registry = world(pins)
+    sweep_read = read(70, time.monotonic(), NET1)  # a sweep read pid 70 before it exited...
+    assert not registry.knows(70)
+    Rereads(registry, scanner=None, own_pid=0).apply([], gone=[70])  # type: ignore[arg-type]  # ...events saw it go
+    assert registry.knows(70)
+    registry.update([sweep_read])  # ...and the sweep's read arrives last
+    assert "process 70" not in holders(registry, NET1)
