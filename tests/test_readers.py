@@ -106,6 +106,7 @@ def test_busybox_cat_coreutils_cat_and_cp_copy_holders_whole(nsfs: Daemon, procs
         assert result.returncode == 0 and target.read_text() == expected, (argv, result.stderr)
 
 
+@pytest.mark.needs("pid_in_pidns")  # the caller numbers its own processes
 def test_two_callers_copying_the_same_holders_each_get_their_own(nsfs: Daemon, procs: Procs) -> None:
     """Root sees every holder; a process in its own user and pid namespaces sees its own
     processes, numbered as it numbers them. Alternating copies never mix the two."""
