@@ -61,6 +61,7 @@ def is_mounted(path: Path | str) -> bool:
 # -- the kernel, asked directly ----------------------------------------------
 
 NS_GET_USERNS, NS_GET_PARENT, NS_GET_ID = 0xB701, 0xB702, 0x8008B70D
+NS_GET_PID_IN_PIDNS = 0x8004B708  # the pid goes by value
 
 
 def ns_of(pid: int, link: str) -> str:
@@ -186,7 +187,7 @@ def kernel_features() -> dict[str, bool]:
 def _pid_in_own_pidns() -> int:
     fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
     try:
-        return fcntl.ioctl(fd, 0x8004B708, os.getpid())  # NS_GET_PID_IN_PIDNS, the pid by value
+        return fcntl.ioctl(fd, NS_GET_PID_IN_PIDNS, os.getpid())
     finally:
         os.close(fd)
 

@@ -209,18 +209,10 @@ time.sleep(3600)
 """
 
 
-def floor_ls_l(names: list[str], scratch: Path, reps: int) -> float:
+def floor_ls_l(names: list[str], reps: int) -> float:
     """`ls -l` of the same names on a pyfuse3 filesystem that does nothing else."""
-    names_file, mountpoint = scratch / "floor-names", scratch / "floorfs"
-    names_file.write_text("\n".join(names))
-    mountpoint.mkdir()
-    fs = subprocess.Popen([sys.executable, "-m", "bench.floorfs", str(mountpoint), str(names_file)])
-    try:
-        wait_until(lambda: len(os.listdir(mountpoint)) == len(names), "the floor filesystem")
-        return median_time(["ls", "-l", str(mountpoint)], reps)
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
-        fs.wait()
+    with lifetime.floor_filesystem(names) as (_pid, mountpoint):
+        return median_time(["ls", "-l", mountpoint], reps)
 
 
 def sweep_seconds(nsfs: Daemon) -> float | None:
@@ -345,7 +337,7 @@ def main_rows(
         ls_l_floor = median_time(["ls", "-l", str(floor)], reps)
     finally:
         subprocess.run(["umount", str(floor)], check=False)
-    ls_l_pyfuse3 = floor_ls_l(names, scratch, reps)
+    ls_l_pyfuse3 = floor_ls_l(names, reps)
     rows += [
         ("a) ls", f"{ls * 1000:.0f} ms", f"lsns/ls = {lsns / ls:.1f}x", ">= 10x"),
         (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import FEATURES, Daemon, Procs, kernel_features, running_daemon
+from harness import FEATURES, HAS, Daemon, Procs, running_daemon
 
 UNIT = Path(__file__).parent / "unit"  # pure tests: no root, no /dev/fuse
 LACKS = "this kernel lacks "  # how a test left out for a missing kernel feature is skipped
@@ -28,14 +28,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Any test outside tests/unit mounts the real filesystem: without root and /dev/fuse, refuse
     to run. A test marked `needs(FEATURE)` is left out, and says why, where the running kernel
-    lacks FEATURE (probed now); where it has it, the test runs like any other."""
-    features = kernel_features()
+    lacks FEATURE (probed as the harness loads); where it has it, the test runs like any other."""
     for item in items:
         for mark in item.iter_markers("needs"):
             (feature,) = mark.args
             if feature not in FEATURES:
                 raise pytest.UsageError(f"{item.nodeid}: unknown kernel feature {feature!r}")
-            if not features[feature]:
+            if not HAS[feature]:
                 item.add_marker(pytest.mark.skip(reason=f"{LACKS}{feature}: {FEATURES[feature]}"))
     if all(item.path.is_relative_to(UNIT) for item in items):
         return
