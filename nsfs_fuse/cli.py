@@ -197,10 +197,29 @@ def _mounted_at(path: str) -> str | None:
         return next((m.fstype for m in mountinfo.parse(f) if m.mountpoint == path), None)
 
 
+def check_proc_is_ours() -> None:
+    """SetupError unless /proc numbers processes as this process's pid namespace does.
+
+    FUSE names each caller by its pid in the daemon's pid namespace, and the daemon reads the
+    caller's namespaces from /proc/PID: under another pid namespace's /proc that pid is some
+    other process, and the caller would be shown what that process may see.
+    """
+    try:
+        shown = int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        shown = None
+    if shown != os.getpid():
+        raise SetupError(
+            "/proc is not this pid namespace's: callers could not be told apart"
+            " (mount a proc for it, as unshare --pid --fork --mount-proc does)"
+        )
+
+
 def check_can_mount(mountpoint: str) -> str:
     """The absolute mountpoint, or SetupError saying in one line why not."""
     if os.geteuid() != 0:
         raise SetupError("must be run as root: only root can read every process's namespaces")
+    check_proc_is_ours()
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
     except OSError as exc:

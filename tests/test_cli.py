@@ -175,6 +175,13 @@ def test_no_dev_fuse(mountpoint: Path) -> None:
     refuse([*NSFS, str(mountpoint)], "nsfs: cannot open /dev/fuse: No such file or directory", prefix=hide_dev)
 
 
+def test_a_proc_of_another_pid_namespace(mountpoint: Path) -> None:
+    # Under `unshare --pid --fork` alone, /proc still numbers the parent pid namespace's
+    # processes: a caller's pid from FUSE would name some other process there.
+    expected = "nsfs: /proc is not this pid namespace's: callers could not be told apart"
+    refuse([*NSFS, str(mountpoint)], expected, prefix=["unshare", "--pid", "--fork"])
+
+
 def test_a_dead_mount_is_named_and_umount_clears_it(mountpoint: Path) -> None:
     proc = subprocess.Popen([*NSFS, str(mountpoint), "-f"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

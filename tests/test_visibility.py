@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness import NSFS, PATIENCE, Daemon, Procs, children, files, is_mounted, ns_of, own_namespaces, run, wait_until
+from harness import NSFS, PATIENCE, Daemon, Procs, children, files, ns_of, own_namespaces, run, wait_until
 from nsfs_fuse.visibility import caller_userns
 
 # Run inside a caller's namespaces: what each operation on each path gives.
@@ -115,21 +115,27 @@ def test_alternating_callers_never_see_each_other_s_view(nsfs: Daemon, procs: Pr
 
 def test_a_caller_the_daemon_cannot_identify_sees_nothing(public_dir: Path, procs: Procs) -> None:
     # FUSE gives the caller's pid as the daemon's pid namespace sees it: 0 for a caller
-    # outside it. A daemon in a child pid namespace cannot tell who the host's callers are.
+    # outside it. A daemon in a child pid namespace (with its own /proc, and so its own
+    # mount namespace) cannot tell who the parent pid namespace's callers are.
     mountpoint = public_dir / "mnt"
     mountpoint.mkdir()
-    daemon = procs.start("unshare", "--pid", "--fork", *NSFS, str(mountpoint), "-f", "-o", "interval=0.2")
+    in_a_pidns = ["unshare", "--pid", "--fork", "--mount-proc"]
+    daemon = procs.start(*in_a_pidns, *NSFS, str(mountpoint), "-f", "-o", "interval=0.2")
+    inner = wait_until(lambda: children(daemon.pid), "the daemon in its pid namespace")[0]
+    in_its_mounts = ["nsenter", f"--target={inner}", "--mount"]
     try:
-        wait_until(lambda: is_mounted(mountpoint), "the mount")
-        inner = wait_until(lambda: children(daemon.pid), "the daemon in its pid namespace")[0]
+        wait_until(lambda: f" {mountpoint} " in Path(f"/proc/{inner}/mountinfo").read_text(), "the mount")
         host_net = ns_of(os.getpid(), "net")
-        assert os.listdir(mountpoint) == []
-        assert not os.path.exists(mountpoint / host_net)
+        outside = run([*in_its_mounts, "ls", "-A", str(mountpoint)])
+        assert (outside.returncode, outside.stdout, outside.stderr) == (0, "", "")
+        missing = run([*in_its_mounts, "stat", "-c", "%n", str(mountpoint / host_net)])
+        assert missing.returncode == 1
+        assert missing.stderr.endswith("No such file or directory\n"), missing.stderr
         # A caller inside the daemon's pid namespace is identified, and sees the host's.
-        inside = run(["nsenter", f"--target={inner}", "--pid", "ls", str(mountpoint)])
-        assert host_net in inside.stdout.split(), inside.stderr
+        inside = run([*in_its_mounts, "--pid", "cat", str(mountpoint / host_net / "nstype")])
+        assert (inside.returncode, inside.stdout, inside.stderr) == (0, "net\n", "")
     finally:
-        run(["umount", str(mountpoint)])
+        run([*in_its_mounts, "umount", str(mountpoint)])
     assert daemon.wait(timeout=PATIENCE) == 0
 
 
