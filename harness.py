@@ -287,13 +287,14 @@ class Procs:
         assert proc.stdout is not None
         return proc, proc.stdout.readline().decode().split()
 
-    def sleeper(self, *unshare_flags: str, uid: int | None = None) -> int:
-        """A `sleep` in new namespaces, run by `uid` if given; returns its pid.
+    def sleeper(self, *unshare_flags: str, uid: int | None = None, prefix: Sequence[str] = ()) -> int:
+        """A `sleep` in new namespaces, run by `uid` if given, under `prefix` (an nsenter, say);
+        returns its pid.
 
         With --fork that is unshare's child, which is in the new pid and time namespaces.
         """
         as_user = () if uid is None else ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups")
-        proc = self.start(*as_user, "unshare", *unshare_flags, "sleep", "600")
+        proc = self.start(*prefix, *as_user, "unshare", *unshare_flags, "sleep", "600")
         pid = self.wait_for_sleep(proc)
         self._by_pid[pid] = proc
         return pid

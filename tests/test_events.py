@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import NSFS, PATIENCE, Daemon, Procs, children, is_mounted, ns_of, run, running_daemon, wait_until
+from harness import NSFS, PATIENCE, Daemon, Procs, children, ns_of, run, running_daemon, wait_until
 
 RARE = 60.0  # a refresh period no test waits for: what happens sooner comes from events
 
@@ -32,22 +32,23 @@ def test_a_new_process_is_listed_and_its_exit_unlisted_without_a_scan(rare: Daem
 
 
 def test_where_no_events_arrive_the_daemon_scans_and_says_so_once(public_dir: Path, procs: Procs) -> None:
-    # In a child pid namespace the kernel takes the subscription and sends nothing.
+    # In a child pid namespace the kernel takes the subscription and sends nothing. The daemon
+    # there has a /proc of its own (and so a mount namespace): its world is that pid namespace.
     mountpoint = public_dir / "mnt"
     mountpoint.mkdir()
     log = public_dir / "nsfs.log"
+    in_a_pidns = ["unshare", "--pid", "--fork", "--mount-proc"]
     with open(log, "wb") as out:
-        daemon = procs.start(
-            "unshare", "--pid", "--fork", *NSFS, str(mountpoint), "-f", "-o", "interval=0.2", stderr=out
-        )
+        daemon = procs.start(*in_a_pidns, *NSFS, str(mountpoint), "-f", "-o", "interval=0.2", stderr=out)
+    inner = wait_until(lambda: children(daemon.pid), "the daemon in its pid namespace")[0]
+    in_its_namespaces = ["nsenter", f"--target={inner}", "--pid", "--mount"]
     try:
-        wait_until(lambda: is_mounted(mountpoint), "the mount")
-        inner = wait_until(lambda: children(daemon.pid), "the daemon in its pid namespace")[0]
-        pid = procs.sleeper("--net")
+        wait_until(lambda: f" {mountpoint} " in Path(f"/proc/{inner}/mountinfo").read_text(), "the mount")
+        pid = procs.sleeper("--net", prefix=in_its_namespaces)
         net = ns_of(pid, "net")
 
         def listed() -> set[str]:  # as a caller the daemon can identify: one in its pid namespace
-            return set(run(["nsenter", f"--target={inner}", "--pid", "ls", str(mountpoint)]).stdout.split())
+            return set(run([*in_its_namespaces, "ls", str(mountpoint)]).stdout.split())
 
         wait_until(lambda: net in listed(), "a scan to list it")
         procs.end(pid)
@@ -58,5 +59,5 @@ def test_where_no_events_arrive_the_daemon_scans_and_says_so_once(public_dir: Pa
         )
         assert said == ["nsfs: WARNING: process events unavailable (none arrive): sweeping every 0.2 s instead"]
     finally:
-        run(["umount", str(mountpoint)])
+        run([*in_its_namespaces, "umount", str(mountpoint)])
     assert daemon.wait(timeout=PATIENCE) == 0
