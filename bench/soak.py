@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -113,10 +114,15 @@ def check_entry(nsfs: Daemon, name: str) -> list[str]:
     if "holders" not in os.listdir(nsfs.path(name)):
         wrong.append(f"{name}: no holders file")
     nsfs.read(name, "holders")
-    fd = os.open(nsfs.path(name, "ns"), os.O_RDONLY)  # from here on it cannot die or be renumbered
+    try:
+        fd = os.open(nsfs.path(name, "ns"), os.O_RDONLY)  # from here on it cannot die or be renumbered
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # being let go: its pin points at a socket
+            raise FileNotFoundError(errno.ENOENT, "released", name) from None
+        raise
     try:
         if os.fstat(fd).st_ino != inode:
-            wrong.append(f"{name}: ns opens inode {os.fstat(fd).st_ino}")
+            return [*wrong, f"{name}: ns opens inode {os.fstat(fd).st_ino}"]
         buf = bytearray(8)
         fcntl.ioctl(fd, NS_GET_ID, buf, True)
         if nsfs.read(name, "id") != f"{int.from_bytes(buf, 'little')}\n":

@@ -151,6 +151,25 @@ class Prober:
                 await _step("probe", functools.partial(self._registry.confirm, upto))
 
 
+class Retirer:
+    """Closes the fd numbers of released pins once they have been retired long enough
+    (pins.RETIRE_SECONDS). Sleeps until the registry retires one (`alarm`) or one is due."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self.alarm = Alarm()
+
+    async def run(self) -> None:
+        await self.alarm.wait(trio.current_time())  # from here on no ring is lost
+        while True:
+            due = self._registry.retired_due()
+            if due is None:
+                await self.alarm.wait()
+                continue
+            await trio.sleep(max(0.0, due - time.monotonic()))
+            await _step("closing retired pins", self._registry.close_retired)
+
+
 class Rereads:
     """Reads processes again into the registry: now, or later, when no event will say why.
 

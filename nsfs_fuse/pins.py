@@ -14,6 +14,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -28,6 +31,12 @@ _NO_FD: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 # fds the daemon keeps free for FUSE, scans, helpers and the ioctls that read a new
 # namespace; pins stop short of the soft fd limit by this much.
 FD_RESERVE: Final = 64
+
+# How long a closed pin's fd number stays taken (pointing at a socket) before it is
+# really closed. An `ns` link is /proc/PID/fd/N, which the kernel follows after the
+# daemon answered the readlink: were N reused at once, a reader between the two would
+# open whatever the daemon opened next, another namespace even.
+RETIRE_SECONDS: Final = 2.0
 
 
 def budget(soft_limit: int, unlimited: int) -> int:
@@ -69,10 +78,15 @@ class Budget:
 class Pins:
     """Opens, counts and closes pins. Not thread-safe: the registry calls it under its lock."""
 
-    def __init__(self, nsfs_dev: int, budget: Budget) -> None:
+    def __init__(self, nsfs_dev: int, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
         self._nsfs_dev = nsfs_dev
         self._budget = budget
-        self._null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # what suspended pins point at
+        self._clock = clock
+        # What suspended and retired pins point at: opening a socket through /proc/PID/fd
+        # fails (ENXIO), so an `ns` link followed just then opens nothing at all.
+        self._placeholder = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._retired: deque[tuple[float, int]] = deque()  # (when, fd number), oldest first
+        self.on_retire: Callable[[], None] = lambda: None  # told when a number is retired (any thread)
 
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
         """Pin `key` through the first sighting that still leads to it, with its owner and
@@ -104,9 +118,9 @@ class Pins:
 
     def suspend(self, pin: int | None) -> None:
         """Drop the daemon's reference on a namespace but keep the fd number `pin`, pointing
-        at /dev/null, so that an `ns` link can never lead to another namespace's pin."""
+        at the placeholder, so that an `ns` link can never lead to another namespace's pin."""
         if pin is not None:
-            os.dup2(self._null, pin, inheritable=False)
+            self._point_at_placeholder(pin)
 
     def gone(self, handle: bytes) -> bool:
         """Whether the kernel says the namespace of `handle` no longer exists. A look, not a
@@ -138,9 +152,36 @@ class Pins:
         return True, pin
 
     def close(self, pin: int | None) -> None:
+        """Let go of `pin` at once; its number is retired, not free, for RETIRE_SECONDS
+        (`close_retired` frees it then)."""
         if pin is not None:
-            os.close(pin)
+            self._point_at_placeholder(pin)
+            self._retired.append((self._clock(), pin))
+            self.on_retire()
+
+    def close_retired(self) -> None:
+        """Really close the fd numbers retired at least RETIRE_SECONDS ago."""
+        until = self._clock() - RETIRE_SECONDS
+        while self._retired and self._retired[0][0] <= until:
+            os.close(self._retired.popleft()[1])
             self._budget.give()
+
+    def retired_due(self) -> float | None:
+        """When (on the clock given) the oldest retired number may be closed; None if none is
+        retired. Safe from any thread."""
+        try:
+            when = self._retired[0][0]
+        except IndexError:
+            return None
+        return when + RETIRE_SECONDS
+
+    @property
+    def retired(self) -> int:
+        """How many fd numbers are retired just now."""
+        return len(self._retired)
+
+    def _point_at_placeholder(self, pin: int) -> None:
+        os.dup2(self._placeholder.fileno(), pin, inheritable=False)
 
     @property
     def room(self) -> bool:

@@ -11,7 +11,7 @@ replaces the last one whole. Bind mounts are kept per mount namespace, as the
 latest read of its mount table: the table of every mount namespace something
 holds is followed (tables.py), and each change of it replaces them.
 
-A namespace nothing is found holding is suspended (its pin points at /dev/null)
+A namespace nothing is found holding is suspended (its pin points at a placeholder)
 and, once the kernel has had time to let go, probed: re-opened by its nsfs file
 handle, which only succeeds while something no scan can see still holds it (an fd
 in flight). docs/design.md, "Pins and the probe", says why it waits.
@@ -65,6 +65,10 @@ class PinStore(Protocol):
     def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]: ...
 
     def close(self, pin: int | None) -> None: ...
+
+    def close_retired(self) -> None: ...
+
+    def retired_due(self) -> float | None: ...
 
 
 class Registry:
@@ -158,6 +162,14 @@ class Registry:
             self._publisher.changed(*(unseen ^ self._unseen))
             self._unseen = unseen
             return self._settle(probe_unseen=False)
+
+    def retired_due(self) -> float | None:
+        """When (time.monotonic) the oldest number of a released pin may be closed (pins.py)."""
+        return self._pins.retired_due()
+
+    def close_retired(self) -> None:
+        with self._lock:
+            self._pins.close_retired()
 
     def close(self) -> None:
         """Release every pin."""
@@ -309,7 +321,7 @@ class Registry:
         Without file handles, or for a namespace another nsfs daemon pins (or one above
         such a namespace: it would always answer the probe), the scan's word is final:
         released at once. The others are suspended (pins.py): their pins point at
-        /dev/null until `confirm`, after the kernel has had time to release them. A
+        a placeholder until `confirm`, after the kernel has had time to release them. A
         probe that re-opened a namespace at once would find it still there, and keep it.
 
         One look is taken at once, though, and kept no longer than the look: a namespace
@@ -348,7 +360,8 @@ class Registry:
 
     def _publish(self) -> Snapshot:
         """What is listed: every entry, those being probed without their `ns` (their pin points
-        at /dev/null meanwhile: opening `ns` then gives ENOENT, never the wrong file)."""
+        at a placeholder meanwhile: an `ns` link read just before fails to open, ENXIO, never
+        opens the wrong file)."""
         if not self._suspended:
             return self._publisher.publish(self._entries, self._holders_of)
         shown = {k: dataclasses.replace(e, pin=None) if k in self._suspended else e for k, e in self._entries.items()}

@@ -24,7 +24,7 @@ import pyfuse3
 import trio
 
 from . import discovery, kernel, pins
-from .follow import Events, Finder, Prober, Rereads, watch_tables
+from .follow import Events, Finder, Prober, Rereads, Retirer, watch_tables
 from .fs import NsFs
 from .model import ProcessRead
 from .registry import Registry
@@ -221,7 +221,8 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     scanner = discovery.Scanner(os.getpid(), nsfs_dev)
     budget = pins.Budget(pins.budget(soft_limit, resource.RLIM_INFINITY))
     tables = Tables(scanner.helpers, budget)
-    registry = Registry(pins.Pins(nsfs_dev, budget), tables)
+    pinned = pins.Pins(nsfs_dev, budget)
+    registry = Registry(pinned, tables)
     rereads = Rereads(registry, scanner, os.getpid())
     sweeps = SweepProcess(os.getpid(), nsfs_dev, scanner.helpers)
     refresher = Refresher(sweeper(registry, sweeps, rereads.note), config.interval, config.sweep_cpu)
@@ -238,8 +239,10 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
 
             prober = Prober(registry)
             registry.on_suspend = prober.alarm.ring
+            retirer = Retirer(registry)
+            pinned.on_retire = retirer.alarm.ring
             rereads.charge = refresher.charge
-            trio.run(_main, refresher, events, [prober.run, rereads.run, follow_tables], config, ready)
+            trio.run(_main, refresher, events, [prober.run, retirer.run, rereads.run, follow_tables], config, ready)
         finally:
             pyfuse3.close(unmount=True)
     finally:

@@ -102,6 +102,12 @@ class FakePins:
             del self.open_pins[pin]
             self.suspended.discard(pin)
 
+    def close_retired(self) -> None:
+        pass
+
+    def retired_due(self) -> float | None:
+        return None
+
     def _alive(self, key: NsKey) -> bool:
         return key in self.alive or any(key in above(k) for k in self.alive)
 
