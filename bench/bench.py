@@ -231,6 +231,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle CPU measurement")
     parser.add_argument("--only-lifetime", action="store_true", help="skip rows a) to e): rows f) to j) alone")
+    parser.add_argument("--only-readers", action="store_true", help="rows k) and l) alone")
     parser.add_argument(
         "--timeout", type=float, default=60, help="longest wait for one figure of rows b) and f) to j), in seconds"
     )
@@ -259,12 +260,14 @@ def main() -> int:
             wait_until(lambda: len(nsfs.names()) > enough, "the first listing", timeout=120)
             time.sleep(3)
             names = sorted(nsfs.names())
-            if not args.only_lifetime:
+            if not (args.only_lifetime or args.only_readers):
                 rows += main_rows(args, nsfs, procs, scratch, names)
+            if not args.only_lifetime:
                 rows += reader_rows(args, nsfs, scratch)
-            rows += lifetime.lifetime_rows(
-                nsfs, mess, reference, reps=args.reps, idle=args.idle, timeout=args.timeout, discover=args.discover
-            )
+            if not args.only_readers:
+                rows += lifetime.lifetime_rows(
+                    nsfs, mess, reference, reps=args.reps, idle=args.idle, timeout=args.timeout, discover=args.discover
+                )
             print(
                 f"world: {args.procs} processes, {args.fds} fds, {args.orphans} fd/mount-only namespaces, "
                 f"{len(names)} namespaces listed; built in {built:.0f} s; medians of {args.reps}"
@@ -298,10 +301,14 @@ def reader_rows(args: argparse.Namespace, nsfs: Daemon, scratch: Path) -> list[t
         wait_until(lambda: len(busy.names()) > 100, "the sweeping daemon's listing", timeout=120)
         # In turn, pair by pair: this machine's pace drifts by a third within a minute, and
         # a ratio of two medians taken apart would measure the drift.
+        own0, all0, t0 = own_cpu_seconds(busy.pid), lifetime.cpu_seconds(busy.pid), time.monotonic()
         pairs = [
             (median_time(["ls", "-l", str(nsfs.mountpoint)], 1), median_time(["ls", "-l", str(busy.mountpoint)], 1))
             for _ in range(2 * reps + 1)
         ]
+        spent = time.monotonic() - t0
+        own = (own_cpu_seconds(busy.pid) - own0) / spent
+        helper = (lifetime.cpu_seconds(busy.pid) - all0) / spent - own
     quiet = statistics.median(q for q, _ in pairs)
     sweeping = statistics.median(b for _, b in pairs)
     ratio = statistics.median(b / q for q, b in pairs)
@@ -314,7 +321,14 @@ def reader_rows(args: argparse.Namespace, nsfs: Daemon, scratch: Path) -> list[t
             f"during/idle = {ratio:.1f}x (pairs)",
             "<= 1.5x",
         ),
+        ("l) sweeping daemon's CPU / its helper's", f"{own:.0%} / {helper:.0%}", "of a core", ""),
     ]
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """CPU time of process `pid` itself, not of its children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main_rows(
