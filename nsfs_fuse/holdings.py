@@ -6,6 +6,12 @@ everything it held before, whole, so a recycled pid, an exec or an exit is never
 mixed with the past; a read older than the last one kept is dropped, so a slow
 sweep never overwrites an event's fresher read.
 
+A sweep's reader (sweeping.py) sends only the processes that changed since it last
+read them; for the rest it says "the same as my last read of it, as of now" (`touch`).
+That holds only while what is kept here is that last read: every pid whose kept read
+may differ from it (changed by an event's read, or a sweep's read dropped for a later
+one) is `dirty` until the reader is told to forget it (`take_dirty`) and reads it whole.
+
 Bookkeeping only, under the registry's lock. It knows nothing of pins: a sighting
 of a namespace is kept only if `pinned` says the namespace is (or could now be)
 pinned; what changes is told to `changed`, and a namespace that loses its last
@@ -92,6 +98,7 @@ class _Process:
     read_at: float  # of the read this state came from
     keys: set[NsKey]  # what it holds (a tombstone, for a process that is gone, holds nothing)
     sightings: tuple[Sighting, ...] = ()  # what that read found
+    whole: bool = True  # every namespace sighted is pinned (else the next read tries again)
 
 
 class Holdings:
@@ -110,6 +117,7 @@ class Holdings:
         self._mounts: dict[NsKey, set[NsKey]] = {}  # what each mount table holds, by mount namespace
         self._daemons: dict[int, frozenset[NsKey]] = {}  # other nsfs daemons and what they pin
         self._threaded: set[int] = set()  # processes a thread of which holds a namespace alone
+        self._dirty: set[int] = set()  # kept otherwise than the sweep's reader last read them
 
     # -- what is known ---------------------------------------------------------
 
@@ -147,14 +155,21 @@ class Holdings:
 
     # -- what changes ------------------------------------------------------------
 
-    def read(self, read: ProcessRead) -> None:
-        """What process `read.pid` holds is now what `read` found, unless a later read came first."""
+    def read(self, read: ProcessRead, swept: bool = False) -> None:
+        """What process `read.pid` holds is now what `read` found, unless a later read came first.
+        `swept`: the read comes from the sweep's reader (see the module's docstring)."""
         state = self._processes.get(read.pid)
         if state is not None and state.read_at > read.read_at:
-            return  # an event read the process again while this read was on its way
-        if state is not None and self._same(state, read):
-            state.read_at = read.read_at  # most of a sweep: nothing to do but note the time
+            if swept:
+                self._dirty.add(read.pid)  # an event read the process again while this read was on its way
             return
+        if swept:
+            self._dirty.discard(read.pid)
+        if state is not None and self._same(state, read):
+            state.read_at = read.read_at  # nothing to do but note the time
+            return
+        if not swept:
+            self._dirty.add(read.pid)
         if read.daemon_pins:
             self._daemons[read.pid] = read.daemon_pins
         else:
@@ -164,14 +179,35 @@ class Holdings:
         else:
             self._threaded.discard(read.pid)
         keys = self._replace(read.pid, read.sightings, set() if state is None else state.keys)
-        self._processes[read.pid] = _Process(read.read_at, keys, read.sightings)
+        whole = len(keys) == len({s.key for s in read.sightings})
+        self._processes[read.pid] = _Process(read.read_at, keys, read.sightings, whole)
+
+    def touch(self, pid: int, read_at: float) -> bool:
+        """The sweep's reader found process `pid` at `read_at` as it last read it. False if
+        what is kept of it may differ from that read: then it must be read again, now."""
+        state = self._processes.get(pid)
+        if state is None:
+            return False
+        if state.read_at > read_at:
+            return True  # a later read is kept (if it differs from the reader's, the pid is dirty)
+        if pid in self._dirty:
+            return False
+        state.read_at = read_at
+        if not state.whole:  # a pin could not be had last time: try again
+            self.read(ProcessRead(pid, read_at, state.sightings, self._daemons.get(pid, frozenset())), swept=True)
+        return True
+
+    def take_dirty(self) -> set[int]:
+        """The pids the sweep's reader must forget before its next sweep (and read whole)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     def _same(self, state: _Process, read: ProcessRead) -> bool:
         """Whether `read` finds what the last read of its process found, all of it pinned."""
         return (
-            state.sightings == read.sightings
+            state.whole
+            and state.sightings == read.sightings
             and self._daemons.get(read.pid, frozenset()) == read.daemon_pins
-            and len(state.keys) == len({s.key for s in read.sightings})
         )
 
     def mount_table(self, mnt: NsKey, mounts: Iterable[Sighting]) -> None:

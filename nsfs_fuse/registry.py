@@ -94,16 +94,30 @@ class Registry:
 
     # -- what discovery found -------------------------------------------------
 
-    def update(self, reads: Iterable[ProcessRead]) -> None:
+    def update(self, reads: Iterable[ProcessRead], swept: bool = False) -> None:
         """Each read replaces what its process held before, unless a later read of it came first.
+        `swept`: the reads come from the sweep's reader (holdings.py says why that matters).
 
         Namespaces that lost their last holder are suspended at once, to be probed
         (`confirm`): a namespace whose last process exited goes without waiting for a sweep.
         """
         with self._lock:
             for read in reads:
-                self._holdings.read(read)
+                self._holdings.read(read, swept)
             self._settle(probe_unseen=False)
+
+    def touch(self, same: Iterable[tuple[int, float]]) -> list[int]:
+        """The sweep's reader found each (pid, read_at) of `same` as it last read it. Returns
+        the pids whose kept read may differ from that: the caller reads them again, now."""
+        with self._lock:
+            stale = [pid for pid, read_at in same if not self._holdings.touch(pid, read_at)]
+            self._settle(probe_unseen=False)
+        return stale
+
+    def take_dirty(self) -> set[int]:
+        """The pids the sweep's reader must forget (and read whole) before its next sweep."""
+        with self._lock:
+            return self._holdings.take_dirty()
 
     def refresh_tables(self) -> None:
         """Read again the followed mount tables that changed."""

@@ -53,9 +53,14 @@ Pace = Callable[[float, float], bool]
 
 
 def sweeper(
-    registry: Registry, source: SweepProcess, note: Callable[[list[ProcessRead]], None]
+    registry: Registry,
+    source: SweepProcess,
+    note: Callable[[list[ProcessRead]], None],
+    reread: Callable[[list[int]], None],
 ) -> Callable[[Pace], float]:
     """A full sweep into `registry`, paced by its argument: blocking, for a worker thread.
+    `note` is told the reads that changed; `reread` reads again, at once, the processes
+    whose kept read the sweep's reader cannot vouch for (`Registry.touch`).
 
     Returns the CPU time the sweep took, the reading process's and this thread's: what it
     cost the machine, which waiting for the registry lock, the GIL or the pace would
@@ -71,12 +76,14 @@ def sweeper(
         def spent() -> float:
             return time.thread_time() - cpu + max(0.0, source.cpu() - reader_cpu)
 
-        def each(reads: list[ProcessRead]) -> bool:
-            registry.update(reads)
+        def each(reads: list[ProcessRead], same: list[tuple[int, float]]) -> bool:
+            registry.update(reads, swept=True)
             note(reads)
+            if same and (stale := registry.touch(same)):
+                reread(stale)
             return pace(spent(), time.monotonic() - started)
 
-        done = source.sweep(each, background=pace is not full_speed)
+        done = source.sweep(each, background=pace is not full_speed, forget=registry.take_dirty())
         if done:
             registry.end_sweep(started)
         cost = spent()
@@ -225,7 +232,7 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     registry = Registry(pinned, tables)
     rereads = Rereads(registry, scanner, os.getpid())
     sweeps = SweepProcess(os.getpid(), nsfs_dev, scanner.helpers)
-    refresher = Refresher(sweeper(registry, sweeps, rereads.note), config.interval, config.sweep_cpu)
+    refresher = Refresher(sweeper(registry, sweeps, rereads.note, rereads.apply), config.interval, config.sweep_cpu)
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start
         log.info("found %d namespaces", len(registry.snapshot.entries))

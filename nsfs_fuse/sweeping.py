@@ -13,10 +13,18 @@ A paced sweep is background work: the helper reads at the kernel's idle priority
 its callers are never slowed by it. A sweep someone waits for (the first, or after
 lost events) runs at normal priority.
 
-The wire, one sweep at a time: the daemon writes a line, `idle` or `now` and the pids
-of its helpers (never holders); the helper answers with chunks, each a 4-byte
-little-endian length and a pickle of a list of ProcessRead, and a zero length when
-the sweep is done.
+Most processes hold at a sweep what they held at the last one, so the helper sends only
+the reads that differ from its own last read of the process (`Memory`), and for the
+rest the pid and the time it read it: the daemon notes the time (`Registry.touch`)
+instead of unpickling and comparing thousands of reads. The daemon tells the helper
+which pids to forget first: those whose kept read may differ from the helper's last
+(holdings.py, "dirty").
+
+The wire, one sweep at a time: the daemon writes two lines, `idle` or `now` and the
+pids of its helpers (never holders), then the pids to forget; the helper answers with
+chunks, each a 4-byte little-endian length and a pickle of (the list of ProcessRead
+that changed, the list of (pid, read_at) that did not), and a zero length when the
+sweep is done.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import pickle
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO
 
 from . import discovery
@@ -38,6 +46,39 @@ log = logging.getLogger("nsfs")
 
 _LENGTH = struct.Struct("<I")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+Each = Callable[[list[ProcessRead], list[tuple[int, float]]], bool]
+
+
+class Memory:
+    """The helper's last read of each process: what lets it send only what changed."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[object, ...]] = {}
+        self._seen: set[int] = set()
+
+    def forget(self, pids: Iterable[int]) -> None:
+        for pid in pids:
+            self._last.pop(pid, None)
+
+    def sort(self, reads: list[ProcessRead]) -> tuple[list[ProcessRead], list[tuple[int, float]]]:
+        """`reads` that differ from the last read of their process, and (pid, read_at) of the rest."""
+        changed, same = [], []
+        for read in reads:
+            found = (read.sightings, read.daemon_pins, read.mnt, read.exiting)
+            self._seen.add(read.pid)
+            if self._last.get(read.pid) == found:
+                same.append((read.pid, read.read_at))
+            else:
+                self._last[read.pid] = found
+                changed.append(read)
+        return changed, same
+
+    def end_sweep(self) -> None:
+        """A sweep is done: processes it did not read are gone."""
+        self._last = {pid: found for pid, found in self._last.items() if pid in self._seen}
+        self._seen = set()
 
 
 class SweepProcess:
@@ -53,18 +94,19 @@ class SweepProcess:
         self._helpers = helpers
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def sweep(self, each: Callable[[list[ProcessRead]], bool], background: bool = False) -> bool:
-        """Read every process, handing each chunk to `each`; False if `each` abandoned it.
-        `background`: at idle priority. Raises OSError if the helper cannot be started or
-        dies mid-sweep."""
+    def sweep(self, each: Each, background: bool = False, forget: Iterable[int] = ()) -> bool:
+        """Read every process, handing each chunk to `each` (what changed since the helper's
+        last read, and the (pid, read_at) of what did not); False if `each` abandoned it.
+        `background`: at idle priority. `forget`: pids to read whole. Raises OSError if the
+        helper cannot be started or dies mid-sweep."""
         proc = self._started()
         assert proc.stdin is not None and proc.stdout is not None
         try:
             words = ["idle" if background else "now", *map(str, sorted(self._helpers))]
-            proc.stdin.write(" ".join(words).encode() + b"\n")
+            proc.stdin.write(" ".join(words).encode() + b"\n" + " ".join(map(str, forget)).encode() + b"\n")
             proc.stdin.flush()
             while size := _LENGTH.unpack(_read_exactly(proc.stdout, _LENGTH.size))[0]:
-                if not each(pickle.loads(_read_exactly(proc.stdout, size))):
+                if not each(*pickle.loads(_read_exactly(proc.stdout, size))):
                     self.close()
                     return False
         except (OSError, EOFError, pickle.UnpicklingError) as exc:
@@ -109,22 +151,25 @@ def main() -> None:
     """The helper: sweep each time the daemon asks, until its pipe closes."""
     own_pid, nsfs_dev = int(sys.argv[1]), int(sys.argv[2])
     scanner = discovery.Scanner(own_pid, nsfs_dev)
+    memory = Memory()
     out = sys.stdout.buffer
 
     def send(reads: list[ProcessRead]) -> bool:
-        data = pickle.dumps(reads, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(memory.sort(reads), protocol=pickle.HIGHEST_PROTOCOL)
         out.write(_LENGTH.pack(len(data)) + data)
         out.flush()
         return True
 
     for line in sys.stdin.buffer:
         when, *helpers = line.split()
+        memory.forget(int(pid) for pid in sys.stdin.buffer.readline().split())
         policy = os.SCHED_IDLE if when == b"idle" else os.SCHED_OTHER
         os.sched_setscheduler(0, policy, os.sched_param(0))
         scanner.helpers.clear()
         scanner.helpers.update(int(pid) for pid in helpers)
         scanner.helpers.add(os.getpid())
         scanner.sweep(send)
+        memory.end_sweep()
         out.write(_LENGTH.pack(0))
         out.flush()
 

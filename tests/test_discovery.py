@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,7 @@ from harness import (
 from nsfs_fuse import kernel
 from nsfs_fuse.discovery import Scanner
 from nsfs_fuse.model import Holder, HolderKind, ProcessRead
-from nsfs_fuse.sweeping import SweepProcess
+from nsfs_fuse.sweeping import Each, SweepProcess
 
 
 def holders(nsfs: Daemon, name: str) -> list[str]:
@@ -390,30 +389,44 @@ def test_a_sweep_in_its_own_process_reads_what_a_sweep_in_the_daemon_reads(procs
         far: dict[int, ProcessRead] = {}
         near: dict[int, ProcessRead] = {}
 
-        def into(found: dict[int, ProcessRead]) -> Callable[[list[ProcessRead]], bool]:
-            def each(reads: list[ProcessRead]) -> bool:
+        def into(found: dict[int, ProcessRead], same: set[int] | None = None) -> Each:
+            def each(reads: list[ProcessRead], unchanged: list[tuple[int, float]]) -> bool:
                 found.update((r.pid, r) for r in reads)
+                if same is not None:
+                    same.update(pid for pid, _read_at in unchanged)
                 return True
 
             return each
 
         assert remote.sweep(into(far))
-        assert Scanner(0, kernel.nsfs_device()).sweep(into(near))
+        assert Scanner(0, kernel.nsfs_device()).sweep(lambda reads: into(near)(reads, []))
         for pid in pids | {fd_holder}:
             assert {s.key for s in far[pid].sightings} == {s.key for s in near[pid].sightings}, pid
         ours = {s.holder for s in far[os.getpid()].sightings if s.key.name == ns_of(fd_holder, "net")}
         assert ours == {Holder(HolderKind.FD, os.getpid(), held)}
         (helper,) = helpers
         assert far[helper].sightings == ()  # the helper never holds anything
+        # The next sweep sends only what changed, and what it is told to forget.
+        changed: dict[int, ProcessRead] = {}
+        same: set[int] = set()
+        (first, second) = sorted(pids)
+        again = os.open(f"/proc/{fd_holder}/ns/net", os.O_RDONLY)  # this process now holds it twice
+        try:
+            assert remote.sweep(into(changed, same), forget=[first])
+        finally:
+            os.close(again)
+        assert {first, os.getpid()} <= changed.keys() and second not in changed and fd_holder not in changed
+        assert {second, fd_holder} <= same and first not in same and os.getpid() not in same
+        assert changed[first].sightings == far[first].sightings
         # Abandoned after the first chunk: the helper is killed, and a new one answers next time.
-        assert not remote.sweep(lambda reads: False)
+        assert not remote.sweep(lambda reads, same: False)
         assert helpers == set() and not os.path.exists(f"/proc/{helper}")
-        assert remote.sweep(lambda reads: True) and remote.cpu() > 0
+        assert remote.sweep(lambda reads, same: True) and remote.cpu() > 0
         # A paced sweep reads at idle priority, one someone waits for at normal priority.
         (helper,) = helpers
-        assert remote.sweep(lambda reads: True, background=True)
+        assert remote.sweep(lambda reads, same: True, background=True)
         assert os.sched_getscheduler(helper) == os.SCHED_IDLE
-        assert remote.sweep(lambda reads: True)
+        assert remote.sweep(lambda reads, same: True)
         assert os.sched_getscheduler(helper) == os.SCHED_OTHER
     finally:
         remote.close()
