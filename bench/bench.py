@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -285,6 +286,8 @@ def main() -> int:
 
 # What a script reads of every entry: the facts lsns -J gives, and what holds each. One
 # loop as a script would write it (three programs per entry), and the same in three programs.
+SWEEP_CPU_SECONDS = 10
+
 READ_ALL = 'for d in "$1"/*; do cat "$d/nstype" "$d/holders"; readlink "$d/owner"; done >/dev/null 2>&1'
 READ_ALL_AT_ONCE = 'cat "$1"/*/nstype >/dev/null; cat "$1"/*/holders >/dev/null; readlink "$1"/*/owner >/dev/null'
 
@@ -301,14 +304,19 @@ def reader_rows(args: argparse.Namespace, nsfs: Daemon, scratch: Path) -> list[t
         wait_until(lambda: len(busy.names()) > 100, "the sweeping daemon's listing", timeout=120)
         # In turn, pair by pair: this machine's pace drifts by a third within a minute, and
         # a ratio of two medians taken apart would measure the drift.
+        # What sweeping alone costs the daemon's own process (whose interpreter lock the
+        # FUSE loop needs) and its helper, with nobody reading.
         own0, all0, t0 = own_cpu_seconds(busy.pid), lifetime.cpu_seconds(busy.pid), time.monotonic()
+        time.sleep(SWEEP_CPU_SECONDS)
+        spent = time.monotonic() - t0
+        own = (own_cpu_seconds(busy.pid) - own0) / spent
+        helper = (lifetime.cpu_seconds(busy.pid) - all0) / spent - own
         pairs = [
             (median_time(["ls", "-l", str(nsfs.mountpoint)], 1), median_time(["ls", "-l", str(busy.mountpoint)], 1))
             for _ in range(2 * reps + 1)
         ]
-        spent = time.monotonic() - t0
-        own = (own_cpu_seconds(busy.pid) - own0) / spent
-        helper = (lifetime.cpu_seconds(busy.pid) - all0) / spent - own
+        stalls = [(stat_latencies(nsfs.mountpoint), stat_latencies(busy.mountpoint)) for _ in range(reps)]
+    floor = sweeping_floor(nsfs, reps)
     quiet = statistics.median(q for q, _ in pairs)
     sweeping = statistics.median(b for _, b in pairs)
     ratio = statistics.median(b / q for q, b in pairs)
@@ -321,8 +329,62 @@ def reader_rows(args: argparse.Namespace, nsfs: Daemon, scratch: Path) -> list[t
             f"during/idle = {ratio:.1f}x (pairs)",
             "<= 1.5x",
         ),
-        ("l) sweeping daemon's CPU / its helper's", f"{own:.0%} / {helper:.0%}", "of a core", ""),
+        (
+            "l) floor: sweeps alone, no daemon",
+            "{:.0f} / {:.0f} ms".format(*(statistics.median(x[i] for x in floor) * 1000 for i in (0, 1))),
+            f"with/without = {statistics.median(b / q for q, b in floor):.1f}x (pairs)",
+            "",
+        ),
+        ("l) sweeping, nobody reading: CPU", f"{own:.0%} + {helper:.0%}", "daemon + helper, of a core", ""),
+        (
+            "l) stat of an entry, idle: p99 / max",
+            "{:.1f} / {:.1f} ms".format(*(statistics.median(q[i] for q, _ in stalls) * 1000 for i in (0, 1))),
+            "",
+            "",
+        ),
+        (
+            "l) the same during sweeps",
+            "{:.1f} / {:.1f} ms".format(*(statistics.median(b[i] for _, b in stalls) * 1000 for i in (0, 1))),
+            "",
+            "a few ms",
+        ),
     ]
+
+
+def sweeping_floor(nsfs: Daemon, reps: int) -> list[tuple[float, float]]:
+    """`ls -l` of the idle daemon without and with a sweep helper of no daemon's reading /proc
+    back to back at idle priority, in turn (the helper stopped, then running): what the
+    sweeps' reading alone costs a reader on this machine, whoever folds them."""
+    nsfs_dev = os.stat("/proc/self/ns/net").st_dev
+    helper = f"yes $'idle\\n' | exec {sys.executable} -m nsfs_fuse.sweeping {nsfs.pid} {nsfs_dev} >/dev/null"
+    proc = subprocess.Popen(["bash", "-c", helper], start_new_session=True)
+    try:
+        time.sleep(2)
+
+        def ls_l(sweeping: bool) -> float:
+            os.killpg(proc.pid, signal.SIGCONT if sweeping else signal.SIGSTOP)
+            time.sleep(0.2)
+            return median_time(["ls", "-l", str(nsfs.mountpoint)], 1)
+
+        return [(ls_l(False), ls_l(True)) for _ in range(2 * reps + 1)]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGCONT)
+        proc.wait()
+
+
+def stat_latencies(mountpoint: Path, seconds: float = 3.0) -> tuple[float, float]:
+    """The 99th percentile and the longest of `stat` of one entry in a loop for `seconds`:
+    how long one caller can be kept waiting (a stall of the FUSE loop shows as a long one)."""
+    entry = str(mountpoint / sorted(os.listdir(mountpoint))[0])
+    times: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        os.stat(entry)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[int(len(times) * 0.99)], times[-1]
 
 
 def own_cpu_seconds(pid: int) -> float:
