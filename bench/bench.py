@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from bench import lifetime
 from harness import Daemon, Procs, run, running_daemon, wait_until
+from nsfs_fuse.kernel import nsfs_device
 
 _T = TypeVar("_T")
 
@@ -355,8 +356,7 @@ def sweeping_floor(nsfs: Daemon, reps: int) -> list[tuple[float, float]]:
     """`ls -l` of the idle daemon without and with a sweep helper of no daemon's reading /proc
     back to back at idle priority, in turn (the helper stopped, then running): what the
     sweeps' reading alone costs a reader on this machine, whoever folds them."""
-    nsfs_dev = os.stat("/proc/self/ns/net").st_dev
-    helper = f"yes $'idle\\n' | exec {sys.executable} -m nsfs_fuse.sweeping {nsfs.pid} {nsfs_dev} >/dev/null"
+    helper = f"yes $'idle\\n' | exec {sys.executable} -m nsfs_fuse.sweeping {nsfs.pid} {nsfs_device()} >/dev/null"
     proc = subprocess.Popen(["bash", "-c", helper], start_new_session=True)
     try:
         time.sleep(2)

@@ -175,11 +175,6 @@ class Pins:
             return None
         return when + RETIRE_SECONDS
 
-    @property
-    def retired(self) -> int:
-        """How many fd numbers are retired just now."""
-        return len(self._retired)
-
     def _point_at_placeholder(self, pin: int) -> None:
         os.dup2(self._placeholder.fileno(), pin, inheritable=False)
 
