@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import NS_GET_ID, NS_GET_USERNS, Daemon, related_fd, running_daemon, wait_until
+from harness import HAS, NS_GET_ID, NS_GET_USERNS, Daemon, related_fd, running_daemon, wait_until
 
 # Makes namespaces at a rate, each held one way for 0.1 to 1 s, then undone.
 CHURN = r"""
@@ -123,10 +123,13 @@ def check_entry(nsfs: Daemon, name: str) -> list[str]:
     try:
         if os.fstat(fd).st_ino != inode:
             return [*wrong, f"{name}: ns opens inode {os.fstat(fd).st_ino}"]
-        buf = bytearray(8)
-        fcntl.ioctl(fd, NS_GET_ID, buf, True)
-        if nsfs.read(name, "id") != f"{int.from_bytes(buf, 'little')}\n":
-            wrong.append(f"{name}: id")
+        if HAS["ns_id"]:
+            buf = bytearray(8)
+            fcntl.ioctl(fd, NS_GET_ID, buf, True)
+            if nsfs.read(name, "id") != f"{int.from_bytes(buf, 'little')}\n":
+                wrong.append(f"{name}: id")
+        elif os.path.lexists(nsfs.path(name, "id")):
+            wrong.append(f"{name}: an id file, on a kernel without NS_GET_ID")
         owner = related_fd(fd, NS_GET_USERNS)
         link = nsfs.path(name, "owner")
         said = os.readlink(link) if os.path.lexists(link) else None
