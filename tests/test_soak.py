@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness import run
+from harness import SLOWDOWN, run
 
 
 def figure(report: str, label: str) -> int:
@@ -21,5 +21,7 @@ def test_a_short_soak() -> None:
     soak = run(argv, timeout=300, cwd=Path(__file__).parents[1])
     assert soak.returncode == 0, soak.stdout + soak.stderr
     assert re.search(r"^verdict\s+ok$", soak.stdout, re.MULTILINE), soak.stdout
-    assert figure(soak.stdout, "namespaces made and destroyed") >= 300, soak.stdout
+    # 100 a second for 5 s, less what the machine cannot keep up with; a guest under emulation
+    # (SLOWDOWN) makes fewer, and still must churn.
+    assert figure(soak.stdout, "namespaces made and destroyed") >= 300 / SLOWDOWN, soak.stdout
     assert figure(soak.stdout, "entries checked") > 0, soak.stdout
