@@ -5,14 +5,17 @@ PYTHON     ?= python3
 VENV       := .venv
 MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static bubblewrap
+BIN        ?= /usr/local/bin
+UNITDIR    ?= /etc/systemd/system
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static bubblewrap graphviz
 # What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
 KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 
-.PHONY: setup run stop test test-kernel unit lint compare soak bench clean
+.PHONY: setup install uninstall run stop test test-kernel unit lint compare soak bench clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter,
-# setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too).
+# setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too), and
+# Graphviz's dot, which draws `lsnsfs --dot`.
 .system-deps:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
@@ -28,6 +31,16 @@ $(VENV)/.installed: .system-deps pyproject.toml
 # mount(8) runs helpers with a fixed PATH that has /usr/local/sbin but not the venv.
 setup: $(VENV)/.installed
 	@ln -sfn $(CURDIR)/$(VENV)/bin/nsfs $(SBIN)/nsfs
+	@ln -sfn $(CURDIR)/$(VENV)/bin/lsnsfs $(BIN)/lsnsfs
+
+# The systemd service (systemd/nsfs.service): then `systemctl enable --now nsfs`.
+install: setup
+	install -m 644 systemd/nsfs.service $(UNITDIR)/nsfs.service
+	@if [ -d /run/systemd/system ]; then systemctl daemon-reload && echo "installed: systemctl enable --now nsfs"; fi
+
+uninstall:
+	@if [ -d /run/systemd/system ]; then systemctl disable --now nsfs 2>/dev/null || true; fi
+	rm -f $(UNITDIR)/nsfs.service $(SBIN)/nsfs $(BIN)/lsnsfs
 
 run: setup
 	@mkdir -p $(MOUNTPOINT)

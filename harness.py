@@ -380,6 +380,18 @@ def run(argv: Sequence[str], timeout: float = 60, **kwargs: object) -> subproces
 # -- the daemon --------------------------------------------------------------
 
 NSFS = [sys.executable, "-m", "nsfs_fuse"]
+LSNSFS = str(Path(sys.executable).with_name("lsnsfs"))  # the command `make setup` installs
+
+
+@contextlib.contextmanager
+def netns_added(name: str) -> Iterator[str]:
+    """`ip netns add NAME`, deleted on the way out: a namespace held by a bind mount alone."""
+    added = run(["ip", "netns", "add", name])
+    assert added.returncode == 0, added.stderr
+    try:
+        yield f"net:[{os.stat(f'/run/netns/{name}').st_ino}]"  # the bind mount's inode is the namespace's
+    finally:
+        run(["ip", "netns", "del", name])
 
 
 class Daemon:

@@ -18,6 +18,7 @@ import logging
 import logging.handlers
 import math
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -45,7 +46,16 @@ Mount a directory that lists every namespace of the machine as TYPE:[INODE].
                        sweep_cpu=PERCENT  most of a core sweeps and fd counts may
                                           use while process events are followed
                                           (default 1)
-                       logfile=PATH       log here when in the background (default syslog)
+                       logfile=PATH       log here when in the background (default
+                                          syslog, else /var/log/nsfs.log)
+                       metrics=[ADDR:]PORT  serve Prometheus metrics at
+                                          http://ADDR:PORT/metrics (every address
+                                          if no ADDR)
+                       metrics_file=PATH  write them to PATH every 10 s (for
+                                          node_exporter's textfile collector)
+                       events=PATH        serve namespaces coming and going at this
+                                          unix socket (lsnsfs --watch; default
+                                          /run/nsfs/MOUNTPOINT-WITH-DASHES.events)
                        debug              as -d
                      generic mount options (rw, ro, nosuid, defaults, ...) are
                      accepted; the filesystem is always read-only, nosuid, nodev
@@ -124,6 +134,9 @@ class Args:
     interval: float = 1.0
     sweep_cpu: float = 1.0  # percent
     logfile: str | None = None
+    metrics_address: tuple[str, int] | None = None
+    metrics_file: str | None = None
+    events: str | None = None
     show: str | None = None  # "help" or "version"
     extra_fuse: set[str] = field(default_factory=set)
 
@@ -148,12 +161,30 @@ def _apply_option(args: Args, option: str) -> None:
         args.sweep_cpu = percent
     elif name == "logfile" and eq and value:
         args.logfile = value
+    elif name == "metrics" and eq:
+        args.metrics_address = parse_listen(value)
+    elif name == "metrics_file" and eq and value:
+        args.metrics_file = value
+    elif name == "events" and eq and value:
+        args.events = value
     elif option == "debug":
         args.debug = args.foreground = True
     elif option in GENERIC_OPTIONS or option.startswith(GENERIC_PREFIXES) or option == "":
         pass
     else:
         raise UsageError(f"unknown mount option {option!r}")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`PORT`, `ADDR:PORT` or `[ADDR6]:PORT` -> (address, port); every address if none given."""
+    address, colon, port = text.rpartition(":")
+    if not colon:
+        address = ""
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"metrics must be [ADDRESS:]PORT with a port between 1 and 65535, not {text!r}")
+    return address or "0.0.0.0", int(port)
 
 
 def parse_args(argv: Sequence[str]) -> Args:
@@ -249,7 +280,34 @@ def fuse_options(args: Args) -> frozenset[str]:
 def config(mountpoint: str, args: Args) -> Config:
     from .service import Config
 
-    return Config(mountpoint, args.interval, args.sweep_cpu / 100, fuse_options(args))
+    return Config(
+        mountpoint,
+        args.interval,
+        args.sweep_cpu / 100,
+        fuse_options(args),
+        args.metrics_address,
+        args.metrics_file,
+        args.events,
+    )
+
+
+# Where the log goes in the background when neither -o logfile nor a syslog socket says.
+FALLBACK_LOG = "/var/log/nsfs.log"
+_FILE_FORMAT = logging.Formatter("%(asctime)s nsfs[%(process)d]: %(levelname)s: %(message)s")
+
+
+def notify(state: str) -> None:
+    """Tell a service manager that started us with Type=notify (sd_notify(3)'s protocol: one
+    datagram to $NOTIFY_SOCKET, "@" standing for the abstract namespace). Nothing otherwise."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return
+    target = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode(), target)
+    except OSError as exc:
+        log.warning("cannot notify the service manager at %s: %s", address, exc.strerror)
 
 
 def _setup_logging(args: Args, background: bool) -> None:
@@ -259,15 +317,24 @@ def _setup_logging(args: Args, background: bool) -> None:
         handler.setFormatter(logging.Formatter("nsfs: %(levelname)s: %(message)s"))
     elif args.logfile:
         handler = logging.FileHandler(args.logfile)
-        handler.setFormatter(logging.Formatter("%(asctime)s nsfs[%(process)d]: %(levelname)s: %(message)s"))
+        handler.setFormatter(_FILE_FORMAT)
     elif os.path.exists("/dev/log"):
         handler = logging.handlers.SysLogHandler(address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("nsfs[%(process)d]: %(message)s"))
     else:
-        handler = logging.NullHandler()
+        handler = _file_handler(FALLBACK_LOG)
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if args.debug else logging.INFO)
     log.propagate = False
+
+
+def _file_handler(path: str) -> logging.Handler:
+    try:
+        handler: logging.Handler = logging.FileHandler(path)
+    except OSError:  # a read-only /var/log: nowhere left to say it
+        return logging.NullHandler()
+    handler.setFormatter(_FILE_FORMAT)
+    return handler
 
 
 def _daemon(args: Args, mountpoint: str, report: int) -> int:
@@ -339,9 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _setup_logging(args, background=False)
         try:
-            serve(config(mountpoint, args), lambda: None)
+            serve(config(mountpoint, args), lambda: notify("READY=1"))
         except (OSError, RuntimeError) as exc:
             raise SetupError(f"cannot mount {mountpoint}: {exc}") from None
+        finally:
+            notify("STOPPING=1")
         return 0
     except UsageError as exc:
         print(f"nsfs: {exc} ({USAGE[7:]})", file=sys.stderr)

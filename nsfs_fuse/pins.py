@@ -57,6 +57,10 @@ class Budget:
     def room(self) -> bool:
         return self.used < self._size
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def take(self, fds: int = 1) -> bool:
         """Whether `fds` more may be opened (then counted as used); the first refusal is logged."""
         if self.used + fds > self._size:

@@ -76,7 +76,7 @@ class Registry:
         self._lock = threading.Lock()
         self._pins = pins
         self._entries: dict[NsKey, Entry] = {}
-        self._publisher = _Publisher()
+        self._publisher = _Publisher(self._listing_changed)
         self._holdings = Holdings(self._pinned, self._publisher.changed, self._unheld)
         self._following = Following(tables, self._holdings, self._pin_of)
         self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
@@ -87,10 +87,14 @@ class Registry:
         self._loose: set[NsKey] = set()  # lost their last direct holder or child: see _settle
         self._pinless: set[NsKey] = set()  # listed without a pin (past the fd limit)
         self.on_suspend: Callable[[], None] = lambda: None  # told when there is something to probe (any thread)
+        self.on_listing: Callable[[], None] = lambda: None  # told when a snapshot's entries changed (any thread)
 
     @property
     def snapshot(self) -> Snapshot:
         return self._publisher.snapshot
+
+    def _listing_changed(self) -> None:
+        self.on_listing()  # looked up now: set after the registry is made
 
     # -- what discovery found -------------------------------------------------
 
@@ -390,8 +394,9 @@ class _Publisher:
     per-user-namespace views worked out for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_entries: Callable[[], None]) -> None:
         self.snapshot = EMPTY
+        self._on_entries = on_entries
         self._changed: set[NsKey] = set()  # whose holders may differ from the snapshot's
         self._entries_changed = False
         self._generation = 0
@@ -416,6 +421,7 @@ class _Publisher:
             self._entries_changed = False
             self._generation += 1
             self.snapshot = Snapshot.of(entries.values(), holders, self._generation)
+            self._on_entries()
         elif holders_changed:
             self.snapshot = dataclasses.replace(self.snapshot, holders=holders)
         return self.snapshot

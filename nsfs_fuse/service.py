@@ -27,9 +27,11 @@ from . import discovery, kernel, pins
 from .follow import Events, Finder, Prober, Rereads, Retirer, watch_tables
 from .fs import NsFs
 from .model import ProcessRead
+from .mounted import events_socket
 from .registry import Registry
 from .sweeping import SweepProcess
 from .tables import Tables
+from .watchers import Watchers, listening
 
 log = logging.getLogger("nsfs")
 
@@ -45,6 +47,9 @@ class Config:
     interval: float = 1.0
     sweep_cpu: float = 0.01  # share of a core sweeps and fd counts may use while events flow
     fuse_options: frozenset[str] = frozenset()
+    metrics_address: tuple[str, int] | None = None  # serve /metrics here
+    metrics_file: str | None = None  # rewrite this textfile every metrics.FILE_PERIOD
+    events: str | None = None  # the socket watchers.py serves; None: mounted.events_socket(mountpoint)
 
 
 # pace(cpu, elapsed) -> whether to go on: called by a sweep after each chunk of
@@ -129,8 +134,19 @@ class Refresher:
         self._abandon = threading.Event()  # tells a paced sweep to stop: someone waits for the next one
         self._last_end = -math.inf
         self._last_cost = 0.0
+        self.last_length = 0.0  # wall time of the last sweep that ended (metrics.py)
         self._charged = 0.0  # CPU time of other background work, since the start
         self._charged_before = 0.0  # ... up to the start of the sweep under way
+
+    @property
+    def sweeps(self) -> int:
+        """Sweeps ended since the loop started."""
+        return self._merged
+
+    @property
+    def last_cost(self) -> float:
+        """The CPU time of the last sweep that ended."""
+        return self._last_cost
 
     async def rescan(self) -> None:
         """Return once a sweep that started after this call has ended.
@@ -175,12 +191,14 @@ class Refresher:
             self._abandon.clear()
             self._started += 1
             self._charged_before = self._charged
+            began = trio.current_time()
             try:
                 self._last_cost = await trio.to_thread.run_sync(self.sweep, self._pace if paced else full_speed)
             except Exception:
                 # Whatever went wrong, the last snapshot is still true enough to serve.
                 log.exception("sweep failed; serving the previous snapshot")
             self._last_end = trio.current_time()
+            self.last_length = self._last_end - began
             self._merged = self._started
             self._merged_event.set()
             self._merged_event = trio.Event()
@@ -217,6 +235,53 @@ async def _on_signals(scope: trio.CancelScope) -> None:
             return
 
 
+def _metrics(
+    config: Config, registry: Registry, refresher: Refresher, tables: Tables, budget: pins.Budget
+) -> list[Callable[[], Awaitable[None]]]:
+    """Start serving metrics if asked (RuntimeError if the port cannot be had); the tasks that
+    write the metrics file, if asked."""
+    if config.metrics_address is None and config.metrics_file is None:
+        return []
+    from . import metrics
+
+    def health() -> metrics.Health:
+        snapshot = registry.snapshot
+        return metrics.Health(
+            pins=sum(1 for e in snapshot.entries.values() if e.pin is not None),
+            fds=len(os.listdir("/proc/self/fd")) - 1,  # less the one listing them
+            fd_budget=budget.size,
+            fd_budget_used=budget.used,
+            mount_tables=len(tables),
+            sweeps=refresher.sweeps,
+            last_sweep_seconds=refresher.last_length,
+            last_sweep_cpu_seconds=refresher.last_cost,
+            following_events=refresher.following_events,
+        )
+
+    collected = metrics.registry_of(metrics.NamespaceCollector(lambda: registry.snapshot, health))
+    if config.metrics_address is not None:
+        address, port = config.metrics_address
+        try:
+            metrics.serve_http(collected, address, port)
+        except OSError as exc:
+            raise RuntimeError(f"metrics cannot listen on {address}:{port}: {exc.strerror}") from None
+    path = config.metrics_file
+    if path is None:
+        return []
+
+    async def write() -> None:
+        while True:
+            try:
+                await trio.to_thread.run_sync(metrics.write_file, collected, path)
+            except OSError as exc:
+                log.warning("cannot write metrics to %s: %s", path, exc.strerror)
+            except Exception:
+                log.exception("writing metrics failed")  # a bug: the mount goes on
+            await trio.sleep(metrics.FILE_PERIOD)
+
+    return [write]
+
+
 def serve(config: Config, ready: Callable[[], None]) -> None:
     """Scan, mount, serve until unmounted or signalled, then release every pin.
 
@@ -236,22 +301,27 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start
         log.info("found %d namespaces", len(registry.snapshot.entries))
-        ops = NsFs(registry, Finder(rereads, registry))
-        pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
-        try:
-            events = Events(registry, rereads)
+        writers = _metrics(config, registry, refresher, tables, budget)
+        with listening(config.events or events_socket(config.mountpoint)) as listener:
+            watchers = Watchers(registry, listener)
+            registry.on_listing = watchers.alarm.ring
+            ops = NsFs(registry, Finder(rereads, registry))
+            pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
+            try:
+                events = Events(registry, rereads)
 
-            async def follow_tables() -> None:
-                await watch_tables(registry, tables)
+                async def follow_tables() -> None:
+                    await watch_tables(registry, tables)
 
-            prober = Prober(registry)
-            registry.on_suspend = prober.alarm.ring
-            retirer = Retirer(registry)
-            pinned.on_retire = retirer.alarm.ring
-            rereads.charge = refresher.charge
-            trio.run(_main, refresher, events, [prober.run, retirer.run, rereads.run, follow_tables], config, ready)
-        finally:
-            pyfuse3.close(unmount=True)
+                prober = Prober(registry)
+                registry.on_suspend = prober.alarm.ring
+                retirer = Retirer(registry)
+                pinned.on_retire = retirer.alarm.ring
+                rereads.charge = refresher.charge
+                others = [prober.run, retirer.run, rereads.run, follow_tables, watchers.run, *writers]
+                trio.run(_main, refresher, events, others, config, ready)
+            finally:
+                pyfuse3.close(unmount=True)
     finally:
         sweeps.close()
         registry.close()

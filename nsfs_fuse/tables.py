@@ -65,6 +65,9 @@ class Tables:
     def __contains__(self, mnt: NsKey) -> bool:
         return mnt in self._tables
 
+    def __len__(self) -> int:
+        return len(self._tables)
+
     def watch(self, mnt: NsKey, members: Iterable[int], pin: int | None) -> list[Sighting] | None:
         """Follow `mnt`'s table, read through one of `members`, else a helper entering `pin`.
 

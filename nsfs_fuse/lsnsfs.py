@@ -1,0 +1,348 @@
+"""`lsnsfs`: the mount shown as lsns shows namespaces, as a tree, or as a Graphviz picture.
+
+It reads only the mount and the reader's own /proc (for USER and COMMAND), so it
+works unprivileged and inside containers, and lists what the mount lists: every
+namespace the reader may see, including those no process is in (lsns misses
+them). Bad input is one line on stderr and exit status 2; a mount that is not
+there, 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import socket
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from . import __version__, errors, mountinfo
+from .model import NS_TYPES, NsKey
+from .mounted import DEFAULT_MOUNT, Listed, comm_of, events_socket, read_entries, summary
+
+PROG = "lsnsfs"
+COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "HOLDERS", "COMMAND")
+_RIGHT = frozenset({"NS", "NPROCS", "PID"})  # numbers, aligned right as lsns does
+
+
+class Failure(Exception):
+    """One line on stderr, and this exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One namespace as lsns shows it, plus what holds it."""
+
+    ns: int
+    type: str
+    nprocs: int
+    pid: int | None  # the lowest pid in it, as the reader's pid namespace numbers it
+    user: str | None  # that process's user
+    command: str | None  # that process's command line
+    holders: tuple[str, ...]
+
+    def cells(self) -> dict[str, str]:
+        blank = "-"
+        return {
+            "NS": str(self.ns),
+            "TYPE": self.type,
+            "NPROCS": str(self.nprocs),
+            "PID": blank if self.pid is None else str(self.pid),
+            "USER": self.user or blank,
+            "HOLDERS": summary(self.holders) or blank,
+            "COMMAND": self.command or blank,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """lsns -J's fields, with its names and types, then `holders`: the file's lines."""
+        return {
+            "ns": self.ns,
+            "type": self.type,
+            "nprocs": self.nprocs,
+            "pid": self.pid,
+            "user": self.user,
+            "command": self.command,
+            "holders": list(self.holders),
+        }
+
+
+# What USER and COMMAND need of a process: its uid and command line (None if it is gone).
+ProcessFacts = Callable[[int], tuple[int, str] | None]
+
+
+def row_of(entry: Listed, facts: ProcessFacts) -> Row:
+    pids = entry.process_pids()
+    pid = min(pids) if pids else None
+    user = command = None
+    if pid is not None:
+        found = facts(pid)
+        if found is not None:
+            uid, command = found
+            user = user_name(uid)
+        command = command or comm_of(entry.holders, pid)
+    return Row(entry.key.inode, entry.key.type, len(pids), pid, user, command, entry.holders)
+
+
+def proc_facts(pid: int) -> tuple[int, str] | None:
+    """A process's uid and command line (its name in brackets-free form if it has none),
+    read from the reader's /proc as ps and lsns do."""
+    return _proc_facts(f"/proc/{pid}")
+
+
+@errors.or_default(None)
+def _proc_facts(path: str) -> tuple[int, str] | None:
+    uid = os.stat(path).st_uid
+    with open(f"{path}/cmdline", "rb") as f:
+        cmdline = f.read()
+    return uid, cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+_users: dict[int, str] = {}
+
+
+def user_name(uid: int) -> str:
+    if uid not in _users:
+        try:
+            _users[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            _users[uid] = str(uid)
+    return _users[uid]
+
+
+# -- output -------------------------------------------------------------------
+
+
+def table(rows: Sequence[Row], headings: bool = True, ns_cells: Sequence[str] | None = None) -> str:
+    """The columns aligned as lsns aligns them; `ns_cells` replaces the NS column (a tree)."""
+    cells = [row.cells() for row in rows]
+    if ns_cells is not None:
+        for cell, ns in zip(cells, ns_cells, strict=True):
+            cell["NS"] = ns
+    lines = [dict(zip(COLUMNS, COLUMNS, strict=True))] if headings else []
+    lines += cells
+    widths = {c: max(len(line[c]) for line in lines) for c in COLUMNS}
+    right = _RIGHT - {"NS"} if ns_cells is not None else _RIGHT
+    out = []
+    for line in lines:
+        words = [line[c].rjust(widths[c]) if c in right else line[c].ljust(widths[c]) for c in COLUMNS]
+        out.append(" ".join(words).rstrip() + "\n")
+    return "".join(out)
+
+
+def as_json(rows: Iterable[Row]) -> str:
+    return json.dumps({"namespaces": [row.as_json() for row in rows]}, indent=3) + "\n"
+
+
+def as_json_tree(depths: Sequence[int], rows: Sequence[Row]) -> str:
+    """lsns -J -T's shape: each namespace with the namespaces it owns as its `children`."""
+    top: list[dict[str, Any]] = []
+    levels = [top]
+    nodes = []
+    for depth, row in zip(depths, rows, strict=True):
+        del levels[depth + 1 :]
+        node = row.as_json()
+        levels[depth].append(node)
+        levels.append(node.setdefault("children", []))
+        nodes.append(node)
+    for node in nodes:
+        if not node["children"]:
+            del node["children"]
+    return json.dumps({"namespaces": top}, indent=3) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """An entry's place in the tree: its depth, and its NS cell with the tree drawn in front."""
+
+    entry: Listed
+    depth: int
+    drawn: str
+
+
+def tree_order(entries: Sequence[Listed]) -> list[Placed]:
+    """Depth first from each root, each namespace under the user namespace that owns it, with
+    the tree drawn in front of its inode as lsns -T draws it. A root is an entry whose owner
+    the reader cannot see (the initial user namespace; a container's own)."""
+    by_key = {e.key: e for e in entries}
+    children: dict[NsKey, list[Listed]] = {}
+    roots = []
+    for entry in entries:
+        if entry.owner in by_key:
+            children.setdefault(entry.owner, []).append(entry)
+        else:
+            roots.append(entry)
+    out: list[Placed] = []
+
+    def walk(entry: Listed, prefix: str, last: bool | None, depth: int) -> None:
+        branch = "" if last is None else "└─" if last else "├─"
+        out.append(Placed(entry, depth, f"{prefix}{branch}{entry.key.inode}"))
+        below = children.get(entry.key, [])
+        deeper = prefix + ("" if last is None else "  " if last else "│ ")
+        for i, child in enumerate(below):
+            walk(child, deeper, i == len(below) - 1, depth + 1)
+
+    for root in roots:
+        walk(root, "", None, 0)
+    return out
+
+
+def with_owners(entries: Sequence[Listed], chosen: Iterable[Listed]) -> list[Listed]:
+    """`chosen` and the user namespaces above them: the skeleton a tree hangs on."""
+    by_key = {e.key: e for e in entries}
+    keep: set[NsKey] = set()
+    for entry in chosen:
+        key: NsKey | None = entry.key
+        while key is not None and key in by_key and key not in keep:
+            keep.add(key)
+            key = by_key[key].owner
+    return [e for e in entries if e.key in keep]
+
+
+def dot(entries: Sequence[Listed], facts: ProcessFacts) -> str:
+    """Graphviz source: a node per namespace (user namespaces as ellipses) with what holds it,
+    an arrow from each user namespace to what it owns, a dashed one from a pid namespace to
+    its children."""
+    import graphviz
+
+    graph = graphviz.Digraph("namespaces", graph_attr={"rankdir": "LR"}, node_attr={"shape": "box"})
+    shown = {e.key for e in entries}
+    for entry in entries:
+        row = row_of(entry, facts)
+        label = [entry.name, summary(entry.holders).replace(",", " ") or "(no holder seen)"]
+        if row.command:
+            label.append(f"{row.pid} {row.command[:40]}")
+        graph.node(_node_id(entry.key), "\n".join(label), shape="ellipse" if entry.key.type == "user" else "box")
+    for entry in entries:
+        if entry.owner in shown:
+            graph.edge(_node_id(entry.owner), _node_id(entry.key))
+        if entry.key.type == "pid" and entry.parent in shown:
+            graph.edge(_node_id(entry.parent), _node_id(entry.key), style="dashed")
+    source: str = graph.source
+    return source
+
+
+def _node_id(key: NsKey) -> str:
+    # Not the name itself: "net:[N]" would read as a node and a port in an edge.
+    return f"{key.type}_{key.inode}"
+
+
+# -- the command --------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="List the namespaces an nsfs mount shows, as lsns does, with what holds each.",
+        epilog="HOLDERS: kind:count per kind of holder, and mount:PATH per bind mount (see `holders` in the README).",
+    )
+    parser.add_argument("-t", "--type", action="append", default=[], metavar="TYPE", help="only namespaces of TYPE")
+    parser.add_argument("-p", "--task", type=_pid, metavar="PID", help="only namespaces PID holds in any way")
+    parser.add_argument("-J", "--json", action="store_true", help="JSON, with the fields of lsns -J and `holders`")
+    parser.add_argument("-n", "--noheadings", action="store_true", help="no heading line")
+    parser.add_argument("-T", "--tree", action="store_true", help="each namespace under its owning user namespace")
+    parser.add_argument("--dot", action="store_true", help="the tree as Graphviz source (... | dot -Tsvg > ns.svg)")
+    parser.add_argument("-w", "--watch", action="store_true", help="follow namespaces coming (+) and going (-)")
+    parser.add_argument("--existing", action="store_true", help="with --watch: first those listed now (=)")
+    parser.add_argument("--events", metavar="SOCKET", help="with --watch: the daemon's socket, if not the mount's own")
+    parser.add_argument("-m", "--mount", default=DEFAULT_MOUNT, help=f"where nsfs is mounted (default {DEFAULT_MOUNT})")
+    parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+def _pid(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"invalid PID argument: {text!r}")
+    return int(text)
+
+
+def _usage_error(message: str) -> NoReturn:
+    raise Failure(message, 2)
+
+
+def check_mount(mount: str) -> str:
+    """The mount's absolute path, or Failure saying in one line why it is not an nsfs mount."""
+    path = os.path.realpath(mount)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            fstype = next((m.fstype for m in mountinfo.parse(f) if m.mountpoint == path), None)
+    except OSError as exc:
+        raise Failure(f"cannot read /proc/self/mountinfo: {exc.strerror}", 1) from None
+    if fstype != "fuse.nsfs":
+        raise Failure(f"{mount}: not an nsfs mount (mount one with: mount -t fuse nsfs {mount})", 1)
+    return path
+
+
+def run(argv: Sequence[str], out: Callable[[str], object]) -> int:
+    parser = _parser()
+    parser.error = _usage_error  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    for nstype in args.type:
+        if nstype not in NS_TYPES:
+            raise Failure(f"unknown namespace type: {nstype}", 2)
+    if args.watch:
+        return watch(args.events or events_socket(os.path.realpath(args.mount)), args.type, args.existing, out)
+    mount = check_mount(args.mount)
+    links = args.tree or args.dot
+    try:
+        entries = read_entries(mount, links=links)
+    except OSError as exc:
+        raise Failure(f"{args.mount}: {exc.strerror}", 1) from None
+    chosen = [
+        e for e in entries if (not args.type or e.key.type in args.type) and (args.task is None or e.holds(args.task))
+    ]
+    if args.dot:
+        out(dot(with_owners(entries, chosen), proc_facts))
+    elif args.tree:
+        placed = tree_order(with_owners(entries, chosen))
+        rows = [row_of(p.entry, proc_facts) for p in placed]
+        if args.json:
+            out(as_json_tree([p.depth for p in placed], rows))
+        else:
+            out(table(rows, not args.noheadings, [p.drawn for p in placed]))
+    else:
+        rows = [row_of(e, proc_facts) for e in chosen]
+        out(as_json(rows) if args.json else table(rows, not args.noheadings))
+    return 0
+
+
+def watch(path: str, types: Sequence[str], existing: bool, out: Callable[[str], object]) -> int:
+    """Print the daemon's lines as they come, one flush each: until it stops (exit 1) or we are
+    interrupted."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            raise Failure(f"cannot follow events at {path}: {exc.strerror} (is nsfs mounted?)", 1) from None
+        with sock.makefile("r", encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                if line.startswith("!"):
+                    raise Failure(line[1:].strip(), 1)
+                sign, _, name = line.rstrip("\n").partition(" ")
+                if (sign != "=" or existing) and (not types or name.split(":", 1)[0] in types):
+                    out(line)
+                    sys.stdout.flush()
+    raise Failure("the daemon stopped", 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv, sys.stdout.write)
+    except Failure as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.status
+    except BrokenPipeError:  # `lsnsfs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Namespaces coming and going, pushed to whoever follows them over a unix socket.
+
+The kernel has no event for a namespace's birth or death; the daemon knows both the
+moment its listing changes. A client connects to the daemon's socket (`lsnsfs
+--watch`) and reads lines:
+
+    = net:[4026531840]      listed when it connected (one line each, first)
+    + net:[4026532290]      listed since
+    - net:[4026532290]      no longer listed
+
+Each client sees what its listing of the mount would show (visibility.py): the daemon
+identifies it by SO_PEERCRED, as FUSE identifies a caller. A namespace whose inode is
+reused by a new one goes and comes back (`-` then `+`). A client that reads slowly is
+sent the difference between what it was last sent and what is listed now, so it never
+holds up the daemon or another client, and it never gets stale lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import trio
+
+from .discovery import caller_sightings
+from .follow import Alarm
+from .model import NsKey
+from .registry import Registry
+from .visibility import Views, caller_userns
+
+log = logging.getLogger("nsfs")
+
+MAX_WATCHERS = 128  # connections past this get one line saying so, and are closed
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class _Shown:
+    """An entry as a client was told of it: ordered as the listing is."""
+
+    inode: int
+    type: str
+    serial: int  # a recycled inode is a new entry
+
+    @property
+    def name(self) -> str:
+        return f"{self.type}:[{self.inode}]"
+
+
+@contextlib.contextmanager
+def listening(path: str) -> Iterator[socket.socket]:
+    """The listening socket at `path`, which everyone may connect to (what each client is told
+    is filtered for it); a stale one, left by a killed daemon, is replaced. Removed on exit.
+    RuntimeError, saying where, if it cannot be made."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    except OSError as exc:
+        raise RuntimeError(f"cannot serve events at {path}: {exc.strerror}") from None
+    with sock:
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o666)
+            sock.listen(16)
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve events at {path}: {exc.strerror}") from None
+        try:
+            yield sock
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+class Watchers:
+    """Serves the socket: one task per client, woken when the listing changes."""
+
+    def __init__(self, registry: Registry, listener: socket.socket) -> None:
+        self._registry = registry
+        self._listener = listener
+        self._views = Views()
+        self._changed = trio.Event()  # set, and replaced, each time the listing changes
+        self._clients = 0
+        self.alarm = Alarm()  # rung by the registry (any thread) when the listing changes
+
+    async def run(self) -> None:
+        listener = trio.socket.from_stdlib_socket(self._listener)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._relay)
+            while True:
+                try:
+                    conn, _ = await listener.accept()
+                except OSError as exc:  # out of fds, say: the mount matters more; try again soon
+                    log.warning("events: cannot accept a client: %s", exc.strerror)
+                    await trio.sleep(1)
+                    continue
+                nursery.start_soon(self._serve, conn)
+
+    async def _relay(self) -> None:
+        while True:
+            await self.alarm.wait()
+            changed, self._changed = self._changed, trio.Event()
+            changed.set()
+
+    async def _serve(self, conn: trio.socket.SocketType) -> None:
+        stream = trio.SocketStream(conn)
+        self._clients += 1
+        try:
+            if self._clients > MAX_WATCHERS:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(b"! too many clients follow this mount\n")
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._until_closed, stream, nursery.cancel_scope)
+                await self._follow(stream, _peer_pid(conn))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went
+        except Exception:
+            # A bug costs this client its connection, never the daemon its mount.
+            log.exception("events: a client failed")
+        finally:
+            self._clients -= 1
+            with contextlib.suppress(OSError):
+                await stream.aclose()
+
+    async def _follow(self, stream: trio.SocketStream, pid: int) -> None:
+        userns = caller_userns(pid)
+        own = frozenset(s.key.name for s in caller_sightings(pid)) if userns is not None else frozenset()
+        shown = self._shown(userns, own)
+        await stream.send_all("".join(f"= {s.name}\n" for s in sorted(shown)).encode())
+        while True:
+            await self._changed.wait()
+            now = self._shown(userns, own)
+            lines = [f"- {s.name}\n" for s in sorted(shown - now)] + [f"+ {s.name}\n" for s in sorted(now - shown)]
+            shown = now
+            if lines:
+                await stream.send_all("".join(lines).encode())
+
+    def _shown(self, userns: NsKey | None, own: frozenset[str]) -> frozenset[_Shown]:
+        snapshot = self._registry.snapshot
+        view = self._views.get(snapshot, userns)
+        entries = list(view.listing) + [e for n in own if n not in view.names and (e := snapshot.entries.get(n))]
+        return frozenset(_Shown(e.key.inode, e.key.type, e.serial) for e in entries)
+
+    @staticmethod
+    async def _until_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+        """Clients only listen: anything they send is ignored, and their end of file ends them."""
+        while await stream.receive_some(4096):
+            pass
+        scope.cancel()
+
+
+def _peer_pid(conn: trio.socket.SocketType) -> int:
+    """The client's pid in the daemon's pid namespace (0 if it has none there: it sees nothing)."""
+    pid, _uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return int(pid)

@@ -1,0 +1,162 @@
+"""lsnsfs's pure parts: the holders summary, rows, the table, the tree and its JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nsfs_fuse.cli import UsageError, parse_listen
+from nsfs_fuse.lsnsfs import Row, as_json, as_json_tree, row_of, table, tree_order, with_owners
+from nsfs_fuse.model import NsKey
+from nsfs_fuse.mounted import Listed, comm_of, events_socket, summary
+
+HOST = NsKey("user", 4026531837)
+HOST_NET = NsKey("net", 4026531840)
+CHILD = NsKey("user", 4026532290)
+CHILD_NET = NsKey("net", 4026532292)
+LOST = NsKey("net", 4026532400)
+GRANDCHILD = NsKey("user", 4026532500)
+
+
+def test_the_summary_counts_each_kind_in_the_files_order_and_names_each_mount() -> None:
+    lines = [
+        "process 7 sh",
+        "process 9 sleep",
+        "fd 12 5",
+        "mount /run/netns/blue mnt:[4026531832]",
+        "mount /var/run/a\\040b mnt:[4026532111]",
+        "owner-of net:[4026532292]",
+    ]
+    assert summary(lines) == "process:2,fd:1,mount:/run/netns/blue,mount:/var/run/a\\040b,owner-of:1"
+    assert summary(["unseen"]) == "unseen"
+    assert summary([]) == ""
+
+
+def test_the_command_name_of_a_pid_comes_unescaped_from_its_process_line() -> None:
+    lines = ["process 7 my\\040tool", "process 70 other"]
+    assert comm_of(lines, 7) == "my tool"
+    assert comm_of(lines, 70) == "other"
+    assert comm_of(lines, 8) is None
+
+
+def test_a_pid_holds_what_names_it_in_any_line_with_a_pid() -> None:
+    entry = Listed(CHILD_NET, ("process 7 sh", "task 8 81 sh", "for-children 9", "fd 10 3", "socket 11 4"))
+    assert [pid for pid in range(6, 13) if entry.holds(pid)] == [7, 8, 9, 10, 11]
+    # A mount's path or a namespace name is not a pid.
+    assert not Listed(HOST, ("mount 12 mnt:[1]", "owner-of net:[12]")).holds(12)
+
+
+def test_a_row_shows_the_lowest_pid_with_its_user_and_command_line() -> None:
+    entry = Listed(CHILD_NET, ("process 12 sleep", "process 30 sh", "fd 5 3"))
+    row = row_of(entry, lambda pid: (0, "sleep 600") if pid == 12 else None)
+    assert row == Row(4026532292, "net", 2, 12, "root", "sleep 600", entry.holders)
+
+
+def test_a_process_gone_or_without_a_command_line_shows_its_name_from_holders() -> None:
+    entry = Listed(CHILD_NET, ("process 12 kthreadd",))
+    assert row_of(entry, lambda _pid: None) == Row(4026532292, "net", 1, 12, None, "kthreadd", entry.holders)
+    assert row_of(entry, lambda _pid: (0, "")).command == "kthreadd"
+
+
+def test_a_namespace_no_process_is_in_has_no_pid_user_or_command() -> None:
+    entry = Listed(LOST, ("mount /run/netns/x mnt:[4026531832]",))
+    row = row_of(entry, lambda _pid: pytest.fail("no process to read"))
+    assert row == Row(4026532400, "net", 0, None, None, None, entry.holders)
+
+
+ROWS = [
+    Row(4026531840, "net", 120, 1, "root", "/sbin/init", ("process 1 systemd",) * 120),
+    Row(4026532400, "net", 0, None, None, None, ("mount /run/netns/x mnt:[4026531832]",)),
+]
+
+
+def test_the_table_aligns_numbers_right_and_words_left_as_lsns_does() -> None:
+    assert table(ROWS) == (
+        "        NS TYPE NPROCS PID USER HOLDERS            COMMAND\n"
+        "4026531840 net     120   1 root process:120        /sbin/init\n"
+        "4026532400 net       0   - -    mount:/run/netns/x -\n"
+    )
+    # Without the heading the columns are as wide as the cells alone, as with lsns -n.
+    assert table(ROWS, headings=False) == (
+        "4026531840 net 120 1 root process:120        /sbin/init\n4026532400 net   0 - -    mount:/run/netns/x -\n"
+    )
+
+
+def test_json_has_lsns_fields_and_types_then_the_holders() -> None:
+    parsed = json.loads(as_json(ROWS[1:]))
+    assert parsed == {
+        "namespaces": [
+            {
+                "ns": 4026532400,
+                "type": "net",
+                "nprocs": 0,
+                "pid": None,
+                "user": None,
+                "command": None,
+                "holders": ["mount /run/netns/x mnt:[4026531832]"],
+            }
+        ]
+    }
+
+
+ENTRIES = [
+    Listed(HOST, ()),
+    Listed(HOST_NET, (), owner=HOST),
+    Listed(CHILD, (), owner=HOST, parent=HOST),
+    Listed(CHILD_NET, (), owner=CHILD),
+    Listed(GRANDCHILD, (), owner=CHILD, parent=CHILD),
+    Listed(LOST, (), owner=NsKey("user", 4026539999)),  # its owner is hidden from this reader
+]
+
+
+def test_the_tree_hangs_each_namespace_under_its_owner_drawn_as_lsns_draws_it() -> None:
+    placed = tree_order(ENTRIES)
+    assert [(p.entry.key, p.depth, p.drawn) for p in placed] == [
+        (HOST, 0, "4026531837"),
+        (HOST_NET, 1, "├─4026531840"),
+        (CHILD, 1, "└─4026532290"),
+        (CHILD_NET, 2, "  ├─4026532292"),
+        (GRANDCHILD, 2, "  └─4026532500"),
+        (LOST, 0, "4026532400"),  # a root of its own
+    ]
+
+
+def test_a_middle_branch_keeps_its_line_going_past_its_children() -> None:
+    entries = [ENTRIES[0], ENTRIES[2], ENTRIES[3], ENTRIES[1]]  # CHILD before HOST_NET
+    assert [p.drawn for p in tree_order(entries)] == ["4026531837", "├─4026532290", "│ └─4026532292", "└─4026531840"]
+
+
+def test_the_tree_json_nests_children_as_lsns_does() -> None:
+    placed = tree_order(ENTRIES[:4])
+    rows = [Row(p.entry.key.inode, p.entry.key.type, 0, None, None, None, ()) for p in placed]
+    parsed = json.loads(as_json_tree([p.depth for p in placed], rows))
+    assert [(n["ns"], [c["ns"] for c in n.get("children", [])]) for n in parsed["namespaces"]] == [
+        (HOST.inode, [HOST_NET.inode, CHILD.inode])
+    ]
+    child = parsed["namespaces"][0]["children"][1]
+    assert [c["ns"] for c in child["children"]] == [CHILD_NET.inode]
+    assert "children" not in child["children"][0]
+
+
+def test_a_chosen_namespace_keeps_the_user_namespaces_above_it() -> None:
+    assert [e.key for e in with_owners(ENTRIES, [ENTRIES[3]])] == [HOST, CHILD, CHILD_NET]
+
+
+def test_each_mount_has_its_own_events_socket() -> None:
+    assert events_socket("/run/namespaces") == "/run/nsfs/run-namespaces.events"
+    assert events_socket("/tmp/a/mnt") == "/run/nsfs/tmp-a-mnt.events"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("9687", ("0.0.0.0", 9687)), ("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:9687", ("::1", 9687))],
+)
+def test_metrics_listens_where_it_is_told(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "65536", "host:", "x:y", "-1"])
+def test_a_bad_metrics_address_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match=f"^metrics must be \\[ADDRESS:\\]PORT .*, not {text!r}$"):
+        parse_listen(text)
