@@ -5,6 +5,9 @@ them in user namespaces of their own, FDS open fds among them, and ORPHANS
 namespaces held only by an fd or a bind mount), mounts a daemon, measures, prints
 a table, and tears the world down. Medians over REPS repetitions.
 
+Rows m) are about the programs around the mount: lsnsfs against lsns, the tree and the
+Graphviz picture, and how soon `lsnsfs --watch` prints a new namespace.
+
 Rows k) and l) are about readers: a script reading every entry against `lsns -J`,
 and `ls -l` while sweeps run back to back, against the same when idle.
 
@@ -15,7 +18,8 @@ how long dead processes stay in `holders`.
 
 Run as root from the repository: `make bench` (full size) or
 `python -m bench.bench --procs 500 --fds 5000 --orphans 20` for a quick run;
-`--only-lifetime` for rows f) to j) alone.
+`--only-lifetime` for rows f) to j) alone, `--only-readers` for k) and l), `--only-ecosystem`
+for m).
 """
 
 from __future__ import annotations
@@ -234,6 +238,7 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle CPU measurement")
     parser.add_argument("--only-lifetime", action="store_true", help="skip rows a) to e): rows f) to j) alone")
     parser.add_argument("--only-readers", action="store_true", help="rows k) and l) alone")
+    parser.add_argument("--only-ecosystem", action="store_true", help="rows m) alone: lsnsfs, events, metrics")
     parser.add_argument(
         "--timeout", type=float, default=60, help="longest wait for one figure of rows b) and f) to j), in seconds"
     )
@@ -262,11 +267,14 @@ def main() -> int:
             wait_until(lambda: len(nsfs.names()) > enough, "the first listing", timeout=120)
             time.sleep(3)
             names = sorted(nsfs.names())
-            if not (args.only_lifetime or args.only_readers):
+            only = args.only_lifetime or args.only_readers or args.only_ecosystem
+            if not only:
                 rows += main_rows(args, nsfs, procs, scratch, names)
-            if not args.only_lifetime:
+            if not only or args.only_readers:
                 rows += reader_rows(args, nsfs, scratch)
-            if not args.only_readers:
+            if not only or args.only_ecosystem:
+                rows += ecosystem_rows(args, nsfs)
+            if not only or args.only_lifetime:
                 rows += lifetime.lifetime_rows(
                     nsfs, mess, reference, reps=args.reps, idle=args.idle, timeout=args.timeout, discover=args.discover
                 )
@@ -350,6 +358,66 @@ def reader_rows(args: argparse.Namespace, nsfs: Daemon, scratch: Path) -> list[t
             "a few ms",
         ),
     ]
+
+
+LSNSFS = str(Path(sys.executable).with_name("lsnsfs"))
+
+
+def ecosystem_rows(args: argparse.Namespace, nsfs: Daemon) -> list[tuple[str, str, str, str]]:
+    """Rows m): lsnsfs against lsns, in turn pair by pair; how soon `lsnsfs --watch` prints a
+    namespace made by `ip netns add`."""
+    mount = str(nsfs.mountpoint)
+    rows = []
+    for what, ours, theirs in (
+        ("", [LSNSFS, "-m", mount], ["lsns"]),
+        (" -J", [LSNSFS, "-J", "-m", mount], ["lsns", "-J"]),
+    ):
+        pairs = [(median_time(ours, 1), median_time(theirs, 1)) for _ in range(2 * args.reps + 1)]
+        mine = statistics.median(o for o, _ in pairs)
+        rows.append(
+            (
+                f"m) lsnsfs{what} / lsns{what}",
+                f"{mine * 1000:.0f} / {statistics.median(t for _, t in pairs) * 1000:.0f} ms",
+                f"lsns/lsnsfs = {statistics.median(t / o for o, t in pairs):.1f}x (pairs)",
+                "> 1x",
+            )
+        )
+    tree = median_time([LSNSFS, "-T", "-m", mount], args.reps)
+    dot = median_time(["sh", "-c", f"{LSNSFS} --dot -m {mount} | dot -Tsvg >/dev/null"], args.reps)
+    rows.append(("m) lsnsfs -T; --dot | dot -Tsvg", f"{tree * 1000:.0f} ms; {dot * 1000:.0f} ms", "", ""))
+    delays = watch_delays(mount, args.reps)
+    rows.append(
+        (
+            "m) ip netns add -> + line (watch)",
+            f"{statistics.median(delays) * 1000:.0f} ms",
+            f"worst {max(delays) * 1000:.0f} ms",
+            "",
+        )
+    )
+    return rows
+
+
+def watch_delays(mount: str, reps: int) -> list[float]:
+    """From `ip netns add` returning to `lsnsfs --watch` printing its `+` line, `reps` times."""
+    watcher = subprocess.Popen([LSNSFS, "--watch", "-t", "net", "-m", mount], stdout=subprocess.PIPE, text=True)
+    assert watcher.stdout is not None
+    delays = []
+    try:
+        time.sleep(1)  # connected
+        for i in range(reps):
+            name = f"nsfs-bench-watch-{i}"
+            run(["ip", "netns", "add", name])
+            added = time.perf_counter()
+            while not watcher.stdout.readline().startswith("+ "):
+                pass
+            delays.append(time.perf_counter() - added)
+            run(["ip", "netns", "del", name])
+            while not watcher.stdout.readline().startswith("- "):
+                pass
+    finally:
+        watcher.kill()
+        watcher.wait()
+    return delays
 
 
 def sweeping_floor(nsfs: Daemon, reps: int) -> list[tuple[float, float]]:
