@@ -413,11 +413,19 @@ def test_the_daemonset_in_the_docs_is_yaml_kubernetes_accepts_in_shape() -> None
     assert mount["mountPropagation"] == "Bidirectional"
     (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert volume["hostPath"] == {"path": "/run/namespaces", "type": "DirectoryOrCreate"}
-    assert container["command"][:3] == ["nsfs", "-f", "/run/namespaces"]
+    # The container first takes away a dead mount, exactly as the unit's ExecStartPre does (the
+    # test above runs that on a real dead mount), then becomes the daemon.
+    shell, script = container["command"][:2], container["command"][2]
+    clear, start = script.split("; exec ")
+    (unit_prepare,) = unit_lines("ExecStartPre")
+    assert (shell, clear) == (["sh", "-c"], shlex.split(unit_prepare)[2].split("; ")[0])
+    command = shlex.split(start)
+    assert command[:3] == ["nsfs", "-f", "/run/namespaces"]
     (port,) = container["ports"]
     annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(port["containerPort"])
-    assert f"metrics={port['containerPort']}" in container["command"][-1].split(",")
+    assert command[3:] == ["-o", f"metrics={port['containerPort']}"]
+    assert "initContainers" not in spec and "lifecycle" not in container  # a preStop would unmount a live daemon
     assert (
         daemonset["spec"]["selector"]["matchLabels"].items()
         <= daemonset["spec"]["template"]["metadata"]["labels"].items()
