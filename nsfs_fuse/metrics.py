@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .model import KINDS, NS_TYPES, HolderKind, Snapshot
@@ -83,7 +83,7 @@ class NamespaceCollector(Collector):
                 self._counted = (snapshot, count(snapshot))
             return self._counted[1]
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         counts = self._counts()
         by_type = GaugeMetricFamily("nsfs_namespaces", "Namespaces listed, by type.", labels=["type"])
         for nstype in NS_TYPES:
@@ -108,7 +108,7 @@ class NamespaceCollector(Collector):
         yield from _health_families(self._health())
 
 
-def _health_families(health: Health) -> Iterator[GaugeMetricFamily]:
+def _health_families(health: Health) -> Iterator[Metric]:
     def gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
         return GaugeMetricFamily(f"nsfs_{name}", text, value=value)
 
@@ -117,7 +117,7 @@ def _health_families(health: Health) -> Iterator[GaugeMetricFamily]:
     yield gauge("fd_budget", "Fds that may hold namespaces and mount-table readers.", health.fd_budget)
     yield gauge("fd_budget_used", "Of those, in use.", health.fd_budget_used)
     yield gauge("mount_tables_followed", "Mount tables followed by their change flag.", health.mount_tables)
-    yield gauge("sweeps", "Full sweeps of /proc ended since the daemon started.", health.sweeps)
+    yield CounterMetricFamily("nsfs_sweeps", "Full sweeps of /proc since the daemon started.", value=health.sweeps)
     yield gauge("last_sweep_seconds", "How long the last full sweep took.", health.last_sweep_seconds)
     yield gauge("last_sweep_cpu_seconds", "The CPU time the last full sweep took.", health.last_sweep_cpu_seconds)
     yield gauge(

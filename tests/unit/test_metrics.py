@@ -86,7 +86,7 @@ def test_the_daemons_health_is_exported_as_it_says_it() -> None:
         "nsfs_fd_budget": 1000,
         "nsfs_fd_budget_used": 7,
         "nsfs_mount_tables_followed": 2,
-        "nsfs_sweeps": 41,
+        "nsfs_sweeps_total": 41,  # a counter, as Prometheus names them
         "nsfs_last_sweep_seconds": 0.25,
         "nsfs_last_sweep_cpu_seconds": 0.125,
         "nsfs_process_events_followed": 1,
