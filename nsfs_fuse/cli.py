@@ -24,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from . import __version__, kernel, mountinfo
 from .discovery import DAEMON_COMM
@@ -310,11 +310,40 @@ def notify(state: str) -> None:
         log.warning("cannot notify the service manager at %s: %s", address, exc.strerror)
 
 
+# syslog(3)'s priorities, which the journal reads from "<N>" at the start of a line.
+_PRIORITIES: Final = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    """Each line begins with its record's priority, as sd-daemon(3) says, so that the journal
+    files warnings as warnings (`journalctl -u nsfs -p warning`); a traceback's lines too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_PRIORITIES.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+def _stderr_is_the_journal() -> bool:
+    """systemd says which stream is the journal's in $JOURNAL_STREAM (device:inode)."""
+    try:
+        device, inode = (int(part) for part in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        stream = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (stream.st_dev, stream.st_ino) == (device, inode)
+
+
+def _say_error(line: str) -> None:
+    """The one line a failure to start ends with, on stderr (as an error, in the journal)."""
+    print(f"<3>{line}" if _stderr_is_the_journal() else line, file=sys.stderr)
+
+
 def _setup_logging(args: Args, background: bool) -> None:
     handler: logging.Handler
     if not background:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("nsfs: %(levelname)s: %(message)s"))
+        formatter = _JournalFormatter if _stderr_is_the_journal() else logging.Formatter
+        handler.setFormatter(formatter("nsfs: %(levelname)s: %(message)s"))
     elif args.logfile:
         handler = logging.FileHandler(args.logfile)
         handler.setFormatter(_FILE_FORMAT)
@@ -413,10 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             notify("STOPPING=1")
         return 0
     except UsageError as exc:
-        print(f"nsfs: {exc} ({USAGE[7:]})", file=sys.stderr)
+        _say_error(f"nsfs: {exc} ({USAGE[7:]})")
         return 2
     except SetupError as exc:
-        print(f"nsfs: {exc}", file=sys.stderr)
+        _say_error(f"nsfs: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

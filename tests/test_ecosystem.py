@@ -289,7 +289,7 @@ def test_metrics_are_served_and_written_as_prometheus_reads_them(public_dir: Pat
     with running_daemon(public_dir / "mnt", f"metrics=127.0.0.1:{port}", f"metrics_file={path}") as nsfs:
 
         def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=PATIENCE) as reply:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=PATIENCE * SLOWDOWN) as reply:
                 return samples(reply.read().decode())
 
         def nets() -> int:
@@ -396,6 +396,39 @@ def test_the_daemon_tells_systemd_when_it_serves_and_when_it_stops(public_dir: P
     assert not is_mounted(mountpoint)
     # Under systemd the log goes to the journal through stderr.
     assert err.decode().splitlines()[-1] == f"nsfs: INFO: exiting: {mountpoint} unmounted, every pin closed"
+
+
+def test_under_systemd_each_log_line_carries_its_priority_for_the_journal(public_dir: Path) -> None:
+    """systemd names the journal's stream in $JOURNAL_STREAM; lines written to it begin with
+    their syslog priority, so `journalctl -p warning` finds the warnings. Elsewhere stderr
+    stays plain (the test above)."""
+    mountpoint, journal = public_dir / "mnt", public_dir / "journal"
+    mountpoint.mkdir()
+    with journal.open("w") as stream:
+        stat = os.fstat(stream.fileno())
+        env = {
+            **os.environ,
+            "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}",
+            "NOTIFY_SOCKET": str(public_dir / "nobody-listens"),  # a warning, to see its priority
+        }
+        proc = subprocess.Popen([*NSFS, str(mountpoint), "-f"], env=env, stderr=stream)
+        try:
+            wait_until(lambda: "serving" in journal.read_text(), "the daemon to serve")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=PATIENCE * SLOWDOWN) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = journal.read_text().splitlines()
+    assert f"<6>nsfs: INFO: serving {mountpoint}" in lines
+    warning = f"<4>nsfs: WARNING: cannot notify the service manager at {public_dir}/nobody-listens: "
+    assert [line for line in lines if line.startswith("<4>")] == [warning + "No such file or directory"] * 2
+    assert all(re.match(r"<[2-7]>nsfs: ", line) for line in lines), lines
+    assert f"<6>nsfs: INFO: exiting: {mountpoint} unmounted, every pin closed" in lines
+    with journal.open("w") as stream:  # the same file, so still the journal's stream
+        failed = subprocess.run([*NSFS, str(public_dir / "nowhere"), "-f"], env=env, stderr=stream, check=False)
+    assert (failed.returncode, journal.read_text()) == (1, f"<3>nsfs: mountpoint {public_dir}/nowhere does not exist\n")
 
 
 # -- Kubernetes ---------------------------------------------------------------
