@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import NSFS, PATIENCE, Daemon, Procs, children, ns_of, run, running_daemon, wait_until
+from harness import NSFS, PATIENCE, SLOWDOWN, Daemon, Procs, children, ns_of, run, running_daemon, wait_until
 
 RARE = 60.0  # a refresh period no test waits for: what happens sooner comes from events
 
@@ -63,4 +63,4 @@ def test_where_no_events_arrive_the_daemon_scans_and_says_so_once(public_dir: Pa
         assert said == ["nsfs: WARNING: process events unavailable (none arrive): sweeping every 0.2 s instead"]
     finally:
         run([*in_its_namespaces, "umount", str(mountpoint)])
-    assert daemon.wait(timeout=PATIENCE) == 0
+    assert daemon.wait(timeout=PATIENCE * SLOWDOWN) == 0

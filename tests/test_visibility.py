@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness import NSFS, PATIENCE, Daemon, Procs, children, files, ns_of, own_namespaces, run, wait_until
+from harness import NSFS, PATIENCE, SLOWDOWN, Daemon, Procs, children, files, ns_of, own_namespaces, run, wait_until
 from nsfs_fuse.visibility import caller_userns
 
 # Run inside a caller's namespaces: what each operation on each path gives.
@@ -136,7 +136,7 @@ def test_a_caller_the_daemon_cannot_identify_sees_nothing(public_dir: Path, proc
         assert (inside.returncode, inside.stdout, inside.stderr) == (0, "net\n", "")
     finally:
         run([*in_its_mounts, "umount", str(mountpoint)])
-    assert daemon.wait(timeout=PATIENCE) == 0
+    assert daemon.wait(timeout=PATIENCE * SLOWDOWN) == 0
 
 
 AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
