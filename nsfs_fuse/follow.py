@@ -304,11 +304,12 @@ class Finder:
     the others are answered at once from what is known. Never by waiting: the kernel
     runs one LOOKUP or READDIR of a directory at a time unless the filesystem said
     FUSE_PARALLEL_DIROPS at INIT, and pyfuse3 with libfuse 3.14 or 3.17 never says it
-    (INIT reply flags 0x4040b039). So while one caller's lookup in the root waits, every
-    other caller's lookups and `ls` of the root wait too: two 1 s lookups of different
-    names take 2 s, and root's `ls -l` took 1.7-2.5x its time while a loop of sleeping
-    misses ran (answered at once, 0.7-1.4x). A look into a process (a few ms) is such a
-    wait as well, hence few of them.
+    (INIT reply flags 0x4040b039: libfuse 3.14 sets it in conn.want and never copies it
+    into the reply, which pyfuse3 cannot reach). So while one caller's lookup in the root
+    waits, every other caller's lookups and `ls` of the root wait too: two 1 s lookups
+    of different names take 2 s, and root's `ls -l` took 1.7-2.5x its time while a loop
+    of sleeping misses ran (answered at once, 0.7-1.4x). A look into a process (a few
+    ms) is such a wait as well, hence few of them.
     """
 
     def __init__(self, rereads: Rereads, registry: Registry) -> None:
