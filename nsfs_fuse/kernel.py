@@ -259,3 +259,48 @@ def parse_proc_events(data: bytes) -> list[tuple[int, int, int]]:
             events.append((what, pids[0], pids[1]))
         offset += (length + 3) & ~3
     return events
+
+
+# Network namespace ids (<linux/net_namespace.h>): the number a network namespace gives a peer,
+# as `ip netns list-id` and lsns's NETNSID show it, asked over rtnetlink.
+_RTM_NEWNSID: Final = 88
+_RTM_GETNSID: Final = 90
+_NLMSG_ERROR: Final = 2
+_NLM_F_REQUEST: Final = 1
+_NETNSA_NSID: Final = 1
+_NETNSA_FD: Final = 3
+NSID_NOT_ASSIGNED: Final = -1
+_RTGENMSG = struct.Struct("=B3x")  # family, padded to 4
+_RTATTR = struct.Struct("=HH")  # len, type
+_GETNSID = _NLMSGHDR.size + _RTGENMSG.size + _RTATTR.size + 4
+
+
+def rtnetlink() -> socket.socket:
+    """A socket for `netnsid`, in the caller's network namespace."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+
+
+def netnsid(sock: socket.socket, ns_fd: int) -> int:
+    """The id the caller's network namespace gives the network namespace open at `ns_fd`
+    (RTM_GETNSID), or NSID_NOT_ASSIGNED if it gave it none."""
+    sock.send(
+        _NLMSGHDR.pack(_GETNSID, _RTM_GETNSID, _NLM_F_REQUEST, 0, 0)
+        + _RTGENMSG.pack(socket.AF_UNSPEC)
+        + _RTATTR.pack(_RTATTR.size + 4, _NETNSA_FD)
+        + struct.pack("=i", ns_fd)
+    )
+    reply = sock.recv(4096)
+    _length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(reply)
+    if kind == _NLMSG_ERROR:
+        (error,) = struct.unpack_from("=i", reply, _NLMSGHDR.size)
+        raise OSError(-error, os.strerror(-error))
+    offset = _NLMSGHDR.size + _RTGENMSG.size
+    while kind == _RTM_NEWNSID and offset + _RTATTR.size <= len(reply):
+        size, attr = _RTATTR.unpack_from(reply, offset)
+        if size < _RTATTR.size:
+            break
+        if attr == _NETNSA_NSID and size >= _RTATTR.size + 4:
+            (nsid,) = struct.unpack_from("=i", reply, offset + _RTATTR.size)
+            return int(nsid)
+        offset += (size + 3) & ~3
+    raise OSError(errno.EPROTO, "no network namespace id in the kernel's answer")

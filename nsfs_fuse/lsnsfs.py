@@ -1,10 +1,10 @@
 """`lsnsfs`: the mount shown as lsns shows namespaces, as a tree, or as a Graphviz picture.
 
-It reads only the mount and the reader's own /proc (for USER and COMMAND), so it
-works unprivileged and inside containers, and lists what the mount lists: every
-namespace the reader may see, including those no process is in (lsns misses
-them). Bad input is one line on stderr and exit status 2; a mount that is not
-there, 1.
+It reads only the mount and the reader's own /proc (for USER and COMMAND; with
+`-t net` also NETNSID, from the kernel, as lsns does), so it works unprivileged and
+inside containers, and lists what the mount lists: every namespace the reader may
+see, including those no process is in (lsns misses them). Bad input is one line on
+stderr and exit status 2; a mount that is not there, 1.
 """
 
 from __future__ import annotations
@@ -16,16 +16,19 @@ import pwd
 import socket
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import TracebackType
 from typing import Any, NoReturn
 
-from . import __version__, errors, mountinfo
+from . import __version__, errors, kernel, mountinfo
 from .model import NS_TYPES, NsKey
 from .mounted import DEFAULT_MOUNT, Listed, comm_of, events_socket, read_entries, summary
 
 PROG = "lsnsfs"
 COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "HOLDERS", "COMMAND")
-_RIGHT = frozenset({"NS", "NPROCS", "PID"})  # numbers, aligned right as lsns does
+# With -t net, lsns adds NETNSID and NSFS after USER, and so does lsnsfs.
+NET_COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "NETNSID", "NSFS", "HOLDERS", "COMMAND")
+_RIGHT = frozenset({"NS", "NPROCS", "PID", "NETNSID"})  # numbers, aligned right as lsns does
 
 
 class Failure(Exception):
@@ -47,6 +50,11 @@ class Row:
     user: str | None  # that process's user
     command: str | None  # that process's command line
     holders: tuple[str, ...]
+    # With -t net (NetIds), for a network namespace: the id the reader's network namespace
+    # gives it ("unassigned" if none), and where it is bind-mounted in the reader's mount
+    # namespace, one path a line: lsns's NETNSID and NSFS.
+    netnsid: str | None = None
+    nsfs: str | None = None
 
     def cells(self) -> dict[str, str]:
         blank = "-"
@@ -56,21 +64,25 @@ class Row:
             "NPROCS": str(self.nprocs),
             "PID": blank if self.pid is None else str(self.pid),
             "USER": self.user or blank,
+            "NETNSID": self.netnsid or blank,
+            "NSFS": (self.nsfs or blank).replace("\n", ","),
             "HOLDERS": summary(self.holders) or blank,
             "COMMAND": self.command or blank,
         }
 
-    def as_json(self) -> dict[str, Any]:
-        """lsns -J's fields, with its names and types, then `holders`: the file's lines."""
-        return {
+    def as_json(self, net: bool = False) -> dict[str, Any]:
+        """lsns -J's fields, with its names and types (`netnsid` and `nsfs` too if `net`, as
+        lsns -J -t net), then `holders`: the file's lines."""
+        fields: dict[str, Any] = {
             "ns": self.ns,
             "type": self.type,
             "nprocs": self.nprocs,
             "pid": self.pid,
             "user": self.user,
-            "command": self.command,
-            "holders": list(self.holders),
         }
+        if net:
+            fields |= {"netnsid": self.netnsid, "nsfs": self.nsfs}
+        return fields | {"command": self.command, "holders": list(self.holders)}
 
 
 # What USER and COMMAND need of a process: its uid and command line (None if it is gone).
@@ -104,6 +116,65 @@ def _proc_facts(path: str) -> tuple[int, str] | None:
     return uid, cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
 
 
+class NetIds:
+    """lsns's NETNSID and NSFS, as the reader would see them: the id its own network namespace
+    gives each network namespace, asked of the kernel through an fd on it (the shown process's
+    ns link, or one of its bind mounts, which anyone may open), and where it is bind-mounted
+    in the reader's mount namespace. No id where the reader can open neither, as lsns."""
+
+    def __init__(self) -> None:
+        self._sock = _or_none(kernel.rtnetlink)
+        self._mntns = _or_none(lambda: os.readlink("/proc/self/ns/mnt")) or ""
+
+    def __enter__(self) -> NetIds:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+    def fill(self, row: Row, entry: Listed) -> Row:
+        if row.type != "net":
+            return row
+        paths = entry.mount_paths(self._mntns)
+        return replace(row, netnsid=self._id(row, paths), nsfs="\n".join(paths) or None)
+
+    def _id(self, row: Row, paths: list[str]) -> str | None:
+        if self._sock is None:
+            return None
+        for path in [f"/proc/{row.pid}/ns/net"] * (row.pid is not None) + paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue  # not the reader's to open, or gone
+            try:
+                if os.fstat(fd).st_ino != row.ns:
+                    continue  # the pid is another process's by now
+                nsid = kernel.netnsid(self._sock, fd)
+            except OSError:
+                return None
+            finally:
+                os.close(fd)
+            return "unassigned" if nsid == kernel.NSID_NOT_ASSIGNED else str(nsid)
+        return None
+
+
+def _or_none(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except OSError:
+        return None
+
+
+def rows_of(entries: Sequence[Listed], net: bool) -> list[Row]:
+    """A row per entry; with NETNSID and NSFS if `net` (-t net)."""
+    rows = [row_of(e, proc_facts) for e in entries]
+    if not net:
+        return rows
+    with NetIds() as ids:
+        return [ids.fill(row, entry) for row, entry in zip(rows, entries, strict=True)]
+
+
 _users: dict[int, str] = {}
 
 
@@ -119,35 +190,37 @@ def user_name(uid: int) -> str:
 # -- output -------------------------------------------------------------------
 
 
-def table(rows: Sequence[Row], headings: bool = True, ns_cells: Sequence[str] | None = None) -> str:
-    """The columns aligned as lsns aligns them; `ns_cells` replaces the NS column (a tree)."""
+def table(rows: Sequence[Row], headings: bool = True, ns_cells: Sequence[str] | None = None, net: bool = False) -> str:
+    """The columns aligned as lsns aligns them (NETNSID and NSFS too if `net`); `ns_cells`
+    replaces the NS column (a tree)."""
+    columns = NET_COLUMNS if net else COLUMNS
     cells = [row.cells() for row in rows]
     if ns_cells is not None:
         for cell, ns in zip(cells, ns_cells, strict=True):
             cell["NS"] = ns
-    lines = [dict(zip(COLUMNS, COLUMNS, strict=True))] if headings else []
+    lines = [dict(zip(columns, columns, strict=True))] if headings else []
     lines += cells
-    widths = {c: max(len(line[c]) for line in lines) for c in COLUMNS}
+    widths = {c: max(len(line[c]) for line in lines) for c in columns}
     right = _RIGHT - {"NS"} if ns_cells is not None else _RIGHT
     out = []
     for line in lines:
-        words = [line[c].rjust(widths[c]) if c in right else line[c].ljust(widths[c]) for c in COLUMNS]
+        words = [line[c].rjust(widths[c]) if c in right else line[c].ljust(widths[c]) for c in columns]
         out.append(" ".join(words).rstrip() + "\n")
     return "".join(out)
 
 
-def as_json(rows: Iterable[Row]) -> str:
-    return json.dumps({"namespaces": [row.as_json() for row in rows]}, indent=3) + "\n"
+def as_json(rows: Iterable[Row], net: bool = False) -> str:
+    return json.dumps({"namespaces": [row.as_json(net) for row in rows]}, indent=3) + "\n"
 
 
-def as_json_tree(depths: Sequence[int], rows: Sequence[Row]) -> str:
+def as_json_tree(depths: Sequence[int], rows: Sequence[Row], net: bool = False) -> str:
     """lsns -J -T's shape: each namespace with the namespaces it owns as its `children`."""
     top: list[dict[str, Any]] = []
     levels = [top]
     nodes = []
     for depth, row in zip(depths, rows, strict=True):
         del levels[depth + 1 :]
-        node = row.as_json()
+        node = row.as_json(net)
         levels[depth].append(node)
         levels.append(node.setdefault("children", []))
         nodes.append(node)
@@ -297,18 +370,19 @@ def run(argv: Sequence[str], out: Callable[[str], object]) -> int:
     chosen = [
         e for e in entries if (not args.type or e.key.type in args.type) and (args.task is None or e.holds(args.task))
     ]
+    net = "net" in args.type  # as lsns: NETNSID and NSFS with -t net
     if args.dot:
         out(dot(with_owners(entries, chosen), proc_facts))
     elif args.tree:
         placed = tree_order(with_owners(entries, chosen))
-        rows = [row_of(p.entry, proc_facts) for p in placed]
+        rows = rows_of([p.entry for p in placed], net)
         if args.json:
-            out(as_json_tree([p.depth for p in placed], rows))
+            out(as_json_tree([p.depth for p in placed], rows, net))
         else:
-            out(table(rows, not args.noheadings, [p.drawn for p in placed]))
+            out(table(rows, not args.noheadings, [p.drawn for p in placed], net))
     else:
-        rows = [row_of(e, proc_facts) for e in chosen]
-        out(as_json(rows) if args.json else table(rows, not args.noheadings))
+        rows = rows_of(chosen, net)
+        out(as_json(rows, net) if args.json else table(rows, not args.noheadings, net=net))
     return 0
 
 

@@ -46,6 +46,16 @@ class Listed:
         """The pids of its `process` lines, in the file's order (ascending)."""
         return [int(line.split(" ", 2)[1]) for line in self.holders if line.startswith("process ")]
 
+    def mount_paths(self, mntns: str) -> list[str]:
+        """Where it is bind-mounted in mount namespace `mntns` (a `mnt:[N]` name), unescaped."""
+        paths = []
+        for line in self.holders:
+            kind, _, rest = line.partition(" ")
+            path, _, where = rest.rpartition(" ")
+            if kind == HolderKind.MOUNT and where == mntns:
+                paths.append(unescape(path))
+        return paths
+
     def holds(self, pid: int) -> bool:
         """Whether process `pid` holds it in any way: in it, a thread of it, its fd or socket."""
         for line in self.holders:

@@ -83,10 +83,25 @@ def test_lsnsfs_shows_what_lsns_shows_for_the_namespaces_lsns_finds(nsfs: Daemon
     assert (row["nprocs"], row["pid"], row["user"], row["command"]) == (2, min(first, second), "nobody", "sleep 600")
     # Every namespace lsns finds is listed (lsns sees processes only; the mount sees more).
     assert set(lsns()) <= set(as_json(nsfs))
+    # With -t net both add the id our network namespace gives it and its bind mounts here.
+    net = inode(ns_of(first, "net"))
+    attached = run(["ip", "netns", "attach", "nsfs-test-agree", str(first)])
+    assert attached.returncode == 0, attached.stderr
+    try:
+        assert run(["ip", "netns", "set", "nsfs-test-agree", "8"]).returncode == 0
+        wait_until(lambda: "mount " in " ".join(as_json(nsfs, "-t", "net")[net]["holders"]), "the bind mount")
+        theirs = lsns("-t", "net")[net]
+        assert (theirs["netnsid"], theirs["nsfs"]) == ("8", "/run/netns/nsfs-test-agree")
+        ours = as_json(nsfs, "-t", "net")[net]
+        assert list(ours) == [*theirs, "holders"]  # lsns -J -t net's fields, in its order
+        assert {k: ours[k] for k in theirs} == theirs
+    finally:
+        run(["ip", "netns", "del", "nsfs-test-agree"])
 
 
 def test_lsnsfs_lists_a_namespace_lsns_misses_with_what_holds_it(nsfs: Daemon) -> None:
     with netns_added("nsfs-test-eco") as net:
+        assert run(["ip", "netns", "set", "nsfs-test-eco", "7"]).returncode == 0  # its id in ours
         wait_until(lambda: net in nsfs.names(), "the bind-mounted namespace")
         mount = f"mount /run/netns/nsfs-test-eco {ns_of(os.getpid(), 'mnt')}"
         assert as_json(nsfs, "-t", "net")[inode(net)] == {
@@ -95,12 +110,18 @@ def test_lsnsfs_lists_a_namespace_lsns_misses_with_what_holds_it(nsfs: Daemon) -
             "nprocs": 0,
             "pid": None,
             "user": None,
+            "netnsid": "7",  # asked through the bind mount, which anyone may open
+            "nsfs": "/run/netns/nsfs-test-eco",
             "command": None,
             "holders": [mount],
         }
         assert inode(net) not in lsns("-t", "net")
         line = next(x for x in lsnsfs(nsfs, "-n", "-t", "net").splitlines() if x.startswith(f"{inode(net)} "))
-        assert line.split() == [str(inode(net)), "net", "0", "-", "-", "mount:/run/netns/nsfs-test-eco", "-"]
+        path = "/run/netns/nsfs-test-eco"
+        assert line.split() == [str(inode(net)), "net", "0", "-", "-", "7", path, f"mount:{path}", "-"]
+        # Without -t net, the columns of plain lsns.
+        line = next(x for x in lsnsfs(nsfs, "-n").splitlines() if x.startswith(f"{inode(net)} "))
+        assert line.split() == [str(inode(net)), "net", "0", "-", "-", f"mount:{path}", "-"]
 
 
 def test_lsnsfs_p_and_t_choose_as_lsns_does(nsfs: Daemon, procs: Procs) -> None:

@@ -47,6 +47,32 @@ def test_a_pid_holds_what_names_it_in_any_line_with_a_pid() -> None:
     assert not Listed(HOST, ("mount 12 mnt:[1]", "owner-of net:[12]")).holds(12)
 
 
+def test_the_bind_mounts_of_one_mount_namespace_come_unescaped() -> None:
+    entry = Listed(
+        CHILD_NET,
+        (
+            "process 7 sh",
+            "mount /run/netns/a\\040b mnt:[4026531832]",
+            "mount /run/netns/a\\040b mnt:[4026532111]",  # the same path, propagated to a peer
+            "mount /var/run/netns/c mnt:[4026531832]",
+        ),
+    )
+    assert entry.mount_paths("mnt:[4026531832]") == ["/run/netns/a b", "/var/run/netns/c"]
+    assert entry.mount_paths("mnt:[4026532999]") == []
+
+
+def test_with_t_net_rows_add_lsns_netnsid_and_nsfs_after_user() -> None:
+    row = Row(4026532292, "net", 0, None, None, None, ("mount /run/netns/blue mnt:[1]",), "7", "/run/netns/blue\n/x")
+    fields = ["ns", "type", "nprocs", "pid", "user", "netnsid", "nsfs", "command", "holders"]
+    assert list(row.as_json(net=True)) == fields
+    assert (row.as_json(net=True)["netnsid"], row.as_json(net=True)["nsfs"]) == ("7", "/run/netns/blue\n/x")
+    assert list(row.as_json()) == [f for f in fields if f not in ("netnsid", "nsfs")]
+    assert table([row], net=True).splitlines() == [
+        "        NS TYPE NPROCS PID USER NETNSID NSFS               HOLDERS               COMMAND",
+        "4026532292 net       0   - -          7 /run/netns/blue,/x mount:/run/netns/blue -",
+    ]
+
+
 def test_a_row_shows_the_lowest_pid_with_its_user_and_command_line() -> None:
     entry = Listed(CHILD_NET, ("process 12 sleep", "process 30 sh", "fd 5 3"))
     row = row_of(entry, lambda pid: (0, "sleep 600") if pid == 12 else None)
