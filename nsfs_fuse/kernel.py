@@ -121,6 +121,20 @@ def socket_netns(sock: int) -> int:
     return fcntl.ioctl(sock, SIOCGSKNS)
 
 
+def setns(fd: int, flag: int) -> None:
+    """Move the calling thread into the namespace open at `fd` (setns(2)); `flag` is its CLONE_NEW*."""
+    _check(_libc.setns(fd, flag))
+
+
+def mount_id(fd: int) -> int:
+    """The id of the mount an open file is reached through (its fdinfo's mnt_id)."""
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+        for line in info:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(errno.ENOENT, f"no mnt_id in /proc/self/fdinfo/{fd}")
+
+
 def pidfd_open(pid: int) -> int:
     return os.pidfd_open(pid)
 

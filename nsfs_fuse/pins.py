@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,11 @@ FD_RESERVE: Final = 64
 # daemon answered the readlink: were N reused at once, a reader between the two would
 # open whatever the daemon opened next, another namespace even.
 RETIRE_SECONDS: Final = 2.0
+
+# Without file handles, a thread of the daemon's own that enters a namespace can open it again
+# through /proc/thread-self on the kernel's own nsfs mount. A thread may enter these types
+# alone (mnt, user and time want a process of one thread); for pid it is its children's.
+_THREAD_LINKS: Final = {"net": "net", "uts": "uts", "ipc": "ipc", "cgroup": "cgroup", "pid": "pid_for_children"}
 
 
 def budget(soft_limit: int, unlimited: int) -> int:
@@ -84,6 +90,7 @@ class Pins:
 
     def __init__(self, nsfs_dev: int, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
         self._nsfs_dev = nsfs_dev
+        self._nsfs_mount_id: int | None = None  # read at the first bind mount met without handles
         self._budget = budget
         self._clock = clock
         # What suspended and retired pins point at: opening a socket through /proc/PID/fd
@@ -211,7 +218,7 @@ class Pins:
     def _describe(self, key: NsKey, fd: int, known: Callable[[NsKey], bool], opened: list[Opened]) -> None:
         """Take `fd` as the pin for `key`: read what never changes, pinning new relatives first."""
         try:
-            fd, handle = self._detached(fd)
+            fd, handle = self._detached(fd, key.type)
             owner = self._relative(fd, kernel.get_userns, known, opened)
             if key.type == "user":
                 parent = owner  # NS_GET_PARENT is NS_GET_USERNS for user namespaces
@@ -258,19 +265,20 @@ class Pins:
         os.close(fd)
         return None
 
-    @staticmethod
-    def _detached(fd: int) -> tuple[int, bytes | None]:
-        """Re-open `fd` through its file handle, so that it holds the namespace and nothing else.
+    def _detached(self, fd: int, nstype: str) -> tuple[int, bytes | None]:
+        """Re-open `fd` so that it holds the namespace and nothing else: by its file handle,
+        or, without handles (before Linux 6.18), through a thread that enters it.
 
         An fd opened through a bind mount, or through /proc/PID/fd/N of a process that
         opened one, holds that mount too: `umount` would fail with EBUSY for as long as
         the daemon pinned it, and the namespace could never be released. Opened by
-        handle, the fd refers to the kernel's own nsfs mount. Without handles (before
-        Linux 6.18), the path's fd is kept and such a mount stays busy while pinned.
+        handle, or through /proc/thread-self/ns, the fd refers to the kernel's own nsfs
+        mount. Without handles, a mount, user or time namespace's bind mount stays busy
+        while pinned (README, Limits).
         """
         handle = kernel.ns_handle(fd)
         if handle is None:
-            return fd, None
+            return self._entered_again(fd, nstype), None
         try:
             clean = kernel.open_ns_handle(handle)
         except OSError as exc:
@@ -279,3 +287,36 @@ class Pins:
             raise
         os.close(fd)
         return clean, handle
+
+    def _entered_again(self, fd: int, nstype: str) -> int:
+        """`fd`, or, if it is reached through a mount other than the kernel's own nsfs mount
+        (a bind mount), the same namespace opened again by a thread that enters it and ends."""
+        link = _THREAD_LINKS.get(nstype)
+        if link is None or kernel.mount_id(fd) == self._nsfs_mount():
+            return fd
+        opened: list[int] = []
+
+        def enter() -> None:
+            try:
+                kernel.setns(fd, kernel.CLONE_FLAGS[nstype])
+                opened.append(os.open(f"/proc/thread-self/ns/{link}", os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:  # the path's fd is kept, and its mount stays busy
+                log.debug("cannot enter %s namespace %d again: %s", nstype, fd, exc.strerror)
+
+        entering = threading.Thread(target=enter, name="nsfs-enter", daemon=True)
+        entering.start()
+        entering.join()  # the thread ends in the namespace it entered; nothing else moved
+        if not opened:
+            return fd
+        os.close(fd)
+        return opened[0]
+
+    def _nsfs_mount(self) -> int:
+        """The id of the kernel's own nsfs mount, where /proc/PID/ns links lead."""
+        if self._nsfs_mount_id is None:
+            own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self._nsfs_mount_id = kernel.mount_id(own)
+            finally:
+                os.close(own)
+        return self._nsfs_mount_id

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ from harness import (
     veth_into,
     wait_until,
 )
+from nsfs_fuse import kernel
+from nsfs_fuse.pins import Budget, Pins
 
 RARE = 60.0
 
@@ -234,3 +237,50 @@ def test_ip_netns_add_and_del_are_followed_as_they_happen(rare: Daemon, procs: P
     finally:
         if os.path.exists(f"/run/netns/{netns}"):
             run(["ip", "netns", "del", netns])
+
+
+def test_a_bind_mount_the_daemon_found_first_can_still_be_unmounted(rare: Daemon, procs: Procs) -> None:
+    """The daemon's pin of a namespace it found through its bind mount must not hold the mount:
+    plain `umount` (not -l) succeeds while it is listed, and the namespace dies with it. On
+    every kernel: by file handle where there are handles, else through a thread that enters it."""
+    netns = "nsbumount"
+    assert run(["ip", "netns", "add", netns]).returncode == 0
+    path = f"/run/netns/{netns}"
+    try:
+        name = f"net:[{os.stat(path).st_ino}]"
+        wait_until(lambda: name in rare.names(), "the bind-mounted namespace")
+        with veth_into(path, "nsbumount") as host_end:
+            done = run(["umount", path])
+            assert (done.returncode, done.stderr) == (0, "")
+            wait_until(lambda: not link_exists(host_end), "the namespace to die with its bind mount")
+        wait_until(lambda: name not in rare.names(), "the namespace to leave the listing")
+    finally:
+        run(["ip", "netns", "del", netns])
+
+
+@pytest.mark.parametrize("nstype", ["net", "uts", "ipc", "cgroup", "pid"])
+def test_a_pin_through_a_bind_mount_is_opened_again_on_the_kernels_own_mount(nstype: str, procs: Procs) -> None:
+    """What the daemon does without file handles (before Linux 6.18), tried on any kernel: the
+    namespace entered by a thread of its own and opened again through /proc/thread-self."""
+    pid = procs.sleeper("--fork", "--pid") if nstype == "pid" else procs.sleeper(f"--{nstype}")
+    link = f"/proc/{pid}/ns/{nstype}"
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "ns"
+        target.touch()
+        assert run(["mount", "--bind", link, str(target)]).returncode == 0
+        try:
+            through_mount = os.open(target, os.O_RDONLY)
+            own = os.open(f"/proc/self/ns/{nstype}", os.O_RDONLY)
+            kernels_mount = kernel.mount_id(own)
+            os.close(own)
+            assert kernel.mount_id(through_mount) != kernels_mount  # it holds the bind mount
+            pins = Pins(os.stat(link).st_dev, Budget(10))
+            again = pins._entered_again(through_mount, nstype)
+            try:
+                assert again != through_mount and os.fstat(again).st_ino == os.stat(link).st_ino
+                assert kernel.mount_id(again) == kernels_mount
+                assert os.readlink(f"/proc/self/ns/{nstype}") != os.readlink(link)  # nothing of ours moved
+            finally:
+                os.close(again)
+        finally:
+            assert run(["umount", str(target)]).returncode == 0
