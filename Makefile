@@ -11,7 +11,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static
 # What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
 KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 
-.PHONY: setup install uninstall run stop test test-kernel unit lint compare soak bench clean
+.PHONY: setup install uninstall run stop test test-kernel bench-kernel unit lint compare soak bench clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter,
 # setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too),
@@ -65,6 +65,11 @@ KERNEL_TESTS ?= tests
 
 test-kernel: setup .kernel-deps
 	KERNEL=$(KERNEL) KERNEL_TESTS='$(KERNEL_TESTS)' scripts/test-kernel
+
+# The lifetime rows f) to j) of the benchmark on that kernel, in a world sized for the emulated guest.
+KERNEL_BENCH_ARGS ?= --only-lifetime --procs 200 --fds 2000 --orphans 20 --reps 3
+bench-kernel: setup .kernel-deps
+	KERNEL=$(KERNEL) KERNEL_RUN='-m bench.bench $(KERNEL_BENCH_ARGS)' scripts/test-kernel
 
 # The pure tests alone: no root, no /dev/fuse (once `make setup` has made the venv).
 unit:
