@@ -60,7 +60,9 @@ def test_a_process(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     pid = procs.sleeper("--net")
     net = ns_of(pid, "net")
     wait_until(lambda: net in nsfs.names(), "the namespace")
-    assert holders(nsfs, net) == [f"process {pid} sleep"]
+    # Listed from unshare's first read; the exec's event brings the line up to date (on a slow
+    # guest the listing can come first).
+    wait_until(lambda: holders(nsfs, net) == [f"process {pid} sleep"], "its holder line after the exec")
     procs.end(pid)
     assert_released(nsfs, baseline, net)
 
