@@ -120,11 +120,15 @@ class NetIds:
     """lsns's NETNSID and NSFS, as the reader would see them: the id its own network namespace
     gives each network namespace, asked of the kernel through an fd on it (the shown process's
     ns link, or one of its bind mounts, which anyone may open), and where it is bind-mounted
-    in the reader's mount namespace. No id where the reader can open neither, as lsns."""
+    in the reader's mount namespace. No id where the reader can open neither, or where the
+    kernel will not say (no rtnetlink in a sandbox, say), as lsns leaves it blank."""
 
     def __init__(self) -> None:
-        self._sock = _or_none(kernel.rtnetlink)
-        self._mntns = _or_none(lambda: os.readlink("/proc/self/ns/mnt")) or ""
+        try:
+            self._sock: socket.socket | None = kernel.rtnetlink()
+        except OSError:
+            self._sock = None
+        self._mntns = _readlink("/proc/self/ns/mnt")
 
     def __enter__(self) -> NetIds:
         return self
@@ -142,28 +146,31 @@ class NetIds:
     def _id(self, row: Row, paths: list[str]) -> str | None:
         if self._sock is None:
             return None
-        for path in [f"/proc/{row.pid}/ns/net"] * (row.pid is not None) + paths:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue  # not the reader's to open, or gone
+        through = ([f"/proc/{row.pid}/ns/net"] if row.pid is not None else []) + paths
+        for path in through:
+            fd = _open(path)
+            if fd is None:
+                continue
             try:
                 if os.fstat(fd).st_ino != row.ns:
                     continue  # the pid is another process's by now
                 nsid = kernel.netnsid(self._sock, fd)
             except OSError:
-                return None
+                return None  # the kernel will not say: blank, as lsns
             finally:
                 os.close(fd)
             return "unassigned" if nsid == kernel.NSID_NOT_ASSIGNED else str(nsid)
         return None
 
 
-def _or_none(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except OSError:
-        return None
+@errors.or_default("")
+def _readlink(path: str) -> str:
+    return os.readlink(path)
+
+
+@errors.or_default(None)
+def _open(path: str) -> int | None:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def rows_of(entries: Sequence[Listed], net: bool) -> list[Row]:
