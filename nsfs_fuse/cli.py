@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from . import __version__, kernel, mountinfo
-from .discovery import DAEMON_COMM
+from .discovery import DAEMON_COMM, FUSE_DEVICE
 
 if TYPE_CHECKING:  # the service (pyfuse3, trio) is imported only when a daemon starts
     from .service import Config
@@ -425,8 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             args.extra_fuse.add("debug")
         mountpoint = check_can_mount(args.mountpoint)
-        # Other daemons recognise us by this name and do not count our pins as holders.
+        # Other daemons recognise us by this name, our root credentials and an open /dev/fuse,
+        # and do not count our pins as holders (discovery.is_nsfs_daemon): from before the
+        # first scan pins anything until the process ends.
         kernel.set_process_name(DAEMON_COMM)
+        _fuse_mark = os.open(FUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC)
         kernel.raise_fd_limit()
         kernel.limit_malloc_arenas(1)
         if not args.foreground:

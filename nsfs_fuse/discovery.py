@@ -21,13 +21,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import psutil
 
 from . import errors, kernel, mountinfo
 from .model import NS_TYPES, Holder, HolderKind, NsKey, ProcessRead, Sighting, parse_ns_name
 
+# What an nsfs daemon calls itself, and the prefix its helper processes' names begin with
+# (nsfs-sweep, nsfs-mnt). A name is only where recognition starts: see `is_nsfs_daemon`.
 DAEMON_COMM = "nsfs"
+HELPER_PREFIX = "nsfs-"
+# A daemon keeps /dev/fuse open from before its first scan to its exit (cli.py).
+FUSE_DEVICE = "/dev/fuse"
 
 # What SIOCGSKNS says of an fd that is no longer a socket, or a socket with no namespace to tell.
 NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
@@ -91,24 +97,36 @@ def thread_sightings(pid: int, leader: dict[str, NsKey]) -> Iterator[Sighting]:
             yield Sighting(key, f"{task}/ns/{link}", Holder(HolderKind.TASK, pid, tid, comm))
 
 
-def fd_sightings(pid: int) -> tuple[list[Sighting], list[tuple[int, int]]]:
-    """Open fds on namespace files, and the (fd, socket inode) of every socket.
+@dataclass(frozen=True, slots=True)
+class Fds:
+    """What one readlink of each of a process's fds tells."""
+
+    namespaces: list[Sighting]  # fds on namespace files
+    sockets: list[tuple[int, int]]  # (fd, socket inode)
+    fuse: bool  # whether it has /dev/fuse open: one mark of an nsfs daemon
+
+
+def fd_sightings(pid: int) -> Fds:
+    """Open fds on namespace files, the (fd, socket inode) of every socket, and whether
+    /dev/fuse is among them.
 
     A namespace fd reads back as `type:[inode]`, a socket as `socket:[inode]`, a
     file as an absolute path: one readlink tells them apart.
     """
     fd_dir = f"/proc/{pid}/fd"
-    namespaces, sockets = [], []
+    namespaces, sockets, fuse = [], [], False
     for name in _listdir(fd_dir):
         path = f"{fd_dir}/{name}"
         target = _readlink(path)
-        if target is None or target.startswith("/"):
+        if target is None:
             continue
-        if target.startswith("socket:["):
+        if target.startswith("/"):
+            fuse = fuse or target == FUSE_DEVICE
+        elif target.startswith("socket:["):
             sockets.append((int(name), int(target[8:-1])))
         elif (key := parse_ns_name(target)) is not None:
             namespaces.append(Sighting(key, path, Holder(HolderKind.FD, pid, int(name))))
-    return namespaces, sockets
+    return Fds(namespaces, sockets, fuse)
 
 
 def socket_netns(pid: int, fd: int) -> int:
@@ -144,28 +162,57 @@ def table_sightings(mnt: NsKey, lines: Iterable[str], root: str) -> list[Sightin
     ]
 
 
-def is_nsfs_daemon(pid: int, comm: str) -> bool:
-    """A process that is another nsfs daemon: its pins are not holders.
+def is_nsfs_daemon(pid: int, comm: str, fds: Fds) -> bool:
+    """A process that is an nsfs daemon: its pins are not holders.
 
-    Two daemons that counted each other's pins would keep every namespace they
-    ever saw alive. A daemon names itself "nsfs" and runs as root, which an
-    unprivileged process cannot imitate.
+    Two daemons that counted each other's pins would keep every namespace they ever
+    saw alive. A daemon names itself "nsfs", runs with every uid 0 (real, effective,
+    saved: what an unprivileged process cannot get by naming itself so, nor by making
+    itself undumpable, which only changes who owns its /proc directory) and keeps
+    /dev/fuse open.
     """
-    return comm == DAEMON_COMM and _owner_uid(f"/proc/{pid}") == 0
+    return comm == DAEMON_COMM and fds.fuse and _credentials(pid)[0]
 
 
-@errors.or_default(None)
-def _owner_uid(path: str) -> int | None:
-    return os.stat(path).st_uid
+def is_nsfs_helper(pid: int, comm: str) -> bool:
+    """A helper process of an nsfs daemon (its sweep reader, or one sitting in a mount
+    namespace nobody else is in to read its table): it holds nothing.
+
+    Its name begins with "nsfs-", it runs as root, and its parent is a root process named
+    "nsfs": a process cannot choose its parent, and one that outlives its daemon is
+    re-parented away from it.
+    """
+    if not comm.startswith(HELPER_PREFIX):
+        return False
+    root, parent = _credentials(pid)
+    return root and parent is not None and _read_comm(f"/proc/{parent}/comm") == DAEMON_COMM and _credentials(parent)[0]
+
+
+def _credentials(pid: int) -> tuple[bool, int | None]:
+    """Whether every uid of `pid` is 0 (real, effective, saved, filesystem), and its parent's pid."""
+    root, parent = False, None
+    for line in _read_lines(f"/proc/{pid}/status"):
+        if line.startswith("PPid:"):
+            parent = int(line.split()[1])
+        elif line.startswith("Uid:"):
+            root = all(uid == "0" for uid in line.split()[1:])
+            break  # Uid: comes after PPid:
+    return root, parent
 
 
 # Sits in a mount namespace no process is in, so that the daemon can read its
 # mountinfo and open its bind mounts through /proc/PID/root. It execs nothing
-# after setns: that namespace's files may not even have a Python.
+# after setns: that namespace's files may not even have a Python. It names itself
+# first (every daemon's scan knows it as a helper by that name and its parent), and
+# keeps no fd on the namespace: being in it is all it needs.
 _ENTER_MNTNS = """
-import ctypes, sys
-if ctypes.CDLL(None, use_errno=True).setns(int(sys.argv[1]), 0x20000) != 0:
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(15, b"nsfs-mnt", 0, 0, 0)
+fd = int(sys.argv[1])
+if libc.setns(fd, 0x20000) != 0:
     sys.exit(1)
+os.close(fd)
 print("in", flush=True)
 sys.stdin.read()
 """
@@ -223,26 +270,33 @@ class Scanner:
         """One process: its namespaces, its threads' where they differ, its fds and sockets.
 
         The daemon's own fds are its pins and never count as holders, nor do other
-        nsfs daemons' fds; the daemon's (and their) membership in namespaces does.
+        nsfs daemons' fds or their threads (one may enter a namespace for a moment to
+        open it again); the daemon's (and their) membership in namespaces does. A helper
+        process of any nsfs daemon holds nothing.
         """
         read_at = time.monotonic()
         if pid in self.helpers:
             return ProcessRead(pid, read_at)
         comm = _read_comm(f"/proc/{pid}/comm")
+        if is_nsfs_helper(pid, comm):
+            return ProcessRead(pid, read_at)
         sightings = list(process_sightings(pid, comm))
         leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
-        sightings.extend(thread_sightings(pid, leader))
         mnt = leader.get("mnt")
         # An exiting process has let go of the namespaces its nsproxy held (mnt among
         # them) but, until reaped, still holds its pid and user namespaces.
         exiting = mnt is None and "pid" in leader
-        if pid == self._own_pid or exiting:
-            return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt, exiting=exiting)
-        namespaces, sockets = fd_sightings(pid)
-        if (namespaces or sockets) and is_nsfs_daemon(pid, comm):
-            return ProcessRead(pid, read_at, tuple(sightings), frozenset(s.key for s in namespaces), mnt)
-        sightings.extend(namespaces)
-        sightings.extend(self._socket_sightings(pid, sockets))
+        if pid == self._own_pid:
+            return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
+        if exiting:
+            sightings.extend(thread_sightings(pid, leader))
+            return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt, exiting=True)
+        fds = fd_sightings(pid)
+        if is_nsfs_daemon(pid, comm, fds):
+            return ProcessRead(pid, read_at, tuple(sightings), frozenset(s.key for s in fds.namespaces), mnt)
+        sightings.extend(thread_sightings(pid, leader))
+        sightings.extend(fds.namespaces)
+        sightings.extend(self._socket_sightings(pid, fds.sockets))
         return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
 
     def sweep(self, each: Callable[[list[ProcessRead]], bool]) -> bool:

@@ -39,11 +39,12 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import IO
 
-from . import discovery
+from . import discovery, kernel
 from .model import ProcessRead
 
 log = logging.getLogger("nsfs")
 
+HELPER_NAME = discovery.HELPER_PREFIX + "sweep"
 _LENGTH = struct.Struct("<I")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -150,6 +151,7 @@ def _read_exactly(pipe: IO[bytes], size: int) -> bytes:
 def main() -> None:
     """The helper: sweep each time the daemon asks, until its pipe closes."""
     own_pid, nsfs_dev = int(sys.argv[1]), int(sys.argv[2])
+    kernel.set_process_name(HELPER_NAME)  # every daemon's scan knows it as a helper (discovery.is_nsfs_helper)
     scanner = discovery.Scanner(own_pid, nsfs_dev)
     memory = Memory()
     out = sys.stdout.buffer
