@@ -34,7 +34,7 @@ import trio
 
 from . import discovery, kernel
 from .model import ProcessRead
-from .registry import Registry
+from .registry import SHARED_SLOT, Registry
 from .tables import Tables
 
 log = logging.getLogger("nsfs")
@@ -47,8 +47,12 @@ log = logging.getLogger("nsfs")
 GRACE_PERIODS: Final = 3
 AFTER_GRACE: Final = 0.05
 
-# How often what only the probe keeps (an fd in flight, say) is probed again.
+# How often what only the probe keeps (an fd in flight, say) is probed again: at the same
+# moments of the wall clock in every nsfs daemon (a multiple of registry.SHARED_SLOT), a
+# little before one, so that beside other daemons all of them let go of a namespace they
+# all keep for one shared probe (registry.shared_probe_time).
 REPROBE_EVERY: Final = 0.5
+REPROBE_LEAD: Final = 0.03
 
 # Events are read until the socket is empty or this many processes are named,
 # then those processes are read again in one batch.
@@ -127,28 +131,50 @@ class Alarm:
 
 
 class Prober:
-    """Probes suspended namespaces once the kernel has finished releasing what the daemon
-    let go of; suspends again, every REPROBE_EVERY, what only the probe keeps. Sleeps
-    until the registry suspends something (it rings `alarm`) or a reprobe is due."""
+    """Probes suspended namespaces once their time has come and the kernel has finished
+    releasing what the daemon let go of; suspends again, every REPROBE_EVERY, what only the
+    probe keeps. Sleeps until the registry suspends something (it rings `alarm`), a
+    suspended namespace's time comes, or a reprobe is due."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self.alarm = Alarm()
 
     async def run(self) -> None:
-        next_reprobe = trio.current_time() + REPROBE_EVERY
+        next_reprobe = _next_reprobe()
         while True:
-            if not self._registry.has_suspended():
-                await self.alarm.wait(next_reprobe if self._registry.has_unseen() else math.inf)
+            due = self._registry.probe_due()
+            wake = next_reprobe if self._registry.has_unseen() else math.inf
+            if due is not None:
+                wake = min(wake, _trio_time(due))
+            if wake > trio.current_time():
+                await self.alarm.wait(wake)
             if trio.current_time() >= next_reprobe:
-                next_reprobe = trio.current_time() + REPROBE_EVERY
+                next_reprobe = _next_reprobe()
                 if self._registry.has_unseen():
                     await _step("reprobe", self._registry.reprobe)
-            if self._registry.has_suspended():
-                upto = self._registry.suspensions
+            due = self._registry.probe_due()
+            if due is not None and due <= time.monotonic():
+                upto, began = self._registry.suspensions, time.monotonic()
                 await trio.to_thread.run_sync(kernel.grace_periods, GRACE_PERIODS)
                 await trio.sleep(AFTER_GRACE)
-                await _step("probe", functools.partial(self._registry.confirm, upto))
+                await _step("probe", functools.partial(self._registry.confirm, upto, began))
+
+
+def _trio_time(monotonic: float) -> float:
+    """A time.monotonic() time on trio's clock, which counts from elsewhere."""
+    return trio.current_time() + monotonic - time.monotonic()
+
+
+def _next_reprobe() -> float:
+    """The next reprobe (trio's clock): REPROBE_LEAD before a multiple of REPROBE_EVERY on the
+    wall clock, the same moments in every daemon of the machine."""
+    assert REPROBE_EVERY % SHARED_SLOT == 0, "reprobes fall on the shared slots"
+    wall = time.time()
+    at = (math.floor(wall / REPROBE_EVERY) + 1) * REPROBE_EVERY - REPROBE_LEAD
+    if at <= wall:
+        at += REPROBE_EVERY
+    return trio.current_time() + at - wall
 
 
 class Retirer:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Final, Protocol
 
 from .following import Following, TableStore
 from .holdings import Holdings
@@ -46,6 +47,22 @@ from .model import (
 )
 
 log = logging.getLogger("nsfs")
+
+# Beside other nsfs daemons. A namespace another daemon pins would answer every probe
+# while that pin is open, so the daemons probe such namespaces at shared moments: each
+# drops its reference at once, then waits for the next multiple of SHARED_SLOT seconds of
+# the wall clock (the one clock every daemon of a machine reads alike, containers' time
+# namespaces included) and SHARED_WAIT more, for the others to have dropped theirs too;
+# the prober then lets the kernel finish releasing, and probes. What is only pinned by
+# daemons is gone then, and each lets go; what something unseen holds answers all of them.
+SHARED_SLOT: Final = 0.25
+SHARED_WAIT: Final = 0.1
+
+
+def shared_probe_time() -> float:
+    """When (time.monotonic) a namespace another daemon pins, suspended now, may be probed."""
+    wall, now = time.time(), time.monotonic()
+    return now + math.ceil(wall / SHARED_SLOT) * SHARED_SLOT - wall + SHARED_WAIT
 
 
 class PinStore(Protocol):
@@ -72,16 +89,20 @@ class PinStore(Protocol):
 
 
 class Registry:
-    def __init__(self, pins: PinStore, tables: TableStore | None = None) -> None:
+    def __init__(
+        self, pins: PinStore, tables: TableStore | None = None, shared_due: Callable[[], float] = shared_probe_time
+    ) -> None:
         self._lock = threading.Lock()
         self._pins = pins
+        self._shared_due = shared_due
         self._entries: dict[NsKey, Entry] = {}
         self._publisher = _Publisher(self._listing_changed)
         self._holdings = Holdings(self._pinned, self._publisher.changed, self._unheld)
         self._following = Following(tables, self._holdings, self._pin_of)
         self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
         self._unseen: set[NsKey] = set()  # kept only because the probe found them alive
-        self._suspended: dict[NsKey, int] = {}  # pins dropped, to be probed: by suspension number
+        # pins dropped, to be probed: (suspension number, not before this time.monotonic)
+        self._suspended: dict[NsKey, tuple[int, float]] = {}
         self._suspensions = 0
         self._serial = 0
         self._loose: set[NsKey] = set()  # lost their last direct holder or child: see _settle
@@ -165,16 +186,23 @@ class Registry:
     def has_suspended(self) -> bool:
         return bool(self._suspended)
 
-    def confirm(self, upto: int) -> Snapshot:
-        """Probe the namespaces suspended up to suspension number `upto`, now that the kernel
-        has finished what dropping the daemon's references on them started (see `_suspend`).
+    def probe_due(self) -> float | None:
+        """When (time.monotonic) the soonest suspended namespace may be probed; None if none is
+        suspended. Those other daemons pin wait for a shared moment (`shared_probe_time`)."""
+        return min((due for _number, due in self._suspended.values()), default=None)
+
+    def confirm(self, upto: int, began: float = math.inf) -> Snapshot:
+        """Probe the namespaces suspended up to suspension number `upto` whose time had come
+        when the prober's wait `began`, now that the kernel has finished what dropping the
+        daemon's references on them started (see `_suspend`).
 
         Each is opened again by its handle: if that fails nothing else held it, and it is
         released; if it succeeds something no scan sees holds it, and it stays, `unseen`,
         unless it is only the owner or parent of one that does.
         """
         with self._lock:
-            alive = {k for k, number in list(self._suspended.items()) if number <= upto and self._resume(k)}
+            due = [k for k, (number, when) in self._suspended.items() if number <= upto and when <= began]
+            alive = {k for k in due if self._resume(k)}
             above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
             unseen = (self._unseen - above) | (alive - self._closure(self._holdings.keys()) - above)
             self._publisher.changed(*(unseen ^ self._unseen))
@@ -336,11 +364,12 @@ class Registry:
     def _suspend(self, candidates: list[NsKey], daemon_pins: set[NsKey]) -> None:
         """Drop the daemon's references on namespaces nothing is known to hold, keeping their entries.
 
-        Without file handles, or for a namespace another nsfs daemon pins (or one above
-        such a namespace: it would always answer the probe), the scan's word is final:
-        released at once. The others are suspended (pins.py): their pins point at
-        a placeholder until `confirm`, after the kernel has had time to release them. A
-        probe that re-opened a namespace at once would find it still there, and keep it.
+        Without file handles the scan's word is final: released at once. The others are
+        suspended (pins.py): their pins point at a placeholder until `confirm`, after the
+        kernel has had time to release them. A probe that re-opened a namespace at once
+        would find it still there, and keep it. One another nsfs daemon pins (or one
+        above such a namespace) is probed at a moment every daemon shares
+        (`shared_probe_time`), when they have all let go of it.
 
         One look is taken at once, though, and kept no longer than the look: a namespace
         the kernel frees as soon as its last reference goes (the usual end of one held by
@@ -349,7 +378,7 @@ class Registry:
         pinned_elsewhere = self._closure(daemon_pins)
         for key in candidates:
             entry = self._entries[key]
-            if entry.handle is None or key in pinned_elsewhere:
+            if entry.handle is None:
                 self._unseen.discard(key)
                 self._release(key)
                 continue
@@ -362,7 +391,8 @@ class Registry:
                 self._release(key)
                 continue
             self._suspensions += 1
-            self._suspended[key] = self._suspensions
+            due = self._shared_due() if key in pinned_elsewhere else -math.inf
+            self._suspended[key] = (self._suspensions, due)
             self._publisher.changed(entries=True)  # shown without its ns until probed
             self.on_suspend()
 

@@ -260,22 +260,48 @@ def test_what_the_probe_finds_alive_is_kept_as_unseen_with_everything_above_it()
     assert not registry.has_unseen()
 
 
-def test_a_namespace_another_daemon_pins_is_released_without_a_probe() -> None:
+class Clock:
+    """time.monotonic, as far as the registry's shared probe times go."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def shared_due(self) -> float:
+        return self.now + 0.3
+
+
+def test_a_namespace_another_daemon_pins_waits_for_the_shared_probe() -> None:
     pins = FakePins(alive={NET1, USER2, USER1})  # the other daemon's pin keeps NET1 and its owners alive
-    registry = world(pins)
+    clock = Clock()
+    registry = Registry(pins, FakeTables(), shared_due=clock.shared_due)
+    registry.update([read(1, 1.0, *INITIAL), read(50, 1.0, USER2, PID2, NET1, UTS1)])
     other_daemon = ProcessRead(70, 1.5, (), frozenset({NET1}))
     registry.update([other_daemon, ProcessRead(50, 2.0)])
-    assert NET1.name not in names(registry)  # released at once: the scan's word is final
-    drain(registry)
-    assert NET1 not in pins.probed
-    # Its owner, probed once its other child went, is alive: the other daemon's pin on
-    # NET1 keeps it so. Listed as such until that daemon lets go.
-    assert names(registry) == {k.name for k in (*INITIAL, USER2, USER1)}
-    assert holders(registry, USER2) == "unseen\n"
-    pins.alive.clear()
-    registry.reprobe()
+    # Dropped at once, listed until probed, and not probed before the shared moment:
+    # the other daemon lets go of it by then, or its pin would answer the probe.
+    assert NET1 not in pins.pinned() and NET1.name in names(registry)
+    assert registry.probe_due() == float("-inf")  # the others (PID2, UTS1) are probed as usual
+    while (due := registry.probe_due()) is not None and due <= clock.now:
+        registry.confirm(registry.suspensions, began=clock.now)  # PID2 and UTS1, then PID1
+    assert set(pins.probed) == {PID2, UTS1, PID1}
+    assert registry.probe_due() == clock.now + 0.3
+    pins.alive.clear()  # the other daemon dropped its pin too
+    clock.now += 0.3
+    registry.confirm(registry.suspensions, began=clock.now)
+    assert NET1 in pins.probed
     drain(registry)
     assert names(registry) == {k.name for k in INITIAL}
+
+
+def test_beside_another_daemon_what_only_the_probe_keeps_is_kept() -> None:
+    pins = FakePins(alive={NET1})  # an fd in flight holds NET1; the other daemon pins it too
+    clock = Clock()
+    registry = Registry(pins, FakeTables(), shared_due=clock.shared_due)
+    registry.update([read(1, 1.0, *INITIAL), read(50, 1.0, USER2, PID2, NET1, UTS1)])
+    registry.update([ProcessRead(70, 1.5, (), frozenset({NET1})), ProcessRead(50, 2.0)])
+    drain(registry)
+    assert holders(registry, NET1) == "unseen\n"  # no longer released on the scan's word
+    assert NET1 in pins.pinned()
 
 
 def test_an_older_read_never_overwrites_a_newer_one() -> None:
