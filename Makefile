@@ -11,7 +11,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static
 # What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
 KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 
-.PHONY: setup install uninstall run stop test test-kernel bench-kernel unit lint compare soak bench clean
+.PHONY: setup install uninstall run stop test test-kernel bench-kernel unit lint compare soak bench bench-daemons clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter,
 # setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too),
@@ -89,6 +89,10 @@ soak: setup
 # The mount against lsns, a plain /proc scan and tmpfs, at 5,000 processes (BENCH_ARGS to resize).
 bench: setup
 	$(VENV)/bin/python -m bench.bench $(BENCH_ARGS)
+
+# Three daemons at once: what only daemons pin is freed by the kernel as soon as with none.
+bench-daemons: setup
+	$(VENV)/bin/python -m bench.several $(BENCH_ARGS)
 
 # What the mount finds that lsns does not, per kind of holder (COUNT of each).
 compare: setup

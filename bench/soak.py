@@ -189,11 +189,15 @@ class Report:
         return "\n".join(lines + [f"  wrong: {w}" for w in self.wrong[:10]])
 
 
-def soak(seconds: float, rate: float, readers: int, interval: float = 1.0) -> Report:
+def soak(seconds: float, rate: float, readers: int, interval: float = 1.0, daemons: int = 1) -> Report:
+    """`daemons` - 1 more daemons run beside the one read, each on a mount of its own: none may
+    keep what the others let go of, nor make one let go of what something still holds."""
     scratch = Path(tempfile.mkdtemp(prefix="nsfs-soak-"))
     scratch.chmod(0o755)
     try:
-        with running_daemon(scratch / "mnt", interval=interval) as nsfs:
+        with contextlib.ExitStack() as others, running_daemon(scratch / "mnt", interval=interval) as nsfs:
+            for n in range(1, daemons):
+                others.enter_context(running_daemon(scratch / f"other{n}", interval=interval))
             time.sleep(2 * interval)
             before = nsfs.fd_count(), rss_kb(nsfs.pid)
             stop, tally = threading.Event(), Tally()
@@ -230,8 +234,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200, help="namespaces made per second")
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--interval", type=float, default=1.0, help="the daemon's refresh period")
+    parser.add_argument("--daemons", type=int, default=1, help="nsfs daemons running, the one read among them")
     args = parser.parse_args()
-    report = soak(args.seconds, args.rate, args.readers, args.interval)
+    report = soak(args.seconds, args.rate, args.readers, args.interval, args.daemons)
     print(report)
     return 0 if report.ok else 1
 

@@ -8,6 +8,7 @@ checks that the entry goes and the daemon closes its pin.
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import os
 import shutil
@@ -176,43 +177,33 @@ def test_a_parent_only(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     assert_released(nsfs, baseline, outer, child)
 
 
-def other_daemons(nsfs: Daemon) -> list[int]:
-    """Live nsfs daemons other than the test's own."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            name, state = Path(f"/proc/{pid}/stat").read_text().split(" (", 1)[1].rsplit(") ", 1)
-        except (OSError, ValueError):
-            continue
-        if name == "nsfs" and not state.startswith("Z") and int(pid) != nsfs.pid:
-            found.append(int(pid))
-    return found
-
-
 @pytest.mark.needs("ns_handles")
-def test_an_fd_in_flight(nsfs: Daemon, procs: Procs, baseline: int) -> None:
-    # Another daemon's pin would answer the probe as well as the message does, so with
-    # two daemons the scan's word is final (README, Limits): this needs to be the only one.
-    assert not other_daemons(nsfs), f"stop the other nsfs daemons first (make stop): pids {other_daemons(nsfs)}"
-    pid = procs.sleeper("--net")
-    net = ns_of(pid, "net")
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-    wait_until(lambda: net in nsfs.names(), "the namespace, seen while an fd held it")
-    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sender.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-        os.close(fd)
-        procs.end(pid)
-        # Only the message in the socket's queue holds it now: no scan can see that.
-        wait_until(lambda: holders(nsfs, net) == ["unseen"], "the probe to keep it, unseen")
-        # Probed again every 0.5 s, for ~0.1 s of which it is listed without its link: wait
-        # for the link, and it must open exactly this namespace.
-        inode = wait_until(lambda: link_inode(nsfs.path(net, "ns")), "the re-pinned ns link")
-        assert inode == int(net[5:-1]), "the re-pinned ns link still opens it"
-    finally:
-        sender.close()
-        receiver.close()  # the message, and the fd in it, are freed
-    assert_released(nsfs, baseline, net)
+@pytest.mark.parametrize("others", [0, 2], ids=["alone", "beside two daemons"])
+def test_an_fd_in_flight(nsfs: Daemon, procs: Procs, baseline: int, public_dir: Path, others: int) -> None:
+    # Beside other daemons, whose pins would answer a probe as well as the message does,
+    # every daemon lets go of the namespace at one shared moment and probes it then.
+    with contextlib.ExitStack() as stack:
+        for n in range(others):
+            stack.enter_context(running_daemon(public_dir / f"other{n}"))
+        pid = procs.sleeper("--net")
+        net = ns_of(pid, "net")
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        wait_until(lambda: net in nsfs.names(), "the namespace, seen while an fd held it")
+        sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sender.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            os.close(fd)
+            procs.end(pid)
+            # Only the message in the socket's queue holds it now: no scan can see that.
+            wait_until(lambda: holders(nsfs, net) == ["unseen"], "the probe to keep it, unseen")
+            # Probed again every 0.5 s, for part of which it is listed without its link: wait
+            # for the link, and it must open exactly this namespace.
+            inode = wait_until(lambda: link_inode(nsfs.path(net, "ns")), "the re-pinned ns link")
+            assert inode == int(net[5:-1]), "the re-pinned ns link still opens it"
+        finally:
+            sender.close()
+            receiver.close()  # the message, and the fd in it, are freed
+        assert_released(nsfs, baseline, net)
 
 
 @pytest.mark.needs("pid_in_pidns")

@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import SLOWDOWN, run
 
 
@@ -15,9 +17,10 @@ def figure(report: str, label: str) -> int:
     return int(match.group(1))
 
 
-def test_a_short_soak() -> None:
+@pytest.mark.parametrize("daemons", [1, 2])
+def test_a_short_soak(daemons: int) -> None:
     argv = [sys.executable, "-m", "bench.soak", "--seconds", "5", "--rate", "100", "--readers", "4"]
-    argv += ["--interval", "0.2"]
+    argv += ["--interval", "0.2", "--daemons", str(daemons)]
     soak = run(argv, timeout=300, cwd=Path(__file__).parents[1])
     assert soak.returncode == 0, soak.stdout + soak.stderr
     assert re.search(r"^verdict\s+ok$", soak.stdout, re.MULTILINE), soak.stdout
