@@ -337,7 +337,33 @@ def kill(pid: int) -> None:
     """Kill a process by pid and wait until it is gone (reaped by whoever its parent is)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: _state(pid) in ("", "Z"), f"pid {pid} to die")
+    wait_until(lambda: gone(pid), f"pid {pid} to die")
+
+
+def daemon_serving(mountpoint: Path) -> int:
+    """The pid of the nsfs daemon whose command line names `mountpoint`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "nsfs":
+                continue
+            if str(mountpoint) in Path(f"/proc/{pid}/cmdline").read_text().split("\0"):
+                return int(pid)
+    return 0
+
+
+def gone(pid: int) -> bool:
+    """Whether `pid` has ended (a zombie has: only its parent's wait is missing)."""
+    return _state(pid) in ("", "Z")
+
+
+def children_of(parent: int) -> list[int]:
+    """The processes `parent` started, from any of its threads (`children` sees one thread's)."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(name))
+    return found
 
 
 def _group_members(pgid: int) -> list[int]:
