@@ -366,6 +366,24 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
+def watchdog_of(daemon: int) -> int:
+    """The pid of the fusermount3 that watches `daemon`'s mount (libfuse's auto_unmount): it
+    unmounts the mount if the daemon dies without unmounting it."""
+
+    def find() -> int:
+        return next((pid for pid in children_of(daemon) if _comm(pid) == "fusermount3"), 0)
+
+    return wait_until(find, f"the watchdog of daemon {daemon}'s mount")
+
+
+def kill_with_watchdog(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a daemon and its mount's watchdog, as systemd kills a whole service whose stop
+    timed out: what still leaves a dead mount. The watchdog first, or it would unmount."""
+    kill(watchdog_of(daemon.pid))
+    daemon.kill()
+    daemon.wait(timeout=PATIENCE * SLOWDOWN)
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes in process group `pgid`."""
     members = []

@@ -19,8 +19,9 @@ caught has a handler, chosen per signal as daemons do:
 The handler only notes the signal; the daemon acts on it in ordinary code (`Signals.act`),
 never inside the handler, which may run in the middle of a logging call. Before the FUSE
 loop runs, serve() acts on what arrived at two points (after the first sweep, and as the
-loop starts); in the loop, a task waits for them (`Signals.follow`). What cannot be
-caught (SIGKILL, a fault) is left as it is (`LEFT`).
+loop starts); in the loop, a task waits for them (`Signals.follow`). A process killed by
+what cannot be caught (SIGKILL, a fault) is the mount's watchdog's to clean up (cli.py,
+`WATCHDOG`).
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ LEFT: Final[dict[int, str]] = {
     signal.SIGKILL: "cannot be caught",
     signal.SIGSTOP: "cannot be caught",
     # A fault of this process: its state cannot be trusted to unmount, and a handler that
-    # returned would run the faulting instruction again.
+    # returned would run the faulting instruction again. The watchdog unmounts.
     **dict.fromkeys(
         [signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS],
-        "a fault: the process cannot go on",
+        "a fault: the process dies, the watchdog unmounts",
     ),
     signal.SIGPIPE: "ignored by Python: the write fails with EPIPE instead",
     signal.SIGXFSZ: "ignored by Python: the write fails with EFBIG instead",

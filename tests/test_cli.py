@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import NSFS, PATIENCE, SLOWDOWN, daemon_serving, gone, is_mounted, mounts, run, wait_until
+from harness import NSFS, daemon_serving, gone, is_mounted, kill_with_watchdog, mounts, run, wait_until
 from nsfs_fuse import __version__
 
 HELPER = Path("/usr/local/sbin/nsfs")
@@ -167,9 +167,8 @@ def test_a_dead_mount_is_named_and_umount_clears_it(mountpoint: Path) -> None:
     try:
         wait_until(lambda: is_mounted(mountpoint) and bool(os.listdir(mountpoint)), "the mount")
     finally:
-        proc.kill()
-        proc.wait(timeout=PATIENCE * SLOWDOWN)
-    assert is_mounted(mountpoint)  # a killed daemon leaves its mount behind, dead
+        kill_with_watchdog(proc)
+    assert is_mounted(mountpoint)  # a daemon killed with its watchdog leaves its mount behind, dead
     refuse([*NSFS, str(mountpoint)], f"nsfs: {mountpoint} is a dead mount: run 'umount {mountpoint}' first")
     assert run(["umount", str(mountpoint)]).returncode == 0
     assert not is_mounted(mountpoint)

@@ -1,5 +1,5 @@
 """Real signals to a real daemon: those that would end it end it cleanly, those with no use are
-ignored and said, SIGHUP reopens the log file.
+ignored and said, SIGHUP reopens the log file; what no handler catches is the mount's watchdog's.
 
 Which signal does what is the README's table ("Signals"); the lists here are written out from it
 rather than taken from nsfs_fuse.signals, and tests/unit/test_signals.py checks that the module
@@ -31,6 +31,7 @@ from harness import (
     run,
     running_daemon,
     wait_until,
+    watchdog_of,
 )
 from nsfs_fuse.signals import name
 
@@ -45,6 +46,8 @@ IGNORED = [
     signal.SIGSTKFLT,
     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
 ]
+UNCAUGHT = [signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT]  # a kill, and faults as sent by kill(1)
+NAMESPACE_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 # A line of the background daemon's log file, less its timestamp.
 _STAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (.*)$")
@@ -59,12 +62,31 @@ def said(log: Path, *words: str) -> list[str]:
     return [line for line in log.read_text().splitlines() if line.startswith("nsfs") and any(w in line for w in words)]
 
 
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def mount_entry(mountpoint: Path) -> tuple[str, str]:
+    """(fstype, source) of what is mounted at `mountpoint`, as this process's mountinfo says."""
+    for line in Path("/proc/self/mountinfo").read_text(errors="surrogateescape").splitlines():
+        fields = line.split()
+        if fields[4] == str(mountpoint):
+            after = fields[fields.index("-") + 1 :]
+            return after[0], after[1]
+    raise AssertionError(f"nothing is mounted at {mountpoint}")
+
+
 @pytest.mark.parametrize("signum", ENDING, ids=name)
 def test_a_signal_that_would_end_the_daemon_unmounts_and_exits_0(public_dir: Path, signum: int) -> None:
     with running_daemon(public_dir / "mnt") as nsfs:
+        watchdog = watchdog_of(nsfs.pid)
         os.kill(nsfs.pid, signum)
         assert nsfs.proc.wait(timeout=PATIENCE * SLOWDOWN) == 0
         assert not is_mounted(nsfs.mountpoint)
+        wait_until(lambda: gone(watchdog), "the watchdog to go with the daemon")
     assert said(nsfs.log, "SIG", "exiting") == [
         f"nsfs: INFO: {name(signum)}: unmounting",
         f"nsfs: INFO: exiting: {nsfs.mountpoint} unmounted, every pin closed",
@@ -186,3 +208,65 @@ def test_a_signal_during_the_first_sweep_is_acted_on_when_it_ends(public_dir: Pa
         assert lines[1:] == [f"nsfs: INFO: {answer}", "nsfs: INFO: exiting: nothing mounted, every pin closed"]
     else:
         assert lines[1:3] == [f"nsfs: INFO: {answer}", f"nsfs: INFO: serving {mountpoint}"]
+
+
+def test_the_mount_is_made_through_its_watchdog_and_shows_as_before(nsfs: Daemon) -> None:
+    assert mount_entry(nsfs.mountpoint) == ("fuse.nsfs", "nsfs")
+    watchdog = watchdog_of(nsfs.pid)
+    # It was started after the first sweep had pinned every namespace: none of those fds, nor
+    # /dev/fuse, may have been passed on to it (it would keep them until the daemon is gone).
+    assert nsfs.pinned()
+    kept = {os.readlink(f"/proc/{watchdog}/fd/{fd}") for fd in os.listdir(f"/proc/{watchdog}/fd")}
+    assert not {target for target in kept if target.split(":")[0] in NAMESPACE_TYPES or target == "/dev/fuse"}
+    # Whatever is sent to it (a terminal's SIGINT, a service's SIGTERM to every process), it
+    # waits for the daemon's end: the README says so.
+    blocked = int(Path(f"/proc/{watchdog}/status").read_text().split("SigBlk:")[1].split()[0], 16)
+    assert blocked & (1 << (signal.SIGTERM - 1)) and blocked & (1 << (signal.SIGINT - 1))
+
+
+@pytest.mark.parametrize("signum", UNCAUGHT, ids=name)
+def test_a_daemon_dead_of_what_no_handler_catches_leaves_no_dead_mount(public_dir: Path, signum: int) -> None:
+    mountpoint = public_dir / "mnt"
+    mountpoint.mkdir()
+    no_core = ["prlimit", "--core=0"]  # a fault's core dump would land in the test's directory
+    proc = subprocess.Popen(
+        [*no_core, *NSFS, str(mountpoint), "-f"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(lambda: is_mounted(mountpoint) and own_net() in os.listdir(mountpoint), "the mount")
+        watchdog = watchdog_of(proc.pid)
+        os.kill(proc.pid, signum)
+        assert proc.wait(timeout=PATIENCE * SLOWDOWN) == -signum
+        wait_until(lambda: not is_mounted(mountpoint), "the watchdog to unmount")
+        wait_until(lambda: gone(watchdog), "the watchdog to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if is_mounted(mountpoint):
+            run(["umount", "-l", str(mountpoint)])
+            raise AssertionError(f"{mountpoint} was left mounted")
+
+
+def test_without_fusermount3_the_daemon_mounts_and_warns_once(public_dir: Path) -> None:
+    mountpoint, log = public_dir / "mnt", public_dir / "nsfs.log"
+    mountpoint.mkdir()
+    # In a mount namespace of its own, where fusermount3 is /dev/null (not executable): the
+    # mount is made there too, so the test reads it through the daemon's root.
+    hidden = ["unshare", "--mount", "sh", "-c", 'mount --bind /dev/null /usr/bin/fusermount3 && exec "$@"', "sh"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*hidden, *NSFS, str(mountpoint), "-f"], stdin=subprocess.DEVNULL, stderr=out)
+    try:
+        wait_until(lambda: said(log, "serving"), "the daemon to serve")
+        assert own_net() in os.listdir(f"/proc/{proc.pid}/root{mountpoint}")
+        assert "fusermount3" not in [comm(pid) for pid in children_of(proc.pid)]
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=PATIENCE * SLOWDOWN) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # its mount goes with its mount namespace
+            proc.wait()
+    warning = (
+        f"nsfs: WARNING: no fusermount3 (Debian's fuse3): if this daemon is killed, {mountpoint} stays mounted, dead"
+    )
+    assert said(log, "WARNING") == [warning]
