@@ -337,7 +337,51 @@ def kill(pid: int) -> None:
     """Kill a process by pid and wait until it is gone (reaped by whoever its parent is)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: _state(pid) in ("", "Z"), f"pid {pid} to die")
+    wait_until(lambda: gone(pid), f"pid {pid} to die")
+
+
+def daemon_serving(mountpoint: Path) -> int:
+    """The pid of the nsfs daemon whose command line names `mountpoint`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "nsfs":
+                continue
+            if str(mountpoint) in Path(f"/proc/{pid}/cmdline").read_text().split("\0"):
+                return int(pid)
+    return 0
+
+
+def gone(pid: int) -> bool:
+    """Whether `pid` has ended (a zombie has: only its parent's wait is missing)."""
+    return _state(pid) in ("", "Z")
+
+
+def children_of(parent: int) -> list[int]:
+    """The processes `parent` started, from any of its threads (`children` sees one thread's)."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(name))
+    return found
+
+
+def watchdog_of(daemon: int) -> int:
+    """The pid of the fusermount3 that watches `daemon`'s mount (libfuse's auto_unmount): it
+    unmounts the mount if the daemon dies without unmounting it."""
+
+    def find() -> int:
+        return next((pid for pid in children_of(daemon) if _comm(pid) == "fusermount3"), 0)
+
+    return wait_until(find, f"the watchdog of daemon {daemon}'s mount")
+
+
+def kill_with_watchdog(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a daemon and its mount's watchdog, as systemd kills a whole service whose stop
+    timed out: what still leaves a dead mount. The watchdog first, or it would unmount."""
+    kill(watchdog_of(daemon.pid))
+    daemon.kill()
+    daemon.wait(timeout=PATIENCE * SLOWDOWN)
 
 
 def _group_members(pgid: int) -> list[int]:

@@ -18,6 +18,7 @@ import logging
 import logging.handlers
 import math
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -111,6 +112,7 @@ GENERIC_OPTIONS = frozenset(
         "nosymfollow",
         "allow_other",
         "default_permissions",
+        "auto_unmount",  # on wherever fusermount3 is (WATCHDOG)
     ]
 )
 GENERIC_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
@@ -272,19 +274,35 @@ def check_can_mount(mountpoint: str) -> str:
     return path
 
 
-def fuse_options(args: Args) -> frozenset[str]:
+# Asked for auto_unmount, libfuse mounts through this program (looked for in /usr/bin, libfuse's
+# directory on Debian, then in PATH), which then stays as the mount's watchdog: when the daemon's
+# end of its socket closes without an unmount (SIGKILL, a fault), it unmounts a mount that no
+# longer answers. What no signal handler can do. It leaves a mount that answers alone.
+WATCHDOG = "fusermount3"
+
+
+def _watchdog_found() -> bool:
+    return shutil.which(WATCHDOG, path=os.pathsep.join(["/usr/bin", os.environ.get("PATH", os.defpath)])) is not None
+
+
+def fuse_options(args: Args, watchdog: bool) -> frozenset[str]:
     options = {"fsname=nsfs", "subtype=nsfs", "ro", "nosuid", "nodev", "noexec", "allow_other"}
+    if watchdog:
+        options.add("auto_unmount")
     return frozenset(options | args.extra_fuse)
 
 
 def config(mountpoint: str, args: Args) -> Config:
     from .service import Config
 
+    watchdog = _watchdog_found()
+    if not watchdog:
+        log.warning("no %s (Debian's fuse3): if this daemon is killed, %s stays mounted, dead", WATCHDOG, mountpoint)
     return Config(
         mountpoint,
         args.interval,
         args.sweep_cpu / 100,
-        fuse_options(args),
+        fuse_options(args, watchdog),
         args.metrics_address,
         args.metrics_file,
         args.events,

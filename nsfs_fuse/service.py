@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import resource
-import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +28,7 @@ from .fs import NsFs
 from .model import ProcessRead
 from .mounted import events_socket
 from .registry import Registry
+from .signals import Signals
 from .sweeping import SweepProcess
 from .tables import Tables
 from .watchers import Watchers, listening
@@ -206,33 +206,27 @@ class Refresher:
 
 async def _main(
     refresher: Refresher,
-    events: Events,
     others: Sequence[Callable[[], Awaitable[None]]],
     config: Config,
     ready: Callable[[], None],
+    signals: Signals,
 ) -> None:
+    signals.act()  # what arrived while mounting
+    if signals.ending is not None:
+        return  # serve() unmounts: nothing was served
     async with trio.open_nursery() as nursery:
         nursery.start_soon(refresher.run)
-        nursery.start_soon(events.follow, refresher)
         for run in others:
             nursery.start_soon(run)
-        nursery.start_soon(_on_signals, nursery.cancel_scope)
+        nursery.start_soon(signals.follow, pyfuse3.terminate)
         await trio.sleep(0)
         log.info("serving %s", config.mountpoint)
         ready()
         try:
-            await pyfuse3.main()  # returns when the filesystem is unmounted
+            await pyfuse3.main()  # returns when the filesystem is unmounted, or terminated
         finally:
             refresher.stop()
             nursery.cancel_scope.cancel()
-
-
-async def _on_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
 
 
 def _metrics(
@@ -288,6 +282,14 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     `ready` is called once the mount exists and requests are being served.
     Raises OSError or RuntimeError if the mount cannot be made.
     """
+    # From here on no signal that can be caught ends the daemon by its default action, which
+    # would leave the mount behind, dead: one that arrives before the loop runs is acted on
+    # after the first sweep, and again as the loop starts (signals.py).
+    with Signals().installed() as signals:
+        _serve(config, ready, signals)
+
+
+def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
     nsfs_dev = kernel.nsfs_device()
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     scanner = discovery.Scanner(os.getpid(), nsfs_dev)
@@ -301,14 +303,21 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
     try:
         refresher.sweep(full_speed)  # the first listing is complete from the start
         log.info("found %d namespaces", len(registry.snapshot.entries))
+        signals.act()  # what arrived during the first sweep: after an END, nothing is mounted
+        if signals.ending is not None:
+            return
         writers = _metrics(config, registry, refresher, tables, budget)
         with listening(config.events or events_socket(config.mountpoint)) as listener:
             watchers = Watchers(registry, listener)
             registry.on_listing = watchers.alarm.ring
             ops = NsFs(registry, Finder(rereads, registry))
             pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
+            signals.mounted = True
             try:
                 events = Events(registry, rereads)
+
+                async def follow_events() -> None:
+                    await events.follow(refresher)
 
                 async def follow_tables() -> None:
                     await watch_tables(registry, tables)
@@ -318,12 +327,15 @@ def serve(config: Config, ready: Callable[[], None]) -> None:
                 retirer = Retirer(registry)
                 pinned.on_retire = retirer.alarm.ring
                 rereads.charge = refresher.charge
-                others = [prober.run, retirer.run, rereads.run, follow_tables, watchers.run, *writers]
-                trio.run(_main, refresher, events, others, config, ready)
+                others = [follow_events, prober.run, retirer.run, rereads.run, follow_tables, watchers.run, *writers]
+                trio.run(_main, refresher, others, config, ready, signals)
             finally:
                 pyfuse3.close(unmount=True)
     finally:
         sweeps.close()
         registry.close()
         tables.close_all()
-        log.info("exiting: %s unmounted, every pin closed", config.mountpoint)
+        if signals.mounted:
+            log.info("exiting: %s unmounted, every pin closed", config.mountpoint)
+        else:
+            log.info("exiting: nothing mounted, every pin closed")

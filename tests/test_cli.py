@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -12,29 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import NSFS, PATIENCE, SLOWDOWN, is_mounted, mounts, run, wait_until
+from harness import NSFS, daemon_serving, gone, is_mounted, kill_with_watchdog, mounts, run, wait_until
 from nsfs_fuse import __version__
 
 HELPER = Path("/usr/local/sbin/nsfs")
-
-
-def daemon_serving(mountpoint: Path) -> int:
-    """The pid of the nsfs daemon whose command line names `mountpoint`."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/comm").read_text().strip() != "nsfs":
-                continue
-            if str(mountpoint) in Path(f"/proc/{pid}/cmdline").read_text().split("\0"):
-                return int(pid)
-    return 0
-
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
 
 
 @pytest.fixture
@@ -187,9 +167,8 @@ def test_a_dead_mount_is_named_and_umount_clears_it(mountpoint: Path) -> None:
     try:
         wait_until(lambda: is_mounted(mountpoint) and bool(os.listdir(mountpoint)), "the mount")
     finally:
-        proc.kill()
-        proc.wait(timeout=PATIENCE * SLOWDOWN)
-    assert is_mounted(mountpoint)  # a killed daemon leaves its mount behind, dead
+        kill_with_watchdog(proc)
+    assert is_mounted(mountpoint)  # a daemon killed with its watchdog leaves its mount behind, dead
     refuse([*NSFS, str(mountpoint)], f"nsfs: {mountpoint} is a dead mount: run 'umount {mountpoint}' first")
     assert run(["umount", str(mountpoint)]).returncode == 0
     assert not is_mounted(mountpoint)

@@ -27,6 +27,7 @@ from harness import (
     Daemon,
     Procs,
     is_mounted,
+    kill_with_watchdog,
     netns_added,
     ns_of,
     run,
@@ -382,8 +383,7 @@ def test_the_unit_clears_a_dead_mount_before_it_starts(public_dir: Path) -> None
     try:
         wait_until(lambda: is_mounted(mountpoint) and os.listdir(mountpoint), "the daemon to serve")
     finally:
-        daemon.kill()  # as the OOM killer would
-        daemon.wait()
+        kill_with_watchdog(daemon)  # the OOM killer's kill of the daemon alone leaves no dead mount
     assert "Transport endpoint is not connected" in run(["ls", str(mountpoint)]).stderr
     prepared = run(prepare)
     assert (prepared.returncode, prepared.stderr) == (0, "")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import trio
 from pyfuse3 import FUSEError
 
-from harness import NSFS, Procs, files, is_mounted, ns_of, run, running_daemon, wait_until
+from harness import NSFS, Procs, files, is_mounted, kill_with_watchdog, ns_of, run, running_daemon, wait_until
 from nsfs_fuse.fs import guarded
 
 FD_LIMIT = 128  # the daemon keeps 64 of them for itself: at most 64 pins
@@ -54,15 +53,14 @@ def test_logfile_in_the_background(public_dir: Path) -> None:
     wait_until(lambda: "exiting" in logfile.read_text(), "the daemon to log its exit")
 
 
-def test_a_killed_daemon_leaves_a_mount_that_umount_removes(public_dir: Path) -> None:
+def test_a_daemon_killed_with_its_watchdog_leaves_a_mount_that_umount_removes(public_dir: Path) -> None:
     mountpoint = public_dir / "mnt"
     mountpoint.mkdir()
     proc = subprocess.Popen([*NSFS, str(mountpoint), "-f"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: is_mounted(mountpoint) and bool(os.listdir(mountpoint)), "the mount")
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_with_watchdog(proc)
     dead = run(["ls", str(mountpoint)])
     assert "Transport endpoint is not connected" in dead.stderr
     assert run(["umount", str(mountpoint)]).returncode == 0
