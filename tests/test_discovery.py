@@ -436,6 +436,16 @@ def test_a_sweep_in_its_own_process_reads_what_a_sweep_in_the_daemon_reads(procs
         assert os.sched_getscheduler(helper) == os.SCHED_IDLE
         assert remote.sweep(lambda reads, same: True)
         assert os.sched_getscheduler(helper) == os.SCHED_OTHER
+
+        # A fault folding a chunk in is the caller's: it propagates as itself, not as the
+        # helper's failure, and the helper goes, as when a sweep is abandoned.
+        def faulty(reads: list[ProcessRead], same: list[tuple[int, float]]) -> bool:
+            raise OSError(errno.ESTALE, "folding the reads in")
+
+        with pytest.raises(OSError) as raised:
+            remote.sweep(faulty)
+        assert raised.value.strerror == "folding the reads in"
+        assert helpers == set() and not os.path.exists(f"/proc/{helper}")
     finally:
         remote.close()
         os.close(held)
