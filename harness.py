@@ -45,9 +45,13 @@ def wait_until(predicate: Callable[[], _T], what: str, timeout: float = PATIENCE
 
 
 def mounts() -> dict[str, str]:
-    """mountpoint -> fstype, from this process's mountinfo."""
+    """mountpoint -> fstype, from this process's mountinfo.
+
+    The table is the machine's: a path in it need not be UTF-8 (another test run's mount,
+    say), and its bytes are kept as they are (surrogateescape) rather than failing the read.
+    """
     result = {}
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             result[fields[4]] = fields[fields.index("-") + 1]
