@@ -45,9 +45,13 @@ def wait_until(predicate: Callable[[], _T], what: str, timeout: float = PATIENCE
 
 
 def mounts() -> dict[str, str]:
-    """mountpoint -> fstype, from this process's mountinfo."""
+    """mountpoint -> fstype, from this process's mountinfo.
+
+    The table is the machine's: a path in it need not be UTF-8 (another test run's mount,
+    say), and its bytes are kept as they are (surrogateescape) rather than failing the read.
+    """
     result = {}
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             result[fields[4]] = fields[fields.index("-") + 1]
@@ -116,14 +120,52 @@ def children(pid: int) -> list[int]:
 
 
 def all_process_namespaces() -> set[str]:
-    """What `ls /proc/*/ns/*` names: the floor of what the filesystem must list."""
+    """What `ls /proc/*/ns/*` names, but for nsfs daemons' helpers: the floor of what the
+    filesystem must list.
+
+    A helper holds nothing (docs/design.md, "Pins and the probe"), and beside another daemon
+    one of its mount-table helpers may sit on, for a moment, in a mount namespace whose last
+    holder just went: that namespace is rightly not listed.
+    """
+    helpers = nsfs_helpers()
     found = set()
     for pid in os.listdir("/proc"):
-        if pid.isdigit():
+        if pid.isdigit() and int(pid) not in helpers:
             for link in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"):
                 with contextlib.suppress(OSError):
                     found.add(ns_of(int(pid), link))
     return found
+
+
+def nsfs_helpers() -> set[int]:
+    """The helper processes of every nsfs daemon running: root processes whose parent is a
+    root process named nsfs (a sweep's reader, a mount-table reader)."""
+    daemons = {pid for pid in _pids() if _comm(pid) == "nsfs" and _status(pid)[1]}
+    helpers = set()
+    for pid in _pids():
+        parent, root = _status(pid)
+        if parent in daemons and root:
+            helpers.add(pid)
+    return helpers
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _status(pid: int) -> tuple[int, bool]:
+    """The parent of `pid` and whether every uid of it is 0; (0, False) if it is gone."""
+    parent = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("PPid:"):
+                    parent = int(line.split()[1])
+                elif line.startswith("Uid:"):
+                    return parent, all(uid == "0" for uid in line.split()[1:])
+    except OSError:
+        pass
+    return 0, False
 
 
 # A namespace's file handle (Linux 6.18): opening it succeeds exactly while the

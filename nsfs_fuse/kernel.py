@@ -52,6 +52,15 @@ AT_EMPTY_PATH: Final = 0x1000
 MAX_HANDLE_SZ: Final = 128
 # What name_to_handle_at / open_by_handle_at say on kernels without nsfs handles.
 NO_HANDLES: Final = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.ENOSYS, errno.EPERM})
+# What open_by_handle_at says to a caller outside the initial pid namespace for a live
+# namespace the caller is not in: the kernel refuses it (the "tighten nstree visibility
+# checks" series, in 7.0 and backported to 6.18.y, allows that only to a caller in the
+# initial pid namespace with CAP_SYS_ADMIN there), and every refusal while decoding a handle
+# comes back as ESTALE, as for a namespace that is gone. Measured on 6.18.44: in a child pid
+# namespace its own namespaces open by handle and a live `unshare --net`'s does not; from
+# the initial pid namespace both do. Only a caller that holds the namespace can tell
+# refused from gone.
+HANDLE_REFUSED: Final = errno.ESTALE
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

@@ -91,6 +91,7 @@ class Pins:
     def __init__(self, nsfs_dev: int, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
         self._nsfs_dev = nsfs_dev
         self._nsfs_mount_id: int | None = None  # read at the first bind mount met without handles
+        self._refusal_told = False  # whether the log said that the kernel refuses handles here
         self._budget = budget
         self._clock = clock
         # What suspended and retired pins point at: opening a socket through /proc/PID/fd
@@ -267,7 +268,8 @@ class Pins:
 
     def _detached(self, fd: int, nstype: str) -> tuple[int, bytes | None]:
         """Re-open `fd` so that it holds the namespace and nothing else: by its file handle,
-        or, without handles (before Linux 6.18), through a thread that enters it.
+        or, without handles (before Linux 6.18, or where the kernel refuses this daemon the
+        handle: kernel.HANDLE_REFUSED), through a thread that enters it.
 
         An fd opened through a bind mount, or through /proc/PID/fd/N of a process that
         opened one, holds that mount too: `umount` would fail with EBUSY for as long as
@@ -284,7 +286,20 @@ class Pins:
         except OSError as exc:
             if exc.errno in kernel.NO_HANDLES:
                 return fd, handle
-            raise
+            if exc.errno != kernel.HANDLE_REFUSED:
+                raise
+            # `fd` holds the namespace, so it is not gone: the kernel refuses this daemon its
+            # handle (the daemon is in a child pid namespace). Kept, the handle would answer
+            # every probe "gone"; raised, the error would fail the whole sweep and nothing new
+            # would ever be listed. So it is pinned as without handles: never probed, the
+            # scan's word is final, and a pin found through a bind mount is entered again.
+            if not self._refusal_told:
+                self._refusal_told = True
+                log.info(
+                    "the kernel opens by file handle only the namespaces this daemon is in, outside the"
+                    " initial pid namespace: the others are not probed, the scan's word is final"
+                )
+            return self._entered_again(fd, nstype), None
         os.close(fd)
         return clean, handle
 

@@ -37,7 +37,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from typing import IO
+from typing import IO, NoReturn
 
 from . import discovery, kernel
 from .model import ProcessRead
@@ -102,18 +102,39 @@ class SweepProcess:
         helper cannot be started or dies mid-sweep."""
         proc = self._started()
         assert proc.stdin is not None and proc.stdout is not None
+        stdout = proc.stdout
         try:
             words = ["idle" if background else "now", *map(str, sorted(self._helpers))]
             proc.stdin.write(" ".join(words).encode() + b"\n" + " ".join(map(str, forget)).encode() + b"\n")
             proc.stdin.flush()
-            while size := _LENGTH.unpack(_read_exactly(proc.stdout, _LENGTH.size))[0]:
-                if not each(*pickle.loads(_read_exactly(proc.stdout, size))):
-                    self.close()
-                    return False
-        except (OSError, EOFError, pickle.UnpicklingError) as exc:
-            self.close()
-            raise OSError(f"the sweep process failed: {exc}") from None
+        except OSError as exc:
+            self._failed(exc)
+
+        def chunk() -> tuple[list[ProcessRead], list[tuple[int, float]]] | None:
+            try:
+                if size := _LENGTH.unpack(_read_exactly(stdout, _LENGTH.size))[0]:
+                    return pickle.loads(_read_exactly(stdout, size))  # type: ignore[no-any-return]
+                return None
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                self._failed(exc)
+
+        while (reads := chunk()) is not None:
+            # A fault folding the reads in is the daemon's, not the helper's: it propagates as
+            # itself, so the log says where it happened. The helper goes either way: the rest
+            # of its sweep is not wanted.
+            try:
+                go_on = each(*reads)
+            except BaseException:
+                self.close()
+                raise
+            if not go_on:
+                self.close()
+                return False
         return True
+
+    def _failed(self, exc: BaseException) -> NoReturn:
+        self.close()
+        raise OSError(f"the sweep process failed: {exc}") from None
 
     def cpu(self) -> float:
         """CPU seconds the helper has used so far (0 if there is none)."""
