@@ -42,9 +42,19 @@ from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
 from . import discovery, errors, kernel
 from .files import BY_NAME, BY_SLOT, SLOT_OF, SLOTS, EntryFile, files_of
-from .model import Entry, NsKey, Snapshot, parse_ns_name
+from .model import Creds, Entry, NsKey, Snapshot, parse_ns_name
 from .registry import Registry
-from .visibility import View, Views, caller_pidns, caller_userns, map_uid
+from .visibility import (
+    DECIDING_CAPS,
+    Caller,
+    Ptrace,
+    View,
+    Views,
+    caller_confined,
+    caller_pidns,
+    caller_userns,
+    map_uid,
+)
 
 log = logging.getLogger("nsfs")
 
@@ -61,6 +71,9 @@ RENDERED_KEPT: Final = 64
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+# A kind of reader: what a per-reader file's content depends on (Request.kind).
+Kind = tuple[NsKey | None, NsKey | None, frozenset[str], Caller | None]
 
 
 class Finder(Protocol):
@@ -121,10 +134,28 @@ class Request:
     def uid(self, kuid: int) -> int | None:
         return map_uid(self.pid, kuid)
 
-    def kind(self) -> tuple[NsKey | None, NsKey | None, frozenset[str]]:
-        """What a per-reader file's content depends on: the caller's user and pid
-        namespaces and the namespaces it is in (see files.EntryFile.per_reader)."""
-        return self.view.userns, self.pidns(), self.own()
+    def caller(self) -> Caller | None:
+        """What the kernel asks of the calling thread before it lets it read another process
+        (visibility.Ptrace); None if it is gone or cannot be identified."""
+        return self._once("caller", self._read_caller)
+
+    def _read_caller(self) -> Caller | None:
+        status = discovery.read_status(f"/proc/{self.pid}/status") if self.pid > 0 else None
+        if status is None or self.view.userns is None:
+            return None
+        fsuid, fsgid, euid, caps = status.uids[3], status.gids[3], status.uids[1], status.caps & DECIDING_CAPS
+        return Caller(status.tgid, fsuid, fsgid, euid, caps, self.view.userns, caller_confined(self.pid))
+
+    def reads(self, pid: int, creds: Creds | None) -> bool:
+        """Whether the kernel would let the caller read process `pid`'s /proc/PID/ns and fd."""
+        ptrace: Ptrace = self._once("ptrace", lambda: Ptrace(self.caller(), self.snapshot))
+        return ptrace.reads(pid, creds)
+
+    def kind(self) -> Kind:
+        """What a per-reader file's content depends on: the caller's user and pid namespaces,
+        the namespaces it is in, and what decides which processes it may read (its process
+        among them: a process may always read itself). See files.EntryFile.per_reader."""
+        return self.view.userns, self.pidns(), self.own(), self.caller()
 
     def pin_path(self, pin: int) -> str | None:
         """The daemon's fd `pin` as the caller's /proc shows it: through the daemon's pid in
@@ -176,6 +207,9 @@ class _HolderReader:
     def sees_name(self, name: str) -> bool:
         return self.request.sees_name(name)
 
+    def reads(self, pid: int, creds: Creds | None) -> bool:
+        return self.request.reads(pid, creds)
+
 
 def guarded(handler: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """Turn any unexpected exception into EIO: one inside pyfuse3.main would end the daemon."""
@@ -209,7 +243,7 @@ class NsFs(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._files: dict[int, bytes] = {}
         self._dirs: dict[int, tuple[Request, Sequence[tuple[str, int]]]] = {}
-        self._kinds: dict[tuple[NsKey | None, NsKey | None, frozenset[str]], int] = {}  # of reader
+        self._kinds: dict[Kind, int] = {}  # of reader
         self._kind_numbers = itertools.count(1)  # never reused
         self._rendered: dict[tuple[int, str, str], tuple[object, bytes]] = {}  # see _content
 
