@@ -472,10 +472,13 @@ class NsFs(pyfuse3.Operations):
 
     @guarded
     async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
+        """Counts only what the caller may see: the machine's count would tell a container how
+        many namespaces the host has, and when it makes more."""
+        req = self._request(ctx)
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = 4096
         data.f_blocks = data.f_bfree = data.f_bavail = 0
-        data.f_files = len(self._registry.snapshot.entries)
+        data.f_files = 0 if req.view.userns is None else len(req.listing())
         data.f_ffree = data.f_favail = 0
         data.f_namemax = NAME_MAX
         return data

@@ -343,3 +343,22 @@ def test_lsnsfs_counts_and_chooses_by_the_processes_the_caller_may_read(nsfs: Da
         ("net", inode)
     }
     assert {r["type"] for r in lsnsfs_as(1000, nsfs, "-p", str(ours))} == set(NS_TYPES)
+
+
+def test_statvfs_counts_only_what_the_caller_sees(nsfs: Daemon, procs: Procs) -> None:
+    mount = str(nsfs.mountpoint)
+    script = f"ls {mount} | wc -l; stat -f -c %c {mount}"
+
+    def inside() -> tuple[int, int]:
+        done = run(["unshare", "--user", "--map-root-user", "--net", "sh", "-c", script])
+        assert done.returncode == 0, done.stderr
+        listed, counted = map(int, done.stdout.split())
+        return listed, counted
+
+    before = inside()
+    assert before == (8, 8)  # its own user and network namespaces, and the host's six others it is in
+    made = [ns_of(procs.sleeper("--net", "--uts"), "net") for _ in range(5)]
+    wait_until(lambda: set(made) <= nsfs.names(), "the host's new namespaces")
+    assert inside() == before
+    # Root sees every namespace, and counts them all (the machine's other tests make and unmake theirs).
+    wait_until(lambda: len(nsfs.names()) == os.statvfs(mount).f_files, "root's count to be its listing's")
