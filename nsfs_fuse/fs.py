@@ -74,6 +74,8 @@ _T = TypeVar("_T")
 
 # A kind of reader: what a per-reader file's content depends on (Request.kind).
 Kind = tuple[NsKey | None, NsKey | None, frozenset[str], Caller | None]
+# What a Request works out of the caller alone, the same against any snapshot (Request.renewed).
+_OF_THE_CALLER: Final = ("own", "pidns", "caller")
 
 
 class Finder(Protocol):
@@ -116,6 +118,11 @@ class Request:
     def pidns(self) -> NsKey | None:
         """The caller's pid namespace: whose pids it understands."""
         return self._once("pidns", lambda: caller_pidns(self.pid))
+
+    def renewed(self, snapshot: Snapshot, view: View) -> Request:
+        """The same caller against a newer snapshot, keeping what was read of the caller itself."""
+        kept = {name: self._memo[name] for name in _OF_THE_CALLER if name in self._memo}
+        return Request(self.pid, snapshot, view, self.daemon_pid, self.daemon_pidns, kept)
 
     def _once(self, name: str, work_out: Callable[[], _T]) -> _T:
         """`work_out()`, worked out once per request: each is a few reads of the caller's /proc."""
@@ -255,6 +262,11 @@ class NsFs(pyfuse3.Operations):
     def _against(self, pid: int, snapshot: Snapshot, userns: NsKey | None) -> Request:
         return Request(pid, snapshot, self._views.get(snapshot, userns), self._pid, self._pidns)
 
+    def _renewed(self, req: Request) -> Request:
+        """`req` against the newest snapshot (after the finder read something into it)."""
+        snapshot = self._registry.snapshot
+        return req.renewed(snapshot, self._views.get(snapshot, req.view.userns))
+
     def _entry(self, req: Request, inode: int) -> tuple[Entry, EntryFile | None]:
         """The visible entry behind `inode`, and which of its files (None: the directory)."""
         inode &= _ENTRY_BITS
@@ -356,7 +368,7 @@ class NsFs(pyfuse3.Operations):
         if all(name in req.snapshot.entries for name in req.own()):
             return req
         await self._finder.own(req.pid)
-        return self._against(req.pid, self._registry.snapshot, req.view.userns)
+        return self._renewed(req)
 
     async def _find(self, req: Request, key: NsKey, uid: int) -> Request:
         """After a lookup miss: the calling thread's own namespaces, else what its process holds."""
@@ -364,7 +376,7 @@ class NsFs(pyfuse3.Operations):
             await self._finder.own(req.pid)
         else:
             await self._finder.look(req.pid, uid)
-        return self._against(req.pid, self._registry.snapshot, req.view.userns)
+        return self._renewed(req)
 
     # -- handlers -----------------------------------------------------------
 
@@ -379,7 +391,9 @@ class NsFs(pyfuse3.Operations):
             req = self._request(ctx)
             if req.view.userns is None:
                 raise FUSEError(errno.ENOENT)
-            if key.name not in req.snapshot.entries:
+            # A name the caller may not see is, to it, not in the snapshot: it takes the miss's
+            # path, so that no timing tells it from a name that does not exist (README, Who sees what).
+            if not req.sees_name(key.name):
                 req = await self._find(req, key, ctx.uid)
             entry = req.snapshot.entries.get(key.name)
             if entry is None or not req.sees_name(entry.name):
