@@ -121,7 +121,7 @@ class Request:
 
     def renewed(self, snapshot: Snapshot, view: View) -> Request:
         """The same caller against a newer snapshot, keeping what was read of the caller itself."""
-        kept = {name: self._memo[name] for name in _OF_THE_CALLER if name in self._memo}
+        kept: dict[str, Any] = {name: self._memo[name] for name in _OF_THE_CALLER if name in self._memo}
         return Request(self.pid, snapshot, view, self.daemon_pid, self.daemon_pidns, kept)
 
     def _once(self, name: str, work_out: Callable[[], _T]) -> _T:
