@@ -65,8 +65,10 @@ DIR_ATTR_TIMEOUT: Final = 1.0
 # Inode bits above this number the kind of reader a per-reader file was looked up by.
 READER_SHIFT: Final = 40
 _ENTRY_BITS: Final = (1 << READER_SHIFT) - 1  # an inode without its kind of reader
-# Contents worked out for a lookup, kept for the open that usually follows it.
-RENDERED_KEPT: Final = 64
+# Files' contents as last stated to the kernel, kept for the open and fstat that follow a lookup
+# (Statements): past this many, or this many bytes, the least recently stated go, unless open.
+STATED_KEPT: Final = 256
+STATED_BYTES: Final = 8 << 20
 
 
 _P = ParamSpec("_P")
@@ -76,6 +78,52 @@ _T = TypeVar("_T")
 Kind = tuple[NsKey | None, NsKey | None, frozenset[str], Caller | None]
 # What a Request works out of the caller alone, the same against any snapshot (Request.renewed).
 _OF_THE_CALLER: Final = ("own", "pidns", "caller")
+
+
+@dataclass(frozen=True, slots=True)
+class Stated:
+    """A regular file's content as last stated to the kernel, in a lookup's, a listing's or a
+    getattr's attributes: the kernel holds that size for the inode until it is stated again,
+    and copies (sendfile, splice, cp) stop there, so the open and fstat that follow must give
+    these very bytes, even once the namespace is gone."""
+
+    source: tuple[object, int]  # what it was worked out from (NsFs._content), and the generation
+    content: bytes
+    uid: int
+    mtime_ns: int
+
+
+class Statements:
+    """The Stated of each regular file inode (per-reader ones carry their kind of reader),
+    least recently stated first. Those of open files stay; the rest go past the limits."""
+
+    def __init__(self) -> None:
+        self._by_inode: dict[int, Stated] = {}
+        self._bytes = 0
+        self._open: dict[int, int] = {}  # inode -> how many opens of it are not released
+
+    def get(self, inode: int) -> Stated | None:
+        return self._by_inode.get(inode)
+
+    def put(self, inode: int, stated: Stated) -> None:
+        """`stated` is what `inode` was just stated as (also when it was so already)."""
+        before = self._by_inode.pop(inode, None)
+        self._bytes += len(stated.content) - (0 if before is None else len(before.content))
+        self._by_inode[inode] = stated
+        for old in list(self._by_inode):
+            if len(self._by_inode) <= STATED_KEPT and self._bytes <= STATED_BYTES:
+                break
+            if old != inode and old not in self._open:
+                self._bytes -= len(self._by_inode.pop(old).content)
+
+    def opened(self, inode: int) -> None:
+        self._open[inode] = self._open.get(inode, 0) + 1
+
+    def released(self, inode: int) -> None:
+        if self._open.get(inode, 0) > 1:
+            self._open[inode] -= 1
+        else:
+            self._open.pop(inode, None)
 
 
 class Finder(Protocol):
@@ -248,11 +296,11 @@ class NsFs(pyfuse3.Operations):
         self._pidns = caller_pidns(self._pid)
         self._mounted_ns = time.time_ns()
         self._handles = itertools.count(1)
-        self._files: dict[int, bytes] = {}
+        self._files: dict[int, tuple[int, bytes]] = {}  # per open: its inode, what it reads
         self._dirs: dict[int, tuple[Request, Sequence[tuple[str, int]]]] = {}
         self._kinds: dict[Kind, int] = {}  # of reader
         self._kind_numbers = itertools.count(1)  # never reused
-        self._rendered: dict[tuple[int, str, str], tuple[object, bytes]] = {}  # see _content
+        self._stated = Statements()  # see _content
 
     # -- who is asking ------------------------------------------------------
 
@@ -281,21 +329,19 @@ class NsFs(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         return entry, file
 
-    def _content(self, req: Request, entry: Entry, file: EntryFile) -> bytes:
-        """What `file` of `entry` holds for this caller. A per-reader file's content is
-        kept a while (a lookup states its size, then the open reads it): as long as the
-        snapshot's holders of that entry, for that kind of reader."""
-        if not file.per_reader:
-            return self._encode(file.content(entry, req))
-        source = req.snapshot.holders.get(entry.name) if file.name == "holders" else entry
-        key = (self._kind_of(req), entry.name, file.name)
-        kept = self._rendered.get(key)
-        if kept is not None and kept[0] is source:
-            return kept[1]
-        content = self._encode(file.content(entry, req))
-        if len(self._rendered) >= RENDERED_KEPT:
-            self._rendered.clear()
-        self._rendered[key] = (source, content)
+    def _content(self, req: Request, entry: Entry, file: EntryFile, inode: int) -> bytes:
+        """What regular file `inode` (`file` of `entry`) holds for this caller, as it is stated
+        to the kernel from now on (Statements). Worked out again only if what it comes from
+        changed: the snapshot's holders of that entry (a `holders` file may be thousands of
+        lines), the entry, the snapshot's entries (generation); the rest of what it depends on
+        is the kind of reader, which the inode of a per-reader file carries."""
+        source = (req.snapshot.holders.get(entry.name) if file.name == "holders" else entry, req.snapshot.generation)
+        kept = self._stated.get(inode)
+        if kept is not None and kept.source[0] is source[0] and kept.source[1] == source[1]:
+            content = kept.content
+        else:
+            content = self._encode(file.content(entry, req))
+        self._stated.put(inode, Stated(source, content, self._owner_uid(req.snapshot, entry), entry.first_seen_ns))
         return content
 
     @staticmethod
@@ -357,9 +403,15 @@ class NsFs(pyfuse3.Operations):
             # through a lookup, which is never cached: the kernel may keep these a while.
             attr.attr_timeout = DIR_ATTR_TIMEOUT
             return attr
-        mode = stat.S_IFLNK | 0o777 if file.is_link else stat.S_IFREG | 0o444
-        size = len(self._content(req, entry, file))
-        return self._attr(self._inode(req, entry, file), mode, size, uid, entry.first_seen_ns)
+        inode = self._inode(req, entry, file)
+        if file.is_link:
+            size = len(self._encode(file.content(entry, req)))
+            return self._attr(inode, stat.S_IFLNK | 0o777, size, uid, entry.first_seen_ns)
+        size = len(self._content(req, entry, file, inode))
+        return self._attr(inode, stat.S_IFREG | 0o444, size, uid, entry.first_seen_ns)
+
+    def _stated_attr(self, inode: int, stated: Stated) -> EntryAttributes:
+        return self._attr(inode, stat.S_IFREG | 0o444, len(stated.content), stated.uid, stated.mtime_ns)
 
     # -- finding names the snapshot lacks ------------------------------------
 
@@ -412,6 +464,12 @@ class NsFs(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
         if inode == ROOT:
             return self._root_attr()
+        # A file looked up (and perhaps opened) keeps the size it was stated with, its namespace
+        # gone or not: the fstat of an open file must say what that open reads. Only a caller
+        # that looked it up, or holds it open, has its inode.
+        stated = self._stated.get(inode)
+        if stated is not None:
+            return self._stated_attr(inode, stated)
         req = self._request(ctx)
         entry, file = self._entry(req, inode)
         return self._entry_attr(req, entry, file)
@@ -422,7 +480,7 @@ class NsFs(pyfuse3.Operations):
         entry, file = self._entry(req, inode)
         if file is None or not file.is_link:
             raise FUSEError(errno.EINVAL)
-        return self._content(req, entry, file)
+        return self._encode(file.content(entry, req))
 
     @guarded
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
@@ -469,17 +527,23 @@ class NsFs(pyfuse3.Operations):
         entry, file = self._entry(req, inode)
         if file is None or file.is_link:
             raise FUSEError(errno.EISDIR if file is None else errno.ELOOP)
+        # What the lookup just before stated (the kernel holds its size), else worked out now.
+        stated = self._stated.get(inode)
+        content = stated.content if stated is not None else self._content(req, entry, file, inode)
         fh = next(self._handles)
-        self._files[fh] = self._content(req, entry, file)
+        self._files[fh] = (inode, content)
+        self._stated.opened(inode)
         return FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self._files[fh][off : off + size]
+        return self._files[fh][1][off : off + size]
 
     @guarded
     async def release(self, fh: int) -> None:
-        self._files.pop(fh, None)
+        opened = self._files.pop(fh, None)
+        if opened is not None:
+            self._stated.released(opened[0])
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """Nothing to do: inodes are derived from serials, not kept in a table."""

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from harness import Daemon, Procs, files, ns_of, run, wait_until
+from harness import SLOWDOWN, Daemon, Procs, files, ns_of, run, wait_until
 
 AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # for programs run as other uids: the suite's interpreter is under /root
@@ -218,3 +221,54 @@ def test_a_rootless_container_sees_its_own_and_numbers_holders_its_way(nsfs: Dae
     assert sorted(run([*inside, "ls", str(nsfs.path(net))]).stdout.split()) == files("holders", "nstype", "owner")
     entered = run([*inside, "nsenter", f"--net={nsfs.path(net, 'ns')}", "true"])
     assert entered.returncode != 0 and "No such file or directory" in entered.stderr
+
+
+def read_all(fd: int) -> bytes:
+    parts = [os.read(fd, 1 << 16)]
+    while parts[-1]:
+        parts.append(os.read(fd, 1 << 16))
+    return b"".join(parts)
+
+
+def sizes_against_reads(path: Path, until: float) -> tuple[int, list[str]]:
+    """Open, fstat and read `path` over and over until it is gone or `until` (monotonic) passes:
+    how many opens, and what went wrong with each that did not read what its fstat said."""
+    opens, wrong = 0, []
+    while time.monotonic() < until:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            break  # the entry is gone: nothing more to open
+        opens += 1
+        try:
+            size = os.fstat(fd).st_size
+            content = read_all(fd)
+        except OSError as exc:
+            wrong.append(f"{exc.strerror} on an open file")
+        else:
+            if size != len(content):
+                wrong.append(f"fstat {size}, read {content!r}")
+        finally:
+            os.close(fd)
+    return opens, wrong
+
+
+def test_a_file_s_size_is_what_the_same_open_reads_while_its_namespace_dies(nsfs: Daemon, procs: Procs) -> None:
+    """cp and sendfile copy as many bytes as fstat says: 60 rounds of open/fstat/read of the
+    holders of a namespace whose only process is killed meanwhile, and not one disagrees."""
+    opened, wrong = 0, []
+
+    def held(net: str) -> bool:
+        return net in nsfs.names() and nsfs.read(net, "holders") != ""
+
+    for _ in range(60):
+        pid = procs.sleeper("--net")
+        net = ns_of(pid, "net")
+        wait_until(functools.partial(held, net), "the namespace and its holder")
+        killer = threading.Thread(target=procs.end, args=(pid,))
+        killer.start()
+        opens, round_wrong = sizes_against_reads(nsfs.path(net, "holders"), time.monotonic() + 3 * SLOWDOWN)
+        killer.join()
+        opened += opens
+        wrong += round_wrong
+    assert wrong == [], f"{len(wrong)} of {opened} opens, such as {sorted(set(wrong))[:4]}"
