@@ -2,10 +2,10 @@
 
 The rule (docs/design.md, "Who sees what"): an entry is visible to a caller iff its anchor,
 the namespace itself for a user namespace and its owning user namespace
-otherwise, is the caller's user namespace or a descendant of it. So root in the
-initial user namespace sees everything and a container sees its own subtree: the
-same scope in which the kernel answers NS_GET_USERNS and NS_GET_PARENT rather
-than EPERM.
+otherwise, is the caller's user namespace or a descendant of it. So every caller
+in the initial user namespace (root, and a container that has no user namespace of
+its own) sees everything, and a container with one its own subtree: the same scope
+in which the kernel answers NS_GET_USERNS and NS_GET_PARENT rather than EPERM.
 
 A view is worked out once per (snapshot, user namespace) and reused by every
 request until the next snapshot: requests cost a dict lookup, not a table walk.
