@@ -74,13 +74,14 @@ class Status:
     tgid: int
     uids: tuple[int, int, int, int]  # real, effective, saved, filesystem
     gids: tuple[int, int, int, int]
+    permitted: int  # permitted capabilities (CapPrm)
     caps: int  # effective capabilities (CapEff)
     # The file's owner: the effective uid and gid while the process is dumpable; the root of
     # the user namespace it last exec'd in (or the initial one's) while it is not.
     owner: tuple[int, int]
 
 
-_STATUS_FIELDS = (b"Tgid", b"Uid", b"Gid", b"CapEff")
+_STATUS_FIELDS = (b"Tgid", b"Uid", b"Gid", b"CapPrm", b"CapEff")
 
 
 @errors.or_default(None)
@@ -103,8 +104,9 @@ def read_status(path: str) -> Status | None:
     uids, gids = _ids(fields.get(b"Uid")), _ids(fields.get(b"Gid"))
     if uids is None or gids is None:
         return None  # not a status file as the kernel writes it: treat it as gone
-    caps = int(fields.get(b"CapEff", b"0"), 16)  # missing (a cut short read): no capabilities, which shows less
-    return Status(int(fields.get(b"Tgid", b"0")), uids, gids, caps, (stat.st_uid, stat.st_gid))
+    # Missing (a read cut short): taken as none effective and all permitted, which shows less.
+    permitted, caps = int(fields.get(b"CapPrm", b"ffffffffffffffff"), 16), int(fields.get(b"CapEff", b"0"), 16)
+    return Status(int(fields.get(b"Tgid", b"0")), uids, gids, permitted, caps, (stat.st_uid, stat.st_gid))
 
 
 def _ids(value: bytes | None) -> tuple[int, int, int, int] | None:
@@ -143,7 +145,7 @@ def process_creds(status: Status, userns: NsKey | None, root: int, top: NsKey | 
         # The kernel then asks for CAP_SYS_PTRACE in the namespace it last exec'd in: its own,
         # if its /proc files belong to its own root; otherwise one above it, unknown: the top.
         undumpable = userns if status.owner[0] == root else top
-    return Creds((real, effective, saved), status.gids[:3], status.owner[0], userns, undumpable)
+    return Creds((real, effective, saved), status.gids[:3], status.permitted, status.owner[0], userns, undumpable)
 
 
 def _ns_key(path: str) -> NsKey | None:

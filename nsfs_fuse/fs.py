@@ -45,7 +45,6 @@ from .files import BY_NAME, BY_SLOT, SLOT_OF, SLOTS, EntryFile, files_of
 from .model import Creds, Entry, NsKey, Snapshot, parse_ns_name
 from .registry import Registry
 from .visibility import (
-    DECIDING_CAPS,
     Caller,
     Ptrace,
     View,
@@ -198,8 +197,8 @@ class Request:
         status = discovery.read_status(f"/proc/{self.pid}/status") if self.pid > 0 else None
         if status is None or self.view.userns is None:
             return None
-        fsuid, fsgid, euid, caps = status.uids[3], status.gids[3], status.uids[1], status.caps & DECIDING_CAPS
-        return Caller(status.tgid, fsuid, fsgid, euid, caps, self.view.userns, caller_confined(self.pid))
+        fsuid, fsgid, euid = status.uids[3], status.gids[3], status.uids[1]
+        return Caller(status.tgid, fsuid, fsgid, euid, status.caps, self.view.userns, caller_confined(self.pid))
 
     def reads(self, pid: int, creds: Creds | None) -> bool:
         """Whether the kernel would let the caller read process `pid`'s /proc/PID/ns and fd."""

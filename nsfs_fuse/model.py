@@ -98,6 +98,7 @@ class Creds(NamedTuple):
 
     uids: tuple[int, int, int]  # real, effective, saved
     gids: tuple[int, int, int]
+    permitted: int  # its permitted capabilities: a caller without CAP_SYS_PTRACE over it needs them all
     owner: int  # who owns its /proc/PID/fd (mode 0500): the effective uid if dumpable, a root if not
     userns: NsKey | None  # its user namespace: CAP_SYS_PTRACE there lets a caller read it
     # None if it is dumpable. Otherwise (or where /proc cannot tell) the user namespace in

@@ -24,13 +24,12 @@ from . import errors
 from .kernel import OVERFLOW_UID
 from .model import Creds, Entry, NsKey, Snapshot, parse_ns_name
 
-# The capabilities the kernel's checks on reading another process's /proc ask for
-# (<linux/capability.h>), and those of them a caller's kind of reader includes (fs.py).
+# The capabilities the kernel's checks on reading another process's /proc ask for by name
+# (<linux/capability.h>).
 CAP_DAC_OVERRIDE: Final = 1
 CAP_DAC_READ_SEARCH: Final = 2
 CAP_SYS_PTRACE: Final = 19
 _DAC: Final = 1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH
-DECIDING_CAPS: Final = _DAC | 1 << CAP_SYS_PTRACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +154,7 @@ class Caller:
     fsuid: int  # the ptrace read check compares the filesystem uid and gid (PTRACE_MODE_FSCREDS)
     fsgid: int
     euid: int  # a user namespace's creator, by effective uid, has every capability in it
-    caps: int  # its effective capabilities, of DECIDING_CAPS only
+    caps: int  # its effective capabilities: a process it may read has none it lacks
     userns: NsKey
     confined: bool = False  # an LSM confines it (caller_confined): it may read no other process, as far as we know
 
@@ -166,10 +165,11 @@ class Ptrace:
     decides (docs/design.md, "Who sees what"), over one snapshot's user namespaces.
 
     The kernel's ptrace_may_access(PTRACE_MODE_READ_FSCREDS): a process may always read
-    itself; otherwise the caller's filesystem uid and gid must be the process's real,
-    effective and saved ones, or the caller must have CAP_SYS_PTRACE in the process's user
-    namespace; and a process that is not dumpable also asks for CAP_SYS_PTRACE in the user
-    namespace it last exec'd in. /proc/PID/fd (mode 0500) then wants its owner, or
+    itself; otherwise the caller must have CAP_SYS_PTRACE in the process's user namespace, or
+    have its filesystem uid and gid be the process's real, effective and saved ones, be in the
+    process's user namespace and have in effect every capability the process has permitted
+    (cap_ptrace_access_check); and a process that is not dumpable also asks for CAP_SYS_PTRACE
+    in the user namespace it last exec'd in. /proc/PID/fd (mode 0500) then wants its owner, or
     CAP_DAC_READ_SEARCH or CAP_DAC_OVERRIDE. What an LSM refuses on top cannot be read from
     outside: a caller an LSM confines reads no other process here.
     """
@@ -187,12 +187,23 @@ class Ptrace:
             return True
         if caller.confined:
             return False
-        same_ids = all(uid == caller.fsuid for uid in creds.uids) and all(gid == caller.fsgid for gid in creds.gids)
-        if not (same_ids or self.ptrace_capable(creds.userns)):
+        if not (self.ptrace_capable(creds.userns) or self._as_an_equal(creds)):
             return False
         if creds.undumpable is not None and not self.ptrace_capable(creds.undumpable):
             return False
         return caller.fsuid == creds.owner or bool(caller.caps & _DAC)
+
+    def _as_an_equal(self, creds: Creds) -> bool:
+        """Whether the caller may read a process without CAP_SYS_PTRACE over it: the same ids,
+        the same user namespace, and no capability the caller does not have in effect."""
+        caller = self.caller
+        return (
+            caller is not None
+            and all(uid == caller.fsuid for uid in creds.uids)
+            and all(gid == caller.fsgid for gid in creds.gids)
+            and creds.userns == caller.userns
+            and creds.permitted & ~caller.caps == 0
+        )
 
     def ptrace_capable(self, userns: NsKey | None) -> bool:
         """Whether the caller has CAP_SYS_PTRACE in `userns`."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import nsfs_fuse
 from harness import NSFS, PATIENCE, SLOWDOWN, Daemon, Procs, children, files, ns_of, own_namespaces, run, wait_until
@@ -422,3 +425,34 @@ def test_no_timing_tells_a_hidden_name_from_a_made_up_one(nsfs: Daemon, procs: P
     # the time (12 and 12 in random order): a second run with new made-up names settles it. A
     # hidden name that skipped the look was sorted 100% right with three tries.
     assert share_sorted() <= 0.75 or share_sorted() <= 0.75
+
+
+def test_a_sandbox_in_the_host_s_pid_namespace_reads_no_process_its_proc_would_hide(nsfs: Daemon, procs: Procs) -> None:
+    """bubblewrap with a user and network namespace of its own but the host's pid namespace, in
+    a UTS namespace root made and holds, where a host process of the sandbox's uid is too: it
+    reads the lines of its own processes, and neither root's nor that host process's (the
+    kernel wants a caller without CAP_SYS_PTRACE in the process's user namespace)."""
+    if shutil.which("bwrap") is None:
+        pytest.fail("bubblewrap is not installed (make setup installs it)")
+    root = procs.sleeper("--uts")
+    enter = ["nsenter", f"--uts=/proc/{root}/ns/uts"]
+    host_1000 = procs.sleeper(uid=1000, prefix=enter)
+    uts = ns_of(root, "uts")
+    path = nsfs.path(uts, "holders")
+    wait_until(lambda: uts in nsfs.names() and f"process {host_1000} sleep" in nsfs.read(uts, "holders"), "holders")
+    sandbox = [*enter, *as_uid(1000), "bwrap", "--unshare-user", "--unshare-net"]
+    sandbox += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    # Each process a line names that is still there, and its own /proc refuses it.
+    refused = "[ ! -e /proc/$p ] || { readlink /proc/$p/ns/uts && ls /proc/$p/fd; } >/dev/null 2>&1 || echo $p"
+    script = (
+        "sleep 60 & own=$!; i=0; "  # a process of the sandbox's own: wait until the daemon has it
+        f'while ! grep -qx "process $own sleep" {path} && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; '
+        f'echo $own; cat {path}; echo --; for p in $(cut -d" " -f2 {path}); do {refused}; done; kill $own; true'
+    )
+    done = run([*sandbox, "sh", "-c", script])
+    assert done.returncode == 0, done.stderr
+    seen, refused_by_proc = done.stdout.split("--\n")
+    own, *lines = seen.splitlines()
+    assert f"process {own} sleep" in lines
+    assert f"process {root} sleep" not in lines and f"process {host_1000} sleep" not in lines
+    assert refused_by_proc == ""

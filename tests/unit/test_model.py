@@ -73,8 +73,8 @@ class Reader:
         return creds is not None and creds.uids == (1000, 1000, 1000)
 
 
-OURS = Creds((1000, 1000, 1000), (1000, 1000, 1000), 1000, NsKey("user", 1), None)
-THEIRS = Creds((0, 0, 0), (0, 0, 0), 0, NsKey("user", 1), NsKey("user", 1))
+OURS = Creds((1000, 1000, 1000), (1000, 1000, 1000), 0, 1000, NsKey("user", 1), None)
+THEIRS = Creds((0, 0, 0), (0, 0, 0), (1 << 41) - 1, 0, NsKey("user", 1), NsKey("user", 1))
 
 
 def test_every_kind_has_exactly_one_row() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from nsfs_fuse.discovery import Status, process_creds, read_status
 from nsfs_fuse.model import Creds, Entry, NsKey, Snapshot
-from nsfs_fuse.visibility import CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, DECIDING_CAPS, Caller, Ptrace, confined
+from nsfs_fuse.visibility import CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, Caller, Ptrace, confined
 
 HOST = NsKey("user", 100)
 CHILD = NsKey("user", 200)  # created by uid 1000 on the host; its root is uid 1000 outside
@@ -17,7 +17,7 @@ GRANDCHILD = NsKey("user", 300)  # created in CHILD by its root
 SIBLING = NsKey("user", 250)  # created by uid 2000 on the host
 UNKNOWN = NsKey("user", 999)  # no entry: out of the daemon's reach
 
-ALL = DECIDING_CAPS
+ALL = (1 << 41) - 1  # every capability Linux 6.18 has
 PTRACE_ONLY = 1 << CAP_SYS_PTRACE
 
 
@@ -32,8 +32,10 @@ SNAPSHOT = Snapshot.of(
 )
 
 
-def creds(uid: int, userns: NsKey = HOST, *, owner: int | None = None, undumpable: NsKey | None = None) -> Creds:
-    return Creds((uid, uid, uid), (uid, uid, uid), uid if owner is None else owner, userns, undumpable)
+def creds(
+    uid: int, userns: NsKey = HOST, *, permitted: int = 0, owner: int | None = None, undumpable: NsKey | None = None
+) -> Creds:
+    return Creds((uid, uid, uid), (uid, uid, uid), permitted, uid if owner is None else owner, userns, undumpable)
 
 
 def caller(uid: int, userns: NsKey = HOST, caps: int = 0, tgid: int = 1) -> Ptrace:
@@ -42,17 +44,19 @@ def caller(uid: int, userns: NsKey = HOST, caps: int = 0, tgid: int = 1) -> Ptra
 
 PLAIN_1000 = creds(1000)
 PLAIN_2000 = creds(2000)
-ROOT = creds(0, undumpable=HOST)  # euid 0 is the top's root: cannot be told dumpable
+ROOT = creds(0, permitted=ALL, undumpable=HOST)  # euid 0 is the top's root: cannot be told dumpable
+WITH_A_CAP = creds(1000, permitted=1 << 10)  # uid 1000 with a file capability (CAP_NET_BIND_SERVICE)
 UNDUMPABLE_1000 = creds(1000, owner=0, undumpable=HOST)
-IN_CHILD = creds(1000, CHILD, undumpable=CHILD)  # the container's root
+IN_CHILD = creds(1000, CHILD, permitted=ALL, undumpable=CHILD)  # the container's root
 IN_CHILD_USER = creds(100001, CHILD)  # an unprivileged user inside the container
-IN_GRANDCHILD = creds(1000, GRANDCHILD, undumpable=GRANDCHILD)
-IN_SIBLING = creds(2000, SIBLING, undumpable=SIBLING)
+IN_GRANDCHILD = creds(1000, GRANDCHILD, permitted=ALL, undumpable=GRANDCHILD)
+IN_SIBLING = creds(2000, SIBLING, permitted=ALL, undumpable=SIBLING)
 
 
 def readable(reader: Ptrace) -> set[str]:
     everyone = {
         "plain 1000": PLAIN_1000,
+        "with a cap": WITH_A_CAP,
         "plain 2000": PLAIN_2000,
         "root": ROOT,
         "undumpable 1000": UNDUMPABLE_1000,
@@ -68,6 +72,7 @@ def readable(reader: Ptrace) -> set[str]:
 def test_root_with_its_capabilities_reads_everything_but_what_it_cannot_place() -> None:
     assert readable(caller(0, caps=ALL)) == {
         "plain 1000",
+        "with a cap",
         "plain 2000",
         "root",
         "undumpable 1000",
@@ -86,11 +91,16 @@ def test_a_user_reads_its_own_dumpable_processes_and_what_its_namespaces_hold_bu
     assert readable(caller(1001)) == set()
 
 
-def test_a_container_reads_its_own_and_the_host_processes_of_its_uid() -> None:
-    # As the kernel: a dumpable host process whose uids are the container root's (1000) is its.
-    assert readable(caller(1000, CHILD, caps=ALL)) == {"plain 1000", "child", "child user", "grandchild"}
-    assert readable(caller(1000, GRANDCHILD, caps=ALL)) == {"plain 1000", "grandchild"}
+def test_a_container_reads_its_own_processes_only() -> None:
+    # Not a host process of its uid either: without CAP_SYS_PTRACE over it, the kernel wants the
+    # caller in the process's own user namespace (cap_ptrace_access_check).
+    assert readable(caller(1000, CHILD, caps=ALL)) == {"child", "child user", "grandchild"}
+    assert readable(caller(1000, GRANDCHILD, caps=ALL)) == {"grandchild"}
     assert readable(caller(100001, CHILD)) == {"child user"}
+
+
+def test_a_process_with_a_capability_the_caller_lacks_is_not_an_equal() -> None:
+    assert readable(caller(1000, caps=1 << 10)) == {"plain 1000", "with a cap", "child", "grandchild"}
 
 
 def test_root_without_capabilities_reads_no_process_that_may_not_be_dumpable() -> None:
@@ -138,7 +148,7 @@ def test_a_caller_that_cannot_be_identified_reads_nothing() -> None:
 
 def status(uid: int, owner: int, gid: int | None = None) -> Status:
     gid = uid if gid is None else gid
-    return Status(10, (uid, uid, uid, uid), (gid, gid, gid, gid), 0, (owner, owner if gid == uid else gid))
+    return Status(10, (uid, uid, uid, uid), (gid, gid, gid, gid), 1 << 10, 0, (owner, owner if gid == uid else gid))
 
 
 @pytest.mark.parametrize(
@@ -157,7 +167,7 @@ def test_a_process_that_may_not_be_dumpable_is_told_by_its_proc_files_owner(
     found: Status, userns: NsKey, root: int, undumpable: NsKey | None
 ) -> None:
     uid = found.uids[0]
-    expected = Creds((uid, uid, uid), (uid, uid, uid), found.owner[0], userns, undumpable)
+    expected = Creds((uid, uid, uid), (uid, uid, uid), 1 << 10, found.owner[0], userns, undumpable)
     assert process_creds(found, userns, root, HOST) == expected
 
 
