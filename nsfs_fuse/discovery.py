@@ -2,11 +2,13 @@
 
 Each `*_sightings` function looks at one kind of holder and yields a Sighting for
 every namespace it names: the key, a way to open the namespace while the holder
-lasts (`open_namespace`), and the holder itself. Bind mounts come from mount
-tables (`table_sightings`), which tables.py follows. The scan is `readlink` and
-`listdir` over /proc; the only namespaces it opens are those behind sockets it
-has not met before, to learn which network namespace they belong to. Nothing
-here knows about the registry or FUSE.
+lasts (`open_namespace`), and the holder itself; a holder that names a process
+carries that process's credentials (`process_creds`), which decide who may see it.
+Bind mounts come from mount tables (`table_sightings`), which tables.py follows.
+The scan is `readlink`, `listdir` and one read of each process's status over /proc;
+the only namespaces it opens are those behind sockets it has not met before, to
+learn which network namespace they belong to. Nothing here knows about the
+registry or FUSE.
 
 Processes come and go while we read: an item that is gone or denied is skipped,
 as errors.py decides (docs/design.md, "Errors").
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import psutil
 
 from . import errors, kernel, mountinfo
-from .model import NS_TYPES, Holder, HolderKind, NsKey, ProcessRead, Sighting, parse_ns_name
+from .model import NS_TYPES, Creds, Holder, HolderKind, NsKey, ProcessRead, Sighting, parse_ns_name
 
 # What an nsfs daemon calls itself, and the prefix its helper processes' names begin with
 # (nsfs-sweep, nsfs-mnt). A name is only where recognition starts: see `is_nsfs_daemon`.
@@ -65,6 +67,93 @@ def _read_comm(path: str) -> str:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What a process's or thread's /proc/.../status says of its credentials, and who owns it."""
+
+    tgid: int
+    uids: tuple[int, int, int, int]  # real, effective, saved, filesystem
+    gids: tuple[int, int, int, int]
+    permitted: int  # permitted capabilities (CapPrm)
+    caps: int  # effective capabilities (CapEff)
+    # The file's owner: the effective uid and gid while the process is dumpable; the root of
+    # the user namespace it last exec'd in (or the initial one's) while it is not.
+    owner: tuple[int, int]
+
+
+_STATUS_FIELDS = (b"Tgid", b"Uid", b"Gid", b"CapPrm", b"CapEff")
+
+
+@errors.or_default(None)
+def read_status(path: str) -> Status | None:
+    """One read of a /proc/.../status file (raw os calls, as `_read_comm`: it is read once per
+    process read); None if the process is gone."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        stat = os.fstat(fd)
+        text = os.read(fd, 16384)
+    finally:
+        os.close(fd)
+    fields: dict[bytes, bytes] = {}
+    for line in text.split(b"\n"):
+        name, _, value = line.partition(b":")
+        if name in _STATUS_FIELDS:
+            fields[name] = value
+            if name == b"CapEff":
+                break  # the last of them
+    uids, gids = _ids(fields.get(b"Uid")), _ids(fields.get(b"Gid"))
+    if uids is None or gids is None:
+        return None  # not a status file as the kernel writes it: treat it as gone
+    # Missing (a read cut short): taken as none effective and all permitted, which shows less.
+    permitted, caps = int(fields.get(b"CapPrm", b"ffffffffffffffff"), 16), int(fields.get(b"CapEff", b"0"), 16)
+    return Status(int(fields.get(b"Tgid", b"0")), uids, gids, permitted, caps, (stat.st_uid, stat.st_gid))
+
+
+def _ids(value: bytes | None) -> tuple[int, int, int, int] | None:
+    words = (value or b"").split()
+    if len(words) != 4:
+        return None
+    real, effective, saved, fs = (int(word) for word in words)
+    return real, effective, saved, fs
+
+
+@errors.or_default(0)
+def root_uid(path: str) -> int:
+    """The uid the root of a user namespace has outside it, as the daemon numbers uids, from
+    the `uid_map` of a process in it. 0 where its root is not mapped: the kernel then makes
+    the initial namespace's root the owner of a non-dumpable process's /proc files."""
+    with open(path, encoding="ascii") as f:
+        for line in f:
+            inside, outside, _count = line.split()
+            if inside == "0":
+                return int(outside)
+    return 0
+
+
+def process_creds(status: Status, userns: NsKey | None, root: int, top: NsKey | None) -> Creds:
+    """What the kernel's ptrace read check asks of a process (docs/design.md, "Who sees what").
+
+    `root` is the uid the root of `userns` has, `top` the daemon's own user namespace. A
+    process that is not dumpable is told by the owner of its /proc files, which is then the
+    root of the user namespace it last exec'd in rather than its effective uid and gid. Where
+    its effective uid is that root's, /proc cannot tell: it is taken to be not dumpable (so
+    that a doubt shows less).
+    """
+    real, effective, saved, _fs = status.uids
+    undumpable: NsKey | None = None
+    if status.owner != (effective, status.gids[1]) or effective == root:
+        # The kernel then asks for CAP_SYS_PTRACE in the namespace it last exec'd in: its own,
+        # if its /proc files belong to its own root; otherwise one above it, unknown: the top.
+        undumpable = userns if status.owner[0] == root else top
+    return Creds((real, effective, saved), status.gids[:3], status.permitted, status.owner[0], userns, undumpable)
+
+
+def _ns_key(path: str) -> NsKey | None:
+    """The namespace a /proc ns link names; None if it is gone."""
+    target = _readlink(path)
+    return None if target is None else parse_ns_name(target)
+
+
 def _ns_links(directory: str, links: Iterable[str] = NS_TYPES) -> Iterator[tuple[str, NsKey]]:
     """(link name, key) for each readable namespace link in a /proc .../ns directory."""
     for link in links:
@@ -73,28 +162,35 @@ def _ns_links(directory: str, links: Iterable[str] = NS_TYPES) -> Iterator[tuple
             yield link, key
 
 
-def process_sightings(pid: int, comm: str = "") -> Iterator[Sighting]:
+def process_sightings(pid: int, comm: str = "", creds: Creds | None = None) -> Iterator[Sighting]:
     """The namespaces a process is in, and those its next children will get."""
     ns_dir = f"/proc/{pid}/ns"
     for link, key in _ns_links(ns_dir):
-        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.PROCESS, pid, text=comm))
+        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.PROCESS, pid, text=comm, creds=creds))
     for link, key in _ns_links(ns_dir, ("pid_for_children", "time_for_children")):
-        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.FOR_CHILDREN, pid))
+        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.FOR_CHILDREN, pid, creds=creds))
 
 
-def thread_sightings(pid: int, leader: dict[str, NsKey]) -> Iterator[Sighting]:
-    """Namespaces of threads that differ from their leader's (a thread may unshare or setns alone)."""
+def thread_sightings(
+    pid: int, leader: dict[str, NsKey], creds: Callable[[str, NsKey | None], Creds | None]
+) -> Iterator[Sighting]:
+    """Namespaces of threads that differ from their leader's (a thread may unshare or setns alone).
+
+    A thread has credentials of its own (`creds(its /proc path, its user namespace)`): reading
+    its /proc/PID/task/TID/ns is up to them."""
     for name in _listdir(f"/proc/{pid}/task"):
         tid = int(name)
         if tid == pid:
             continue
         task = f"/proc/{pid}/task/{tid}"
-        comm = ""
-        for link, key in _ns_links(f"{task}/ns"):
-            if leader.get(link) == key:
-                continue
-            comm = comm or _read_comm(f"{task}/comm")
-            yield Sighting(key, f"{task}/ns/{link}", Holder(HolderKind.TASK, pid, tid, comm))
+        links = dict(_ns_links(f"{task}/ns"))
+        differing = [(link, key) for link, key in links.items() if leader.get(link) != key]
+        if not differing:
+            continue
+        comm = _read_comm(f"{task}/comm")
+        own = creds(task, links.get("user", leader.get("user")))
+        for link, key in differing:
+            yield Sighting(key, f"{task}/ns/{link}", Holder(HolderKind.TASK, pid, tid, comm, creds=own))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +202,7 @@ class Fds:
     fuse: bool  # whether it has /dev/fuse open: one mark of an nsfs daemon
 
 
-def fd_sightings(pid: int) -> Fds:
+def fd_sightings(pid: int, creds: Creds | None = None) -> Fds:
     """Open fds on namespace files, the (fd, socket inode) of every socket, and whether
     /dev/fuse is among them.
 
@@ -125,7 +221,7 @@ def fd_sightings(pid: int) -> Fds:
         elif target.startswith("socket:["):
             sockets.append((int(name), int(target[8:-1])))
         elif (key := parse_ns_name(target)) is not None:
-            namespaces.append(Sighting(key, path, Holder(HolderKind.FD, pid, int(name))))
+            namespaces.append(Sighting(key, path, Holder(HolderKind.FD, pid, int(name), creds=creds)))
     return Fds(namespaces, sockets, fuse)
 
 
@@ -262,6 +358,8 @@ class Scanner:
         self._own_pid = own_pid
         self.helpers: set[int] = set()  # the daemon's own helper processes: never holders
         self._nsfs_dev = nsfs_dev
+        # The daemon's user namespace: whose root is uid 0 as /proc numbers uids for it.
+        self._userns = _ns_key("/proc/self/ns/user")
         # A socket's network namespace never changes: ask the kernel once per socket.
         self._socket_ns: dict[int, NsKey] = {}
         self._sockets_met: set[int] = set()  # socket inodes read since the sweep began
@@ -280,7 +378,8 @@ class Scanner:
         comm = _read_comm(f"/proc/{pid}/comm")
         if is_nsfs_helper(pid, comm):
             return ProcessRead(pid, read_at)
-        sightings = list(process_sightings(pid, comm))
+        creds = self.creds(f"/proc/{pid}", _ns_key(f"/proc/{pid}/ns/user"))
+        sightings = list(process_sightings(pid, comm, creds))
         leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
         mnt = leader.get("mnt")
         # An exiting process has let go of the namespaces its nsproxy held (mnt among
@@ -289,15 +388,24 @@ class Scanner:
         if pid == self._own_pid:
             return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
         if exiting:
-            sightings.extend(thread_sightings(pid, leader))
+            sightings.extend(thread_sightings(pid, leader, self.creds))
             return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt, exiting=True)
-        fds = fd_sightings(pid)
+        fds = fd_sightings(pid, creds)
         if is_nsfs_daemon(pid, comm, fds):
             return ProcessRead(pid, read_at, tuple(sightings), frozenset(s.key for s in fds.namespaces), mnt)
-        sightings.extend(thread_sightings(pid, leader))
+        sightings.extend(thread_sightings(pid, leader, self.creds))
         sightings.extend(fds.namespaces)
-        sightings.extend(self._socket_sightings(pid, fds.sockets))
+        sightings.extend(self._socket_sightings(pid, fds.sockets, creds))
         return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
+
+    def creds(self, path: str, userns: NsKey | None) -> Creds | None:
+        """The credentials of the process or thread at `path` (/proc/PID, /proc/PID/task/TID),
+        in user namespace `userns`; None if it is gone."""
+        status = read_status(f"{path}/status")
+        if status is None:
+            return None
+        root = 0 if userns == self._userns else root_uid(f"{path}/uid_map")
+        return process_creds(status, userns, root, self._userns)
 
     def sweep(self, each: Callable[[list[ProcessRead]], bool]) -> bool:
         """Read every process, CHUNK at a time, handing each chunk to `each`.
@@ -314,7 +422,7 @@ class Scanner:
         self._socket_ns = {inode: key for inode, key in self._socket_ns.items() if inode in met}
         return True
 
-    def _socket_sightings(self, pid: int, sockets: list[tuple[int, int]]) -> list[Sighting]:
+    def _socket_sightings(self, pid: int, sockets: list[tuple[int, int]], creds: Creds | None) -> list[Sighting]:
         sightings = []
         for fd, inode in sockets:
             self._sockets_met.add(inode)
@@ -324,7 +432,7 @@ class Scanner:
                 if key is None:
                     continue
                 self._socket_ns[inode] = key
-            holder = Holder(HolderKind.SOCKET, pid, fd, f"socket:[{inode}]")
+            holder = Holder(HolderKind.SOCKET, pid, fd, f"socket:[{inode}]", creds=creds)
             sightings.append(Sighting(key, f"/proc/{pid}/fd/{fd}", holder))
         return sightings
 

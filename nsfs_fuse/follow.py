@@ -436,6 +436,8 @@ class Events:
                                     ended.discard(pid)  # a pid used again after its exit
                             elif what == kernel.PROC_EVENT_EXIT and self._registry.has_tasks(tgid):
                                 pids.add(tgid)  # a thread that held a namespace alone may be the one exiting
+                            elif what in kernel.CREDENTIAL_EVENTS:
+                                pids.add(tgid)  # who may read its holder lines follows its credentials
                 except BlockingIOError:
                     pass
                 except OSError as exc:

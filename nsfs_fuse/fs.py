@@ -42,9 +42,18 @@ from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
 from . import discovery, errors, kernel
 from .files import BY_NAME, BY_SLOT, SLOT_OF, SLOTS, EntryFile, files_of
-from .model import Entry, NsKey, Snapshot, parse_ns_name
+from .model import Creds, Entry, NsKey, Snapshot, parse_ns_name
 from .registry import Registry
-from .visibility import View, Views, caller_pidns, caller_userns, map_uid
+from .visibility import (
+    Caller,
+    Ptrace,
+    View,
+    Views,
+    caller_confined,
+    caller_pidns,
+    caller_userns,
+    map_uid,
+)
 
 log = logging.getLogger("nsfs")
 
@@ -55,12 +64,65 @@ DIR_ATTR_TIMEOUT: Final = 1.0
 # Inode bits above this number the kind of reader a per-reader file was looked up by.
 READER_SHIFT: Final = 40
 _ENTRY_BITS: Final = (1 << READER_SHIFT) - 1  # an inode without its kind of reader
-# Contents worked out for a lookup, kept for the open that usually follows it.
-RENDERED_KEPT: Final = 64
+# Files' contents as last stated to the kernel, kept for the open and fstat that follow a lookup
+# (Statements): past this many, or this many bytes, the least recently stated go, unless open.
+STATED_KEPT: Final = 256
+STATED_BYTES: Final = 8 << 20
 
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+# A kind of reader: what a per-reader file's content depends on (Request.kind).
+Kind = tuple[NsKey | None, NsKey | None, frozenset[str], Caller | None]
+# What a Request works out of the caller alone, the same against any snapshot (Request.renewed).
+_OF_THE_CALLER: Final = ("own", "pidns", "caller")
+
+
+@dataclass(frozen=True, slots=True)
+class Stated:
+    """A regular file's content as last stated to the kernel, in a lookup's, a listing's or a
+    getattr's attributes: the kernel holds that size for the inode until it is stated again,
+    and copies (sendfile, splice, cp) stop there, so the open and fstat that follow must give
+    these very bytes, even once the namespace is gone."""
+
+    source: tuple[object, int]  # what it was worked out from (NsFs._content), and the generation
+    content: bytes
+    uid: int
+    mtime_ns: int
+
+
+class Statements:
+    """The Stated of each regular file inode (per-reader ones carry their kind of reader),
+    least recently stated first. Those of open files stay; the rest go past the limits."""
+
+    def __init__(self) -> None:
+        self._by_inode: dict[int, Stated] = {}
+        self._bytes = 0
+        self._open: dict[int, int] = {}  # inode -> how many opens of it are not released
+
+    def get(self, inode: int) -> Stated | None:
+        return self._by_inode.get(inode)
+
+    def put(self, inode: int, stated: Stated) -> None:
+        """`stated` is what `inode` was just stated as (also when it was so already)."""
+        before = self._by_inode.pop(inode, None)
+        self._bytes += len(stated.content) - (0 if before is None else len(before.content))
+        self._by_inode[inode] = stated
+        for old in list(self._by_inode):
+            if len(self._by_inode) <= STATED_KEPT and self._bytes <= STATED_BYTES:
+                break
+            if old != inode and old not in self._open:
+                self._bytes -= len(self._by_inode.pop(old).content)
+
+    def opened(self, inode: int) -> None:
+        self._open[inode] = self._open.get(inode, 0) + 1
+
+    def released(self, inode: int) -> None:
+        if self._open.get(inode, 0) > 1:
+            self._open[inode] -= 1
+        else:
+            self._open.pop(inode, None)
 
 
 class Finder(Protocol):
@@ -104,6 +166,11 @@ class Request:
         """The caller's pid namespace: whose pids it understands."""
         return self._once("pidns", lambda: caller_pidns(self.pid))
 
+    def renewed(self, snapshot: Snapshot, view: View) -> Request:
+        """The same caller against a newer snapshot, keeping what was read of the caller itself."""
+        kept: dict[str, Any] = {name: self._memo[name] for name in _OF_THE_CALLER if name in self._memo}
+        return Request(self.pid, snapshot, view, self.daemon_pid, self.daemon_pidns, kept)
+
     def _once(self, name: str, work_out: Callable[[], _T]) -> _T:
         """`work_out()`, worked out once per request: each is a few reads of the caller's /proc."""
         if name not in self._memo:
@@ -121,10 +188,28 @@ class Request:
     def uid(self, kuid: int) -> int | None:
         return map_uid(self.pid, kuid)
 
-    def kind(self) -> tuple[NsKey | None, NsKey | None, frozenset[str]]:
-        """What a per-reader file's content depends on: the caller's user and pid
-        namespaces and the namespaces it is in (see files.EntryFile.per_reader)."""
-        return self.view.userns, self.pidns(), self.own()
+    def caller(self) -> Caller | None:
+        """What the kernel asks of the calling thread before it lets it read another process
+        (visibility.Ptrace); None if it is gone or cannot be identified."""
+        return self._once("caller", self._read_caller)
+
+    def _read_caller(self) -> Caller | None:
+        status = discovery.read_status(f"/proc/{self.pid}/status") if self.pid > 0 else None
+        if status is None or self.view.userns is None:
+            return None
+        fsuid, fsgid, euid = status.uids[3], status.gids[3], status.uids[1]
+        return Caller(status.tgid, fsuid, fsgid, euid, status.caps, self.view.userns, caller_confined(self.pid))
+
+    def reads(self, pid: int, creds: Creds | None) -> bool:
+        """Whether the kernel would let the caller read process `pid`'s /proc/PID/ns and fd."""
+        ptrace: Ptrace = self._once("ptrace", lambda: Ptrace(self.caller(), self.snapshot))
+        return ptrace.reads(pid, creds)
+
+    def kind(self) -> Kind:
+        """What a per-reader file's content depends on: the caller's user and pid namespaces,
+        the namespaces it is in, and what decides which processes it may read (its process
+        among them: a process may always read itself). See files.EntryFile.per_reader."""
+        return self.view.userns, self.pidns(), self.own(), self.caller()
 
     def pin_path(self, pin: int) -> str | None:
         """The daemon's fd `pin` as the caller's /proc shows it: through the daemon's pid in
@@ -176,6 +261,9 @@ class _HolderReader:
     def sees_name(self, name: str) -> bool:
         return self.request.sees_name(name)
 
+    def reads(self, pid: int, creds: Creds | None) -> bool:
+        return self.request.reads(pid, creds)
+
 
 def guarded(handler: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """Turn any unexpected exception into EIO: one inside pyfuse3.main would end the daemon."""
@@ -207,11 +295,11 @@ class NsFs(pyfuse3.Operations):
         self._pidns = caller_pidns(self._pid)
         self._mounted_ns = time.time_ns()
         self._handles = itertools.count(1)
-        self._files: dict[int, bytes] = {}
+        self._files: dict[int, tuple[int, bytes]] = {}  # per open: its inode, what it reads
         self._dirs: dict[int, tuple[Request, Sequence[tuple[str, int]]]] = {}
-        self._kinds: dict[tuple[NsKey | None, NsKey | None, frozenset[str]], int] = {}  # of reader
+        self._kinds: dict[Kind, int] = {}  # of reader
         self._kind_numbers = itertools.count(1)  # never reused
-        self._rendered: dict[tuple[int, str, str], tuple[object, bytes]] = {}  # see _content
+        self._stated = Statements()  # see _content
 
     # -- who is asking ------------------------------------------------------
 
@@ -220,6 +308,11 @@ class NsFs(pyfuse3.Operations):
 
     def _against(self, pid: int, snapshot: Snapshot, userns: NsKey | None) -> Request:
         return Request(pid, snapshot, self._views.get(snapshot, userns), self._pid, self._pidns)
+
+    def _renewed(self, req: Request) -> Request:
+        """`req` against the newest snapshot (after the finder read something into it)."""
+        snapshot = self._registry.snapshot
+        return req.renewed(snapshot, self._views.get(snapshot, req.view.userns))
 
     def _entry(self, req: Request, inode: int) -> tuple[Entry, EntryFile | None]:
         """The visible entry behind `inode`, and which of its files (None: the directory)."""
@@ -235,21 +328,19 @@ class NsFs(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         return entry, file
 
-    def _content(self, req: Request, entry: Entry, file: EntryFile) -> bytes:
-        """What `file` of `entry` holds for this caller. A per-reader file's content is
-        kept a while (a lookup states its size, then the open reads it): as long as the
-        snapshot's holders of that entry, for that kind of reader."""
-        if not file.per_reader:
-            return self._encode(file.content(entry, req))
-        source = req.snapshot.holders.get(entry.name) if file.name == "holders" else entry
-        key = (self._kind_of(req), entry.name, file.name)
-        kept = self._rendered.get(key)
-        if kept is not None and kept[0] is source:
-            return kept[1]
-        content = self._encode(file.content(entry, req))
-        if len(self._rendered) >= RENDERED_KEPT:
-            self._rendered.clear()
-        self._rendered[key] = (source, content)
+    def _content(self, req: Request, entry: Entry, file: EntryFile, inode: int) -> bytes:
+        """What regular file `inode` (`file` of `entry`) holds for this caller, as it is stated
+        to the kernel from now on (Statements). Worked out again only if what it comes from
+        changed: the snapshot's holders of that entry (a `holders` file may be thousands of
+        lines), the entry, the snapshot's entries (generation); the rest of what it depends on
+        is the kind of reader, which the inode of a per-reader file carries."""
+        source = (req.snapshot.holders.get(entry.name) if file.name == "holders" else entry, req.snapshot.generation)
+        kept = self._stated.get(inode)
+        if kept is not None and kept.source[0] is source[0] and kept.source[1] == source[1]:
+            content = kept.content
+        else:
+            content = self._encode(file.content(entry, req))
+        self._stated.put(inode, Stated(source, content, self._owner_uid(req.snapshot, entry), entry.first_seen_ns))
         return content
 
     @staticmethod
@@ -311,9 +402,15 @@ class NsFs(pyfuse3.Operations):
             # through a lookup, which is never cached: the kernel may keep these a while.
             attr.attr_timeout = DIR_ATTR_TIMEOUT
             return attr
-        mode = stat.S_IFLNK | 0o777 if file.is_link else stat.S_IFREG | 0o444
-        size = len(self._content(req, entry, file))
-        return self._attr(self._inode(req, entry, file), mode, size, uid, entry.first_seen_ns)
+        inode = self._inode(req, entry, file)
+        if file.is_link:
+            size = len(self._encode(file.content(entry, req)))
+            return self._attr(inode, stat.S_IFLNK | 0o777, size, uid, entry.first_seen_ns)
+        size = len(self._content(req, entry, file, inode))
+        return self._attr(inode, stat.S_IFREG | 0o444, size, uid, entry.first_seen_ns)
+
+    def _stated_attr(self, inode: int, stated: Stated) -> EntryAttributes:
+        return self._attr(inode, stat.S_IFREG | 0o444, len(stated.content), stated.uid, stated.mtime_ns)
 
     # -- finding names the snapshot lacks ------------------------------------
 
@@ -322,7 +419,7 @@ class NsFs(pyfuse3.Operations):
         if all(name in req.snapshot.entries for name in req.own()):
             return req
         await self._finder.own(req.pid)
-        return self._against(req.pid, self._registry.snapshot, req.view.userns)
+        return self._renewed(req)
 
     async def _find(self, req: Request, key: NsKey, uid: int) -> Request:
         """After a lookup miss: the calling thread's own namespaces, else what its process holds."""
@@ -330,7 +427,7 @@ class NsFs(pyfuse3.Operations):
             await self._finder.own(req.pid)
         else:
             await self._finder.look(req.pid, uid)
-        return self._against(req.pid, self._registry.snapshot, req.view.userns)
+        return self._renewed(req)
 
     # -- handlers -----------------------------------------------------------
 
@@ -345,7 +442,9 @@ class NsFs(pyfuse3.Operations):
             req = self._request(ctx)
             if req.view.userns is None:
                 raise FUSEError(errno.ENOENT)
-            if key.name not in req.snapshot.entries:
+            # A name the caller may not see is, to it, not in the snapshot: it takes the miss's
+            # path, so that no timing tells it from a name that does not exist (README, Who sees what).
+            if not req.sees_name(key.name):
                 req = await self._find(req, key, ctx.uid)
             entry = req.snapshot.entries.get(key.name)
             if entry is None or not req.sees_name(entry.name):
@@ -364,6 +463,12 @@ class NsFs(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
         if inode == ROOT:
             return self._root_attr()
+        # A file looked up (and perhaps opened) keeps the size it was stated with, its namespace
+        # gone or not: the fstat of an open file must say what that open reads. Only a caller
+        # that looked it up, or holds it open, has its inode.
+        stated = self._stated.get(inode)
+        if stated is not None:
+            return self._stated_attr(inode, stated)
         req = self._request(ctx)
         entry, file = self._entry(req, inode)
         return self._entry_attr(req, entry, file)
@@ -374,7 +479,7 @@ class NsFs(pyfuse3.Operations):
         entry, file = self._entry(req, inode)
         if file is None or not file.is_link:
             raise FUSEError(errno.EINVAL)
-        return self._content(req, entry, file)
+        return self._encode(file.content(entry, req))
 
     @guarded
     async def opendir(self, inode: int, ctx: RequestContext) -> int:
@@ -421,27 +526,36 @@ class NsFs(pyfuse3.Operations):
         entry, file = self._entry(req, inode)
         if file is None or file.is_link:
             raise FUSEError(errno.EISDIR if file is None else errno.ELOOP)
+        # What the lookup just before stated (the kernel holds its size), else worked out now.
+        stated = self._stated.get(inode)
+        content = stated.content if stated is not None else self._content(req, entry, file, inode)
         fh = next(self._handles)
-        self._files[fh] = self._content(req, entry, file)
+        self._files[fh] = (inode, content)
+        self._stated.opened(inode)
         return FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self._files[fh][off : off + size]
+        return self._files[fh][1][off : off + size]
 
     @guarded
     async def release(self, fh: int) -> None:
-        self._files.pop(fh, None)
+        opened = self._files.pop(fh, None)
+        if opened is not None:
+            self._stated.released(opened[0])
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """Nothing to do: inodes are derived from serials, not kept in a table."""
 
     @guarded
     async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
+        """Counts only what the caller may see: the machine's count would tell a container how
+        many namespaces the host has, and when it makes more."""
+        req = self._request(ctx)
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = 4096
         data.f_blocks = data.f_bfree = data.f_bavail = 0
-        data.f_files = len(self._registry.snapshot.entries)
+        data.f_files = 0 if req.view.userns is None else len(req.listing())
         data.f_ffree = data.f_favail = 0
         data.f_namemax = NAME_MAX
         return data

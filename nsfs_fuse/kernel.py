@@ -239,6 +239,10 @@ PROC_CN_MCAST_LISTEN: Final = 1
 PROC_EVENT_FORK: Final = 0x00000001
 PROC_EVENT_EXEC: Final = 0x00000002
 PROC_EVENT_EXIT: Final = 0x80000000
+# A process's uids or gids changed (setuid, setresgid, ...): what it lets others read may have.
+PROC_EVENT_UID: Final = 0x00000004
+PROC_EVENT_GID: Final = 0x00000040
+CREDENTIAL_EVENTS: Final = frozenset({PROC_EVENT_UID, PROC_EVENT_GID})
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
 _PROC_EVENT = struct.Struct("=IIQ")  # what, cpu, timestamp
@@ -249,7 +253,8 @@ EVENT_BUFFER = 16 << 20  # room for a burst of tens of thousands of events while
 
 
 def proc_events() -> socket.socket:
-    """A non-blocking socket that receives every process's fork, exec and exit."""
+    """A non-blocking socket that receives every process's fork, exec and exit (and changes of
+    uids and gids)."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, NETLINK_CONNECTOR)
     try:
         try:  # past net.core.rmem_max: needs CAP_NET_ADMIN, which the daemon usually has
@@ -278,7 +283,7 @@ def parse_proc_events(data: bytes) -> list[tuple[int, int, int]]:
         pids = _PIDS.unpack_from(data, body + _PROC_EVENT.size)
         if what == PROC_EVENT_FORK:
             events.append((what, pids[2], pids[3]))
-        elif what in (PROC_EVENT_EXEC, PROC_EVENT_EXIT):
+        elif what in (PROC_EVENT_EXEC, PROC_EVENT_EXIT) or what in CREDENTIAL_EVENTS:
             events.append((what, pids[0], pids[1]))
         offset += (length + 3) & ~3
     return events

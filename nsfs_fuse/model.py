@@ -5,7 +5,8 @@ the registry keeps them, the filesystem shows them (docs/design.md, "Layers").
 
 Holder kinds live in one table, `KINDS`: the order `holders` lists them in, the
 fields of their line, and which callers may see that line. Adding a kind is one
-row here and one sightings function in discovery.
+row here and one sightings function in discovery. A holder that names a process
+carries what the kernel asks before it lets a caller read that process (`Creds`).
 """
 
 from __future__ import annotations
@@ -78,9 +79,33 @@ class HolderKind(enum.StrEnum):
 class Audience(enum.Enum):
     """Which callers may see a holder's line."""
 
-    PROCESS = "callers whose pid namespace has the process (and the thread, for a task)"
+    PROCESS = (
+        "callers whose pid namespace has the process (and the thread, for a task) and that the kernel"
+        " lets read its /proc/PID/ns and /proc/PID/fd"
+    )
     NAMESPACE = "callers that may see the namespace the line names"
     EVERYONE = "every caller that sees the entry"
+
+
+class Creds(NamedTuple):
+    """What the kernel asks of a process before it lets a caller read its /proc/PID/ns and
+    /proc/PID/fd (ptrace read access, PTRACE_MODE_READ_FSCREDS), as /proc shows it from
+    outside. Uids and gids as the daemon's user namespace numbers them.
+
+    Part of every holder that names a process, so that a change of credentials is a
+    change of the read (docs/design.md, "Who sees what").
+    """
+
+    uids: tuple[int, int, int]  # real, effective, saved
+    gids: tuple[int, int, int]
+    permitted: int  # its permitted capabilities: a caller without CAP_SYS_PTRACE over it needs them all
+    owner: int  # who owns its /proc/PID/fd (mode 0500): the effective uid if dumpable, a root if not
+    userns: NsKey | None  # its user namespace: CAP_SYS_PTRACE there lets a caller read it
+    # None if it is dumpable. Otherwise (or where /proc cannot tell) the user namespace in
+    # which the kernel also asks for CAP_SYS_PTRACE: the one it last exec'd in, which /proc
+    # does not show; taken to be its own when its /proc files' owner is that namespace's
+    # root, else the daemon's (the top), so that a doubt shows less.
+    undumpable: NsKey | None
 
 
 class Holder(NamedTuple):
@@ -91,6 +116,7 @@ class Holder(NamedTuple):
     num: int = 0  # a thread id (task) or an fd number (fd, socket)
     text: str = ""  # a command name (process, task), a mountpoint (mount) or the fd's link (socket: "socket:[N]")
     ns: str = ""  # a mount's mount namespace, or the namespace owned (owner-of, parent-of)
+    creds: Creds | None = None  # kinds whose audience is PROCESS: the process's (the thread's, for a task)
 
 
 class Field(enum.Enum):
@@ -138,6 +164,10 @@ class Reader(Protocol):
     def pid(self, host_pid: int) -> int | None:
         """`host_pid` in the reader's pid namespace; None if it is not there."""
 
+    def reads(self, pid: int, creds: Creds | None) -> bool:
+        """Whether the kernel would let the reader read /proc/PID/ns and /proc/PID/fd of process
+        `pid` (host pid) with credentials `creds` (None: unknown, so no)."""
+
 
 def holder_line(holder: Holder, reader: Reader) -> str | None:
     """The line `reader` sees for `holder`, or None if it may not see it."""
@@ -145,8 +175,8 @@ def holder_line(holder: Holder, reader: Reader) -> str | None:
     if row.audience is Audience.NAMESPACE and not reader.sees_name(holder.ns):
         return None
     pid = reader.pid(holder.pid) if row.audience is Audience.PROCESS else None
-    if row.audience is Audience.PROCESS and pid is None:  # outside the reader's pid namespace
-        return None
+    if row.audience is Audience.PROCESS and (pid is None or not reader.reads(holder.pid, holder.creds)):
+        return None  # outside the reader's pid namespace, or /proc would not show it the process
     words = [holder.kind.value]
     for field in row.fields:
         if field is Field.PID:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from harness import Daemon, Procs, files, ns_of, run, wait_until
+from harness import SLOWDOWN, Daemon, Procs, files, ns_of, run, wait_until
 
 AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+SYSTEM_PYTHON = "/usr/bin/python3"  # for programs run as other uids: the suite's interpreter is under /root
 
 # Each way a program may copy a file, run in a child so that each opens it afresh:
 # argv PATH METHOD [changing]; prints what it read, and fails (exit 4) if that is not
@@ -64,8 +68,10 @@ METHODS = ["sendfile", "splice", "copy_file_range", "shutil"]
 COPYING = ["sendfile", "splice", "shutil"]  # those that copy from FUSE to another filesystem
 
 
-def copied(path: Path, method: str, prefix: Sequence[str] = (), changing: bool = False) -> str:
-    result = run([*prefix, sys.executable, "-c", COPY, str(path), method, *(["changing"] if changing else [])])
+def copied(
+    path: Path, method: str, prefix: Sequence[str] = (), changing: bool = False, python: str = sys.executable
+) -> str:
+    result = run([*prefix, python, "-c", COPY, str(path), method, *(["changing"] if changing else [])])
     assert result.returncode == 0, (method, result.returncode, result.stderr)
     return result.stdout
 
@@ -108,15 +114,15 @@ def test_busybox_cat_coreutils_cat_and_cp_copy_holders_whole(nsfs: Daemon, procs
 
 @pytest.mark.needs("pid_in_pidns")  # the caller numbers its own processes
 def test_two_callers_copying_the_same_holders_each_get_their_own(nsfs: Daemon, procs: Procs) -> None:
-    """Root sees every holder; a process in its own user and pid namespaces sees its own
-    processes, numbered as it numbers them. Alternating copies never mix the two."""
+    """Root sees every holder; the root of a container with its own user and pid namespaces
+    sees its own processes, numbered as it numbers them. Alternating copies never mix the two."""
     pid = procs.sleeper("--user", "--map-root-user", "--pid", "--fork", "--mount-proc", uid=1000)
     cgroup = ns_of(pid, "cgroup")  # the host's: held by every process
-    inside = ["nsenter", f"--target={pid}", "--user", "--pid", "--mount", "--preserve-credentials"]
+    inside = ["nsenter", f"--target={pid}", "--user", "--pid", "--mount"]
     wait_until(lambda: ns_of(pid, "user") in nsfs.names(), "the container's namespaces")
     for _ in range(3):
         for method in COPYING:
-            theirs = copied(nsfs.path(cgroup, "holders"), method, inside)
+            theirs = copied(nsfs.path(cgroup, "holders"), method, inside, python=SYSTEM_PYTHON)
             assert theirs.startswith("process 1 sleep\n") and len(theirs.splitlines()) <= 3, theirs
             ours = copied(nsfs.path(cgroup, "holders"), method, changing=True)
             assert len(ours.splitlines()) > 10 and "process 1 sleep\n" not in ours
@@ -204,7 +210,7 @@ def test_a_rootless_container_sees_its_own_and_numbers_holders_its_way(nsfs: Dae
     pid = procs.sleeper(*flags, uid=1000)
     net = ns_of(pid, "net")
     wait_until(lambda: net in nsfs.names(), "the container's namespaces")
-    inside = ["nsenter", f"--target={pid}", "--all", "--preserve-credentials"]
+    inside = ["nsenter", f"--target={pid}", "--all"]  # the container's root: it may read its own processes
     own = run([*inside, "sh", "-c", "for l in /proc/self/ns/*; do readlink $l; done"]).stdout.split()
     listed = dangling_links(str(nsfs.mountpoint), inside).split()
     assert set(own) <= set(listed) and "dangling" not in listed
@@ -215,3 +221,54 @@ def test_a_rootless_container_sees_its_own_and_numbers_holders_its_way(nsfs: Dae
     assert sorted(run([*inside, "ls", str(nsfs.path(net))]).stdout.split()) == files("holders", "nstype", "owner")
     entered = run([*inside, "nsenter", f"--net={nsfs.path(net, 'ns')}", "true"])
     assert entered.returncode != 0 and "No such file or directory" in entered.stderr
+
+
+def read_all(fd: int) -> bytes:
+    parts = [os.read(fd, 1 << 16)]
+    while parts[-1]:
+        parts.append(os.read(fd, 1 << 16))
+    return b"".join(parts)
+
+
+def sizes_against_reads(path: Path, until: float) -> tuple[int, list[str]]:
+    """Open, fstat and read `path` over and over until it is gone or `until` (monotonic) passes:
+    how many opens, and what went wrong with each that did not read what its fstat said."""
+    opens, wrong = 0, []
+    while time.monotonic() < until:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            break  # the entry is gone: nothing more to open
+        opens += 1
+        try:
+            size = os.fstat(fd).st_size
+            content = read_all(fd)
+        except OSError as exc:
+            wrong.append(f"{exc.strerror} on an open file")
+        else:
+            if size != len(content):
+                wrong.append(f"fstat {size}, read {content!r}")
+        finally:
+            os.close(fd)
+    return opens, wrong
+
+
+def test_a_file_s_size_is_what_the_same_open_reads_while_its_namespace_dies(nsfs: Daemon, procs: Procs) -> None:
+    """cp and sendfile copy as many bytes as fstat says: 60 rounds of open/fstat/read of the
+    holders of a namespace whose only process is killed meanwhile, and not one disagrees."""
+    opened, wrong = 0, []
+
+    def held(net: str) -> bool:
+        return net in nsfs.names() and nsfs.read(net, "holders") != ""
+
+    for _ in range(60):
+        pid = procs.sleeper("--net")
+        net = ns_of(pid, "net")
+        wait_until(functools.partial(held, net), "the namespace and its holder")
+        killer = threading.Thread(target=procs.end, args=(pid,))
+        killer.start()
+        opens, round_wrong = sizes_against_reads(nsfs.path(net, "holders"), time.monotonic() + 3 * SLOWDOWN)
+        killer.join()
+        opened += opens
+        wrong += round_wrong
+    assert wrong == [], f"{len(wrong)} of {opened} opens, such as {sorted(set(wrong))[:4]}"

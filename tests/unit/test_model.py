@@ -11,6 +11,7 @@ from nsfs_fuse.model import (
     KINDS,
     UNSEEN,
     Audience,
+    Creds,
     Entry,
     Holder,
     HolderKind,
@@ -56,7 +57,8 @@ def test_a_key_is_named_as_the_kernel_names_it() -> None:
 
 
 class Reader:
-    """A reader in a pid namespace where host pid N is N - 1000 (others not there)."""
+    """A reader in a pid namespace where host pid N is N - 1000 (others not there), that may
+    read the processes of uid 1000 (and none whose credentials are unknown)."""
 
     def __init__(self, visible: set[str]) -> None:
         self.visible = visible
@@ -66,6 +68,13 @@ class Reader:
 
     def pid(self, host_pid: int) -> int | None:
         return host_pid - 1000 if host_pid > 1000 else None
+
+    def reads(self, pid: int, creds: Creds | None) -> bool:
+        return creds is not None and creds.uids == (1000, 1000, 1000)
+
+
+OURS = Creds((1000, 1000, 1000), (1000, 1000, 1000), 0, 1000, NsKey("user", 1), None)
+THEIRS = Creds((0, 0, 0), (0, 0, 0), (1 << 41) - 1, 0, NsKey("user", 1), NsKey("user", 1))
 
 
 def test_every_kind_has_exactly_one_row() -> None:
@@ -86,11 +95,11 @@ def test_the_readme_lists_the_kinds_in_table_order_with_their_fields() -> None:
 @pytest.mark.parametrize(
     ("holder", "line"),
     [
-        (Holder(HolderKind.PROCESS, 1007, text="sl eep\\"), "process 7 sl\\040eep\\134"),
-        (Holder(HolderKind.TASK, 1007, 1009, "worker"), "task 7 9 worker"),
-        (Holder(HolderKind.FOR_CHILDREN, 1007), "for-children 7"),
-        (Holder(HolderKind.FD, 1007, 1003), "fd 7 1003"),  # an fd number is not a pid
-        (Holder(HolderKind.SOCKET, 1007, 4), "socket 7 4"),
+        (Holder(HolderKind.PROCESS, 1007, text="sl eep\\", creds=OURS), "process 7 sl\\040eep\\134"),
+        (Holder(HolderKind.TASK, 1007, 1009, "worker", creds=OURS), "task 7 9 worker"),
+        (Holder(HolderKind.FOR_CHILDREN, 1007, creds=OURS), "for-children 7"),
+        (Holder(HolderKind.FD, 1007, 1003, creds=OURS), "fd 7 1003"),  # an fd number is not a pid
+        (Holder(HolderKind.SOCKET, 1007, 4, creds=OURS), "socket 7 4"),
         (Holder(HolderKind.MOUNT, text="/run/netns/a b", ns="mnt:[5]"), "mount /run/netns/a\\040b mnt:[5]"),
         (Holder(HolderKind.OWNER_OF, ns="net:[6]"), "owner-of net:[6]"),
         (Holder(HolderKind.PARENT_OF, ns="pid:[7]"), "parent-of pid:[7]"),
@@ -104,11 +113,17 @@ def test_each_kind_has_its_line(holder: Holder, line: str) -> None:
 @pytest.mark.parametrize(
     "holder",
     [
-        Holder(HolderKind.PROCESS, 7, text="init"),  # outside the reader's pid namespace
-        Holder(HolderKind.TASK, 1007, 9, "worker"),  # the thread is outside it
-        Holder(HolderKind.FOR_CHILDREN, 7),
-        Holder(HolderKind.FD, 7, 3),
-        Holder(HolderKind.SOCKET, 7, 3),
+        Holder(HolderKind.PROCESS, 7, text="init", creds=OURS),  # outside the reader's pid namespace
+        Holder(HolderKind.TASK, 1007, 9, "worker", creds=OURS),  # the thread is outside it
+        Holder(HolderKind.FOR_CHILDREN, 7, creds=OURS),
+        Holder(HolderKind.FD, 7, 3, creds=OURS),
+        Holder(HolderKind.SOCKET, 7, 3, creds=OURS),
+        Holder(HolderKind.PROCESS, 1007, text="sleep", creds=THEIRS),  # a process it may not read
+        Holder(HolderKind.TASK, 1007, 1009, "worker", creds=THEIRS),
+        Holder(HolderKind.FOR_CHILDREN, 1007, creds=THEIRS),
+        Holder(HolderKind.FD, 1007, 3, creds=THEIRS),
+        Holder(HolderKind.SOCKET, 1007, 3, creds=THEIRS),
+        Holder(HolderKind.PROCESS, 1007, text="sleep"),  # credentials unknown
         Holder(HolderKind.MOUNT, text="/x", ns="mnt:[5]"),  # a mount namespace it cannot see
         Holder(HolderKind.OWNER_OF, ns="net:[6]"),
         Holder(HolderKind.PARENT_OF, ns="pid:[7]"),
@@ -129,10 +144,11 @@ def test_audiences_follow_the_fields() -> None:
 def test_holders_are_listed_once_each_in_table_order_then_by_pid() -> None:
     holders = Holders(
         (
-            (Holder(HolderKind.FD, 1009, 4), Holder(HolderKind.PROCESS, 1009, text="b")),
-            (Holder(HolderKind.PROCESS, 1002, text="a"), Holder(HolderKind.FD, 1002, 7)),
-            (UNSEEN, Holder(HolderKind.PROCESS, 1002, text="a")),
+            (Holder(HolderKind.FD, 1009, 4, creds=OURS), Holder(HolderKind.PROCESS, 1009, text="b", creds=OURS)),
+            (Holder(HolderKind.PROCESS, 1002, text="a", creds=OURS), Holder(HolderKind.FD, 1002, 7, creds=OURS)),
+            (UNSEEN, Holder(HolderKind.PROCESS, 1002, text="a", creds=OURS)),
             (Holder(HolderKind.OWNER_OF, ns="net:[6]"),),
+            (Holder(HolderKind.PROCESS, 1003, text="c", creds=THEIRS), Holder(HolderKind.FD, 1003, 1, creds=THEIRS)),
         )
     )
     assert holders.render(Reader({"net:[6]"})) == "process 2 a\nprocess 9 b\nfd 2 7\nfd 9 4\nowner-of net:[6]\nunseen\n"

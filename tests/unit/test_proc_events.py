@@ -30,9 +30,14 @@ def test_fork_names_the_child_exec_and_exit_the_process() -> None:
     ]
 
 
+def test_changes_of_credentials_name_the_thread_and_its_process() -> None:
+    data = message(kernel.PROC_EVENT_UID, 5, 5, 1000, 1000) + message(kernel.PROC_EVENT_GID, 7, 6, 1000, 1000)
+    assert kernel.parse_proc_events(data) == [(kernel.PROC_EVENT_UID, 5, 5), (kernel.PROC_EVENT_GID, 7, 6)]
+
+
 def test_other_events_are_skipped() -> None:
-    uid_change = 0x00000004
-    data = message(uid_change, 5, 5, 0, 0) + message(kernel.PROC_EVENT_EXIT, 6, 6)
+    sid_change = 0x00000080
+    data = message(sid_change, 5, 5, 0, 0) + message(kernel.PROC_EVENT_EXIT, 6, 6)
     assert kernel.parse_proc_events(data) == [(kernel.PROC_EVENT_EXIT, 6, 6)]
 
 

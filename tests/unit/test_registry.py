@@ -7,7 +7,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable
 
-from nsfs_fuse.model import Holder, HolderKind, NsKey, Opened, ProcessRead, Sighting, parse_ns_name
+from nsfs_fuse.model import Creds, Holder, HolderKind, NsKey, Opened, ProcessRead, Sighting, parse_ns_name
 from nsfs_fuse.registry import Registry
 
 USER0, PID0, NET0 = NsKey("user", 1), NsKey("pid", 2), NsKey("net", 3)
@@ -235,6 +235,9 @@ class Reader:
 
     def pid(self, host_pid: int) -> int | None:
         return host_pid
+
+    def reads(self, pid: int, creds: Creds | None) -> bool:
+        return True
 
 
 def holders(registry: Registry, key: NsKey) -> str:
