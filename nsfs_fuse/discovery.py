@@ -51,12 +51,6 @@ def _listdir(path: str) -> Iterable[str]:
     return os.listdir(path)
 
 
-@errors.or_default(())
-def _read_lines(path: str) -> Iterable[str]:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return f.readlines()
-
-
 @errors.or_default("")
 def _read_comm(path: str) -> str:
     """A process's or thread's command name (raw os calls: a text file object costs 50 us)."""
@@ -72,6 +66,7 @@ class Status:
     """What a process's or thread's /proc/.../status says of its credentials, and who owns it."""
 
     tgid: int
+    ppid: int  # the parent's pid (its thread group's)
     uids: tuple[int, int, int, int]  # real, effective, saved, filesystem
     gids: tuple[int, int, int, int]
     permitted: int  # permitted capabilities (CapPrm)
@@ -80,8 +75,13 @@ class Status:
     # the user namespace it last exec'd in (or the initial one's) while it is not.
     owner: tuple[int, int]
 
+    @property
+    def root(self) -> bool:
+        """Whether every uid is 0: what no unprivileged process can give itself."""
+        return not any(self.uids)
 
-_STATUS_FIELDS = (b"Tgid", b"Uid", b"Gid", b"CapPrm", b"CapEff")
+
+_STATUS_FIELDS = (b"Tgid", b"PPid", b"Uid", b"Gid", b"CapPrm", b"CapEff")
 
 
 @errors.or_default(None)
@@ -106,7 +106,8 @@ def read_status(path: str) -> Status | None:
         return None  # not a status file as the kernel writes it: treat it as gone
     # Missing (a read cut short): taken as none effective and all permitted, which shows less.
     permitted, caps = int(fields.get(b"CapPrm", b"ffffffffffffffff"), 16), int(fields.get(b"CapEff", b"0"), 16)
-    return Status(int(fields.get(b"Tgid", b"0")), uids, gids, permitted, caps, (stat.st_uid, stat.st_gid))
+    tgid, ppid = int(fields.get(b"Tgid", b"0")), int(fields.get(b"PPid", b"0"))
+    return Status(tgid, ppid, uids, gids, permitted, caps, (stat.st_uid, stat.st_gid))
 
 
 def _ids(value: bytes | None) -> tuple[int, int, int, int] | None:
@@ -258,19 +259,19 @@ def table_sightings(mnt: NsKey, lines: Iterable[str], root: str) -> list[Sightin
     ]
 
 
-def is_nsfs_daemon(pid: int, comm: str, fds: Fds) -> bool:
+def is_nsfs_daemon(comm: str, fds: Fds, status: Status | None) -> bool:
     """A process that is an nsfs daemon: its pins are not holders.
 
     Two daemons that counted each other's pins would keep every namespace they ever
     saw alive. A daemon names itself "nsfs", runs with every uid 0 (real, effective,
     saved: what an unprivileged process cannot get by naming itself so, nor by making
-    itself undumpable, which only changes who owns its /proc directory) and keeps
+    itself undumpable, which only changes who owns its /proc files) and keeps
     /dev/fuse open.
     """
-    return comm == DAEMON_COMM and fds.fuse and _credentials(pid)[0]
+    return comm == DAEMON_COMM and fds.fuse and status is not None and status.root
 
 
-def is_nsfs_helper(pid: int, comm: str) -> bool:
+def is_nsfs_helper(comm: str, status: Status | None) -> bool:
     """A helper process of an nsfs daemon (its sweep reader, or one sitting in a mount
     namespace nobody else is in to read its table): it holds nothing.
 
@@ -278,22 +279,10 @@ def is_nsfs_helper(pid: int, comm: str) -> bool:
     "nsfs": a process cannot choose its parent, and one that outlives its daemon is
     re-parented away from it.
     """
-    if not comm.startswith(HELPER_PREFIX):
+    if not comm.startswith(HELPER_PREFIX) or status is None or not status.root:
         return False
-    root, parent = _credentials(pid)
-    return root and parent is not None and _read_comm(f"/proc/{parent}/comm") == DAEMON_COMM and _credentials(parent)[0]
-
-
-def _credentials(pid: int) -> tuple[bool, int | None]:
-    """Whether every uid of `pid` is 0 (real, effective, saved, filesystem), and its parent's pid."""
-    root, parent = False, None
-    for line in _read_lines(f"/proc/{pid}/status"):
-        if line.startswith("PPid:"):
-            parent = int(line.split()[1])
-        elif line.startswith("Uid:"):
-            root = all(uid == "0" for uid in line.split()[1:])
-            break  # Uid: comes after PPid:
-    return root, parent
+    parent = read_status(f"/proc/{status.ppid}/status")
+    return parent is not None and parent.root and _read_comm(f"/proc/{status.ppid}/comm") == DAEMON_COMM
 
 
 # Sits in a mount namespace no process is in, so that the daemon can read its
@@ -376,9 +365,10 @@ class Scanner:
         if pid in self.helpers:
             return ProcessRead(pid, read_at)
         comm = _read_comm(f"/proc/{pid}/comm")
-        if is_nsfs_helper(pid, comm):
+        status = read_status(f"/proc/{pid}/status")
+        if is_nsfs_helper(comm, status):
             return ProcessRead(pid, read_at)
-        creds = self.creds(f"/proc/{pid}", _ns_key(f"/proc/{pid}/ns/user"))
+        creds = self._creds(f"/proc/{pid}", status, _ns_key(f"/proc/{pid}/ns/user"))
         sightings = list(process_sightings(pid, comm, creds))
         leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
         mnt = leader.get("mnt")
@@ -391,7 +381,7 @@ class Scanner:
             sightings.extend(thread_sightings(pid, leader, self.creds))
             return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt, exiting=True)
         fds = fd_sightings(pid, creds)
-        if is_nsfs_daemon(pid, comm, fds):
+        if is_nsfs_daemon(comm, fds, status):
             return ProcessRead(pid, read_at, tuple(sightings), frozenset(s.key for s in fds.namespaces), mnt)
         sightings.extend(thread_sightings(pid, leader, self.creds))
         sightings.extend(fds.namespaces)
@@ -401,7 +391,9 @@ class Scanner:
     def creds(self, path: str, userns: NsKey | None) -> Creds | None:
         """The credentials of the process or thread at `path` (/proc/PID, /proc/PID/task/TID),
         in user namespace `userns`; None if it is gone."""
-        status = read_status(f"{path}/status")
+        return self._creds(path, read_status(f"{path}/status"), userns)
+
+    def _creds(self, path: str, status: Status | None, userns: NsKey | None) -> Creds | None:
         if status is None:
             return None
         root = 0 if userns == self._userns else root_uid(f"{path}/uid_map")
@@ -477,10 +469,8 @@ def ns_link(pid: int, nstype: str) -> str | None:
 
 def process_of(tid: int) -> int | None:
     """The process (thread group) a thread belongs to; None if it is gone."""
-    for line in _read_lines(f"/proc/{tid}/status"):
-        if line.startswith("Tgid:"):
-            return int(line.split()[1])
-    return None
+    status = read_status(f"/proc/{tid}/status")
+    return None if status is None else status.tgid
 
 
 def caller_sightings(tid: int) -> list[Sighting]:

@@ -148,7 +148,7 @@ def test_a_caller_that_cannot_be_identified_reads_nothing() -> None:
 
 def status(uid: int, owner: int, gid: int | None = None) -> Status:
     gid = uid if gid is None else gid
-    return Status(10, (uid, uid, uid, uid), (gid, gid, gid, gid), 1 << 10, 0, (owner, owner if gid == uid else gid))
+    return Status(10, 1, (uid, uid, uid, uid), (gid, gid, gid, gid), 1 << 10, 0, (owner, owner if gid == uid else gid))
 
 
 @pytest.mark.parametrize(
