@@ -8,8 +8,10 @@ tables (`table_sightings`), which tables.py follows. The scan is `readlink` and
 has not met before, to learn which network namespace they belong to. Nothing
 here knows about the registry or FUSE.
 
-Processes come and go while we read: an item that is gone or denied is skipped,
-as errors.py decides (docs/design.md, "Errors").
+Processes come and go while we read: a part of a process that is gone or denied
+is skipped, as errors.py decides (docs/design.md, "Errors"). Any other error while
+reading a process makes that read a failed one (`ProcessRead.failed`): the registry
+keeps what it had of the process rather than take a partial read for the truth.
 """
 
 from __future__ import annotations
@@ -33,23 +35,27 @@ DAEMON_COMM = "nsfs"
 NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
 
 
-@errors.or_default(None)
+# The reads below are parts of a process's read: a fault raises errors.Skip, for the
+# whole read to fail (Scanner.read), while a gone or denied part is just missing.
+
+
+@errors.or_skip("readlink", None)
 def _readlink(path: str) -> str | None:
     return os.readlink(path)
 
 
-@errors.or_default(())
+@errors.or_skip("listdir", ())
 def _listdir(path: str) -> Iterable[str]:
     return os.listdir(path)
 
 
-@errors.or_default(())
+@errors.or_default("status_read", ())
 def _read_lines(path: str) -> Iterable[str]:
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         return f.readlines()
 
 
-@errors.or_default("")
+@errors.or_skip("comm_read", "")
 def _read_comm(path: str) -> str:
     """A process's or thread's command name (raw os calls: a text file object costs 50 us)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -112,23 +118,30 @@ def fd_sightings(pid: int) -> tuple[list[Sighting], list[tuple[int, int]]]:
 
 
 def socket_netns(pid: int, fd: int) -> int:
-    """A new fd on the network namespace of socket `fd` of process `pid`."""
-    pidfd = kernel.pidfd_open(pid)
+    """A new fd on the network namespace of socket `fd` of process `pid`; errors.Skip if
+    there is none to be had (answered: the socket or its process is gone, or it is no
+    socket with a namespace now)."""
+    item = f"socket {fd} of {pid}"
+    with errors.step("pidfd_open", item):
+        pidfd = kernel.pidfd_open(pid)
     try:
-        sock = kernel.pidfd_getfd(pidfd, fd)
+        with errors.step("pidfd_getfd", item):
+            sock = kernel.pidfd_getfd(pidfd, fd)
     finally:
         os.close(pidfd)
     try:
-        return kernel.socket_netns(sock)
+        with errors.step("socket_netns", item, NO_SOCKET_NS):
+            return kernel.socket_netns(sock)
     finally:
         os.close(sock)
 
 
 def open_namespace(sighting: Sighting) -> int:
-    """Open the namespace a sighting names, through its holder: OSError if the holder is gone."""
+    """Open the namespace a sighting names, through its holder: errors.Skip if it cannot."""
     if sighting.holder.kind is HolderKind.SOCKET:
         return socket_netns(sighting.holder.pid, sighting.holder.num)
-    return kernel.open_ns(sighting.path)
+    with errors.step("open_ns", sighting.path):
+        return kernel.open_ns(sighting.path)
 
 
 def table_sightings(mnt: NsKey, lines: Iterable[str], root: str) -> list[Sighting]:
@@ -154,7 +167,7 @@ def is_nsfs_daemon(pid: int, comm: str) -> bool:
     return comm == DAEMON_COMM and _owner_uid(f"/proc/{pid}") == 0
 
 
-@errors.or_default(None)
+@errors.or_skip("stat", None)
 def _owner_uid(path: str) -> int | None:
     return os.stat(path).st_uid
 
@@ -224,10 +237,19 @@ class Scanner:
 
         The daemon's own fds are its pins and never count as holders, nor do other
         nsfs daemons' fds; the daemon's (and their) membership in namespaces does.
+        A fault in any part of it (not an answer: errors.py) makes it a failed read.
         """
         read_at = time.monotonic()
         if pid in self.helpers:
             return ProcessRead(pid, read_at)
+        try:
+            return self._read(pid, read_at)
+        except errors.Skip:
+            # Judged already. Whatever this read found is not all the process holds: dropping
+            # the rest would release namespaces it still holds, so the registry keeps its last read.
+            return ProcessRead(pid, read_at, failed=True)
+
+    def _read(self, pid: int, read_at: float) -> ProcessRead:
         comm = _read_comm(f"/proc/{pid}/comm")
         sightings = list(process_sightings(pid, comm))
         leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
@@ -275,14 +297,17 @@ class Scanner:
         return sightings
 
     def _ask_socket_netns(self, pid: int, fd: int) -> NsKey | None:
+        """The network namespace of a socket; None if the socket is not there to ask. A fault
+        raises errors.Skip: the process's read fails whole."""
         try:
             netns = socket_netns(pid, fd)
-        except OSError as exc:
-            if exc.errno in NO_SOCKET_NS or errors.skippable(exc, f"socket {fd} of {pid}"):
+        except errors.Skip as skip:
+            if skip.answered:
                 return None
             raise
         try:
-            return kernel.key_of_fd(netns, self._nsfs_dev)
+            with errors.step("ns_key", f"socket {fd} of {pid}"):
+                return kernel.key_of_fd(netns, self._nsfs_dev)
         finally:
             os.close(netns)
 
@@ -295,10 +320,13 @@ def still_holds(key: NsKey, holder: Holder) -> bool | None:
         expected = holder.text  # a socket's namespace never changes: the same socket still holds it
     else:
         return None
-    return _readlink(f"/proc/{holder.pid}/fd/{holder.num}") == expected
+    try:
+        return _readlink(f"/proc/{holder.pid}/fd/{holder.num}") == expected
+    except errors.Skip:
+        return None  # judged: not known now, looked at again at the next check
 
 
-@errors.or_default(0)
+@errors.or_default("fd_count", 0)
 def _fd_dir_size(path: str) -> int:
     return os.stat(path).st_size
 
@@ -309,8 +337,11 @@ def fd_count(pid: int) -> int:
 
 
 def ns_link(pid: int, nstype: str) -> str | None:
-    """What /proc/PID/ns/TYPE reads as; None if the process is gone."""
-    return _readlink(f"/proc/{pid}/ns/{nstype}")
+    """What /proc/PID/ns/TYPE reads as; None if the process is gone (or it cannot be read)."""
+    try:
+        return _readlink(f"/proc/{pid}/ns/{nstype}")
+    except errors.Skip:
+        return None
 
 
 def process_of(tid: int) -> int | None:
@@ -322,5 +353,9 @@ def process_of(tid: int) -> int | None:
 
 
 def caller_sightings(tid: int) -> list[Sighting]:
-    """The namespaces of one calling thread: a handful of readlinks, cheap enough for a handler."""
-    return list(process_sightings(tid, _read_comm(f"/proc/{tid}/comm")))
+    """The namespaces of one calling thread: a handful of readlinks, cheap enough for a handler.
+    [] where one of them faults (judged): the caller sees what its user namespace sees, less its own."""
+    try:
+        return list(process_sightings(tid, _read_comm(f"/proc/{tid}/comm")))
+    except errors.Skip:
+        return []

@@ -158,9 +158,10 @@ class Request:
             except OSError as exc:
                 # ESRCH: not in the caller's pid namespace; ENOTTY: a kernel before 6.11; EBADF:
                 # the pin was closed since this request took its snapshot (the namespace went).
-                if exc.errno == errno.ENOTTY or errors.verdict(exc) is errors.Verdict.GONE:
-                    return None
-                raise
+                # Anything else is judged: that holder's line is left out, not the whole file.
+                if exc.errno != errno.ENOTTY:
+                    errors.judge(exc, "pid_in_pidns", pid)
+                return None
             return translated if translated > 0 else None
 
         return translate

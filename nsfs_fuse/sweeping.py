@@ -68,7 +68,10 @@ class Memory:
         for read in reads:
             found = (read.sightings, read.daemon_pins, read.mnt, read.exiting)
             self._seen.add(read.pid)
-            if self._last.get(read.pid) == found:
+            if read.failed:  # not what the daemon keeps (it keeps the read before): read whole next time
+                self._last.pop(read.pid, None)
+                changed.append(read)
+            elif self._last.get(read.pid) == found:
                 same.append((read.pid, read.read_at))
             else:
                 self._last[read.pid] = found

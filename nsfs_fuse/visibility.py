@@ -95,12 +95,12 @@ def _caller_ns(pid: int, nstype: str) -> NsKey | None:
     return key if key is not None and key.type == nstype else None
 
 
-@errors.or_default(None)
+@errors.or_default("readlink", None)
 def _readlink(path: str) -> str | None:
     return os.readlink(path)
 
 
-@errors.or_default(None)
+@errors.or_default("uid_map_read", None)
 def _read_text(path: str) -> str | None:
     with open(path, encoding="ascii") as f:
         return f.read()
