@@ -96,6 +96,7 @@ class Pins:
     def __init__(self, nsfs_dev: int, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
         self._nsfs_dev = nsfs_dev
         self._nsfs_mount_id: int | None = None  # read at the first bind mount met without handles
+        self._told_refused = False  # whether the log said that some handles are refused
         self._budget = budget
         self._clock = clock
         # What suspended and retired pins point at: opening a socket through /proc/PID/fd
@@ -297,7 +298,10 @@ class Pins:
         mount. Without handles, a mount, user or time namespace's bind mount stays busy
         while pinned (README, Limits).
 
-        Any other error skips the namespace for now (errors.Skip).
+        A handle the kernel will not open again for the daemon (6.18 answers ESTALE for a
+        namespace made inside a child pid namespace the daemon runs in, though `fd` holds
+        it) is of no use for probes either: the namespace is pinned as on a kernel without
+        handles. A fault (out of fds, say) skips the namespace for now (errors.Skip).
         """
         with errors.step("name_to_handle", key.name):
             handle = kernel.ns_handle(fd)
@@ -307,11 +311,24 @@ class Pins:
             with errors.step("open_by_handle", key.name, kernel.NO_HANDLES):
                 clean = kernel.open_ns_handle(handle)
         except errors.Skip as skip:
-            if skip.errno in kernel.NO_HANDLES:
-                return fd, handle
-            raise
+            if not skip.answered:
+                raise
+            self._refused(key, skip)
+            return self._entered_again(fd, key), None
         os.close(fd)
         return clean, handle
+
+    def _refused(self, key: NsKey, skip: errors.Skip) -> None:
+        """Say once that the kernel refuses some handles: those namespaces are released as soon
+        as no holder is found, without a probe, as on a kernel without handles."""
+        if not self._told_refused:
+            self._told_refused = True
+            log.info(
+                "the kernel will not open %s again by its handle (%s): such namespaces are pinned and"
+                " released as on a kernel without handles",
+                key.name,
+                errors.errno_name(skip.errno),
+            )
 
     def _entered_again(self, fd: int, key: NsKey) -> int:
         """`fd`, or, if it is reached through a mount other than the kernel's own nsfs mount
