@@ -10,8 +10,10 @@ the only namespaces it opens are those behind sockets it has not met before, to
 learn which network namespace they belong to. Nothing here knows about the
 registry or FUSE.
 
-Processes come and go while we read: an item that is gone or denied is skipped,
-as errors.py decides (docs/design.md, "Errors").
+Processes come and go while we read: a part of a process that is gone or denied
+is skipped, as errors.py decides (docs/design.md, "Errors"). Any other error while
+reading a process makes that read a failed one (`ProcessRead.failed`): the registry
+keeps what it had of the process rather than take a partial read for the truth.
 """
 
 from __future__ import annotations
@@ -41,17 +43,21 @@ FUSE_DEVICE = "/dev/fuse"
 NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
 
 
-@errors.or_default(None)
+# The reads below are parts of a process's read: a fault raises errors.Skip, for the
+# whole read to fail (Scanner.read), while a gone or denied part is just missing.
+
+
+@errors.or_skip("readlink", None)
 def _readlink(path: str) -> str | None:
     return os.readlink(path)
 
 
-@errors.or_default(())
+@errors.or_skip("listdir", ())
 def _listdir(path: str) -> Iterable[str]:
     return os.listdir(path)
 
 
-@errors.or_default("")
+@errors.or_skip("comm_read", "")
 def _read_comm(path: str) -> str:
     """A process's or thread's command name (raw os calls: a text file object costs 50 us)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -84,7 +90,7 @@ class Status:
 _STATUS_FIELDS = (b"Tgid", b"PPid", b"Uid", b"Gid", b"CapPrm", b"CapEff")
 
 
-@errors.or_default(None)
+@errors.or_skip("status_read", None)
 def read_status(path: str) -> Status | None:
     """One read of a /proc/.../status file (raw os calls, as `_read_comm`: it is read once per
     process read); None if the process is gone."""
@@ -118,7 +124,7 @@ def _ids(value: bytes | None) -> tuple[int, int, int, int] | None:
     return real, effective, saved, fs
 
 
-@errors.or_default(0)
+@errors.or_skip("uid_map_read", 0)
 def root_uid(path: str) -> int:
     """The uid the root of a user namespace has outside it, as the daemon numbers uids, from
     the `uid_map` of a process in it. 0 where its root is not mapped: the kernel then makes
@@ -227,23 +233,30 @@ def fd_sightings(pid: int, creds: Creds | None = None) -> Fds:
 
 
 def socket_netns(pid: int, fd: int) -> int:
-    """A new fd on the network namespace of socket `fd` of process `pid`."""
-    pidfd = kernel.pidfd_open(pid)
+    """A new fd on the network namespace of socket `fd` of process `pid`; errors.Skip if
+    there is none to be had (answered: the socket or its process is gone, or it is no
+    socket with a namespace now)."""
+    item = f"socket {fd} of {pid}"
+    with errors.step("pidfd_open", item):
+        pidfd = kernel.pidfd_open(pid)
     try:
-        sock = kernel.pidfd_getfd(pidfd, fd)
+        with errors.step("pidfd_getfd", item):
+            sock = kernel.pidfd_getfd(pidfd, fd)
     finally:
         os.close(pidfd)
     try:
-        return kernel.socket_netns(sock)
+        with errors.step("socket_netns", item, NO_SOCKET_NS):
+            return kernel.socket_netns(sock)
     finally:
         os.close(sock)
 
 
 def open_namespace(sighting: Sighting) -> int:
-    """Open the namespace a sighting names, through its holder: OSError if the holder is gone."""
+    """Open the namespace a sighting names, through its holder: errors.Skip if it cannot."""
     if sighting.holder.kind is HolderKind.SOCKET:
         return socket_netns(sighting.holder.pid, sighting.holder.num)
-    return kernel.open_ns(sighting.path)
+    with errors.step("open_ns", sighting.path):
+        return kernel.open_ns(sighting.path)
 
 
 def table_sightings(mnt: NsKey, lines: Iterable[str], root: str) -> list[Sighting]:
@@ -359,11 +372,20 @@ class Scanner:
         The daemon's own fds are its pins and never count as holders, nor do other
         nsfs daemons' fds or their threads (one may enter a namespace for a moment to
         open it again); the daemon's (and their) membership in namespaces does. A helper
-        process of any nsfs daemon holds nothing.
+        process of any nsfs daemon holds nothing. A fault in any part of it (not an answer:
+        errors.py) makes it a failed read.
         """
         read_at = time.monotonic()
         if pid in self.helpers:
             return ProcessRead(pid, read_at)
+        try:
+            return self._read(pid, read_at)
+        except errors.Skip:
+            # Judged already. Whatever this read found is not all the process holds: dropping
+            # the rest would release namespaces it still holds, so the registry keeps its last read.
+            return ProcessRead(pid, read_at, failed=True)
+
+    def _read(self, pid: int, read_at: float) -> ProcessRead:
         comm = _read_comm(f"/proc/{pid}/comm")
         status = read_status(f"/proc/{pid}/status")
         if is_nsfs_helper(comm, status):
@@ -429,14 +451,17 @@ class Scanner:
         return sightings
 
     def _ask_socket_netns(self, pid: int, fd: int) -> NsKey | None:
+        """The network namespace of a socket; None if the socket is not there to ask. A fault
+        raises errors.Skip: the process's read fails whole."""
         try:
             netns = socket_netns(pid, fd)
-        except OSError as exc:
-            if exc.errno in NO_SOCKET_NS or errors.skippable(exc, f"socket {fd} of {pid}"):
+        except errors.Skip as skip:
+            if skip.answered:
                 return None
             raise
         try:
-            return kernel.key_of_fd(netns, self._nsfs_dev)
+            with errors.step("ns_key", f"socket {fd} of {pid}"):
+                return kernel.key_of_fd(netns, self._nsfs_dev)
         finally:
             os.close(netns)
 
@@ -449,10 +474,13 @@ def still_holds(key: NsKey, holder: Holder) -> bool | None:
         expected = holder.text  # a socket's namespace never changes: the same socket still holds it
     else:
         return None
-    return _readlink(f"/proc/{holder.pid}/fd/{holder.num}") == expected
+    try:
+        return _readlink(f"/proc/{holder.pid}/fd/{holder.num}") == expected
+    except errors.Skip:
+        return None  # judged: not known now, looked at again at the next check
 
 
-@errors.or_default(0)
+@errors.or_default("fd_count", 0)
 def _fd_dir_size(path: str) -> int:
     return os.stat(path).st_size
 
@@ -463,16 +491,26 @@ def fd_count(pid: int) -> int:
 
 
 def ns_link(pid: int, nstype: str) -> str | None:
-    """What /proc/PID/ns/TYPE reads as; None if the process is gone."""
-    return _readlink(f"/proc/{pid}/ns/{nstype}")
+    """What /proc/PID/ns/TYPE reads as; None if the process is gone (or it cannot be read)."""
+    try:
+        return _readlink(f"/proc/{pid}/ns/{nstype}")
+    except errors.Skip:
+        return None
 
 
 def process_of(tid: int) -> int | None:
     """The process (thread group) a thread belongs to; None if it is gone."""
-    status = read_status(f"/proc/{tid}/status")
+    try:
+        status = read_status(f"/proc/{tid}/status")
+    except errors.Skip:  # judged: a fault reading it, which costs this look alone
+        return None
     return None if status is None else status.tgid
 
 
 def caller_sightings(tid: int) -> list[Sighting]:
-    """The namespaces of one calling thread: a handful of readlinks, cheap enough for a handler."""
-    return list(process_sightings(tid, _read_comm(f"/proc/{tid}/comm")))
+    """The namespaces of one calling thread: a handful of readlinks, cheap enough for a handler.
+    [] where one of them faults (judged): the caller sees what its user namespace sees, less its own."""
+    try:
+        return list(process_sightings(tid, _read_comm(f"/proc/{tid}/comm")))
+    except errors.Skip:
+        return []

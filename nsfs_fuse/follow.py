@@ -238,6 +238,8 @@ class Rereads:
         now = time.monotonic()
         with self._lock:
             for read in reads:
+                if read.failed:
+                    continue  # found out nothing: a zombie stays one, until a read says otherwise
                 if not read.exiting:
                     self._zombies.pop(read.pid, None)
                 elif read.pid not in self._zombies:

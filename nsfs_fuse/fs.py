@@ -194,7 +194,10 @@ class Request:
         return self._once("caller", self._read_caller)
 
     def _read_caller(self) -> Caller | None:
-        status = discovery.read_status(f"/proc/{self.pid}/status") if self.pid > 0 else None
+        try:
+            status = discovery.read_status(f"/proc/{self.pid}/status") if self.pid > 0 else None
+        except errors.Skip:  # judged: a caller that cannot be read is one that cannot be identified
+            return None
         if status is None or self.view.userns is None:
             return None
         fsuid, fsgid, euid = status.uids[3], status.gids[3], status.uids[1]
@@ -243,9 +246,10 @@ class Request:
             except OSError as exc:
                 # ESRCH: not in the caller's pid namespace; ENOTTY: a kernel before 6.11; EBADF:
                 # the pin was closed since this request took its snapshot (the namespace went).
-                if exc.errno == errno.ENOTTY or errors.verdict(exc) is errors.Verdict.GONE:
-                    return None
-                raise
+                # Anything else is judged: that holder's line is left out, not the whole file.
+                if exc.errno != errno.ENOTTY:
+                    errors.judge(exc, "pid_in_pidns", pid)
+                return None
             return translated if translated > 0 else None
 
         return translate

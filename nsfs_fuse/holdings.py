@@ -163,6 +163,13 @@ class Holdings:
             if swept:
                 self._dirty.add(read.pid)  # an event read the process again while this read was on its way
             return
+        if read.failed:
+            # It says nothing for sure: what was kept stays, as of now, so that a sweep does
+            # not take the process for gone. The sweep's reader does not remember such a read
+            # (sweeping.Memory), so nothing is dirty for it.
+            if state is not None:
+                state.read_at = read.read_at
+            return
         if swept:
             self._dirty.discard(read.pid)
         if state is not None and self._same(state, read):

@@ -108,7 +108,7 @@ def proc_facts(pid: int) -> tuple[int, str] | None:
     return _proc_facts(f"/proc/{pid}")
 
 
-@errors.or_default(None)
+@errors.or_default("proc_read", None)
 def _proc_facts(path: str) -> tuple[int, str] | None:
     uid = os.stat(path).st_uid
     with open(f"{path}/cmdline", "rb") as f:
@@ -163,12 +163,12 @@ class NetIds:
         return None
 
 
-@errors.or_default("")
+@errors.or_default("readlink", "")
 def _readlink(path: str) -> str:
     return os.readlink(path)
 
 
-@errors.or_default(None)
+@errors.or_default("open", None)
 def _open(path: str) -> int | None:
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 

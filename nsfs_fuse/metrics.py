@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import errors
 from .model import KINDS, NS_TYPES, HolderKind, Snapshot
 
 # How often the textfile is rewritten: node_exporter reads it at each scrape.
@@ -70,9 +71,15 @@ def count(snapshot: Snapshot) -> Counts:
 class NamespaceCollector(Collector):
     """Gauges worked out at each scrape from the registry's current snapshot and the daemon."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot], health: Callable[[], Health]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        health: Callable[[], Health],
+        faults: Callable[[], dict[tuple[str, int], int]] | None = None,  # None: errors.TALLY's
+    ) -> None:
         self._snapshot = snapshot
         self._health = health
+        self._faults = faults
         self._lock = threading.Lock()  # two scrapes at once count one snapshot once
         self._counted: tuple[Snapshot, Counts] | None = None
 
@@ -106,6 +113,7 @@ class NamespaceCollector(Collector):
         leaks.add_metric(["net"], counts.leaks["net"])
         yield leaks
         yield from _health_families(self._health())
+        yield _faults_family(errors.TALLY.counts() if self._faults is None else self._faults())
 
 
 def _health_families(health: Health) -> Iterator[Metric]:
@@ -125,6 +133,18 @@ def _health_families(health: Health) -> Iterator[Metric]:
         "1 while the kernel's process events arrive; 0 if the daemon relies on sweeps alone.",
         1 if health.following_events else 0,
     )
+
+
+def _faults_family(faults: dict[tuple[str, int], int]) -> Metric:
+    family = CounterMetricFamily(
+        "nsfs_errors",
+        "Errors from the kernel the daemon's policy does not expect, by operation and errno; each"
+        " cost one item (a process, a namespace, a mount table), skipped or kept as it was.",
+        labels=["operation", "errno"],
+    )
+    for (op, code), count in sorted(faults.items()):
+        family.add_metric([op, errors.errno_name(code)], count)
+    return family
 
 
 def registry_of(collector: Collector) -> CollectorRegistry:

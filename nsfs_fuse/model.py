@@ -246,7 +246,9 @@ class ProcessRead:
 
     A later read of the same pid replaces an earlier one whole, so a recycled pid
     or a process that exec'd, closed an fd or exited is never mixed with what was
-    there before. An empty read is a process that is gone.
+    there before. An empty read is a process that is gone. A failed read found out
+    nothing for sure (a fault, not an answer: errors.py): what was kept of the process
+    stays, as of `read_at`.
     """
 
     pid: int
@@ -255,6 +257,7 @@ class ProcessRead:
     daemon_pins: frozenset[NsKey] = frozenset()  # another nsfs daemon's fds: its pins, not holders
     mnt: NsKey | None = None  # the process's mount namespace
     exiting: bool = False  # a zombie: it still holds its pid and user namespaces until reaped
+    failed: bool = False  # a fault while reading it: nothing else here is meaningful
 
 
 class Opened(NamedTuple):

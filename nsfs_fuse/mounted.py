@@ -141,7 +141,7 @@ def _read_one(mount: str, key: NsKey, links: bool) -> Listed | None:
 _CHUNK = 1 << 22
 
 
-@errors.or_default(None)
+@errors.or_default("read", None)
 def _read_text(path: str) -> str | None:
     """The whole file in as few requests as the kernel allows: open, one read (the files report
     their size, so a short read is the end), close. Python's open().read() would add a stat and
@@ -156,6 +156,6 @@ def _read_text(path: str) -> str | None:
     return b"".join(parts).decode("utf-8", errors="surrogateescape")
 
 
-@errors.or_default(None)
+@errors.or_default("readlink", None)
 def _link(path: str) -> NsKey | None:
     return parse_ns_name(os.path.basename(os.readlink(path)))

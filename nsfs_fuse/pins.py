@@ -7,6 +7,11 @@ the registry decides when to let go (docs/design.md, "Pins and the probe").
 What never changes about a namespace is read here, once, while its first pin is
 open: its owner and parent (NS_GET_USERNS, NS_GET_PARENT), which are pinned too
 when new, its id and its creator's uid.
+
+Pinning a namespace is one item (docs/design.md, "Errors"): any step of it that
+fails (errors.Skip) costs that namespace (and any new namespace that needs it as its
+owner or parent) its pin for now, never the others; the next read of a holder tries
+again.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ class Pins:
     def __init__(self, nsfs_dev: int, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
         self._nsfs_dev = nsfs_dev
         self._nsfs_mount_id: int | None = None  # read at the first bind mount met without handles
-        self._refusal_told = False  # whether the log said that the kernel refuses handles here
+        self._told_refused = False  # whether the log said that some handles are refused
         self._budget = budget
         self._clock = clock
         # What suspended and retired pins point at: opening a socket through /proc/PID/fd
@@ -103,18 +108,24 @@ class Pins:
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
         """Pin `key` through the first sighting that still leads to it, with its owner and
         parent where `known` says they are new: those first, `key` last. [] if no sighting
-        leads to `key` any more."""
+        leads to `key` any more, or if a step of pinning it failed (judged: errors.py)."""
         fd = next((fd for s in sightings if (fd := self._open_sighting(s, key)) is not None), None)
         if fd is None:
             return []
         opened: list[Opened] = []
         try:
             self._describe(key, fd, lambda k: known(k) or any(o.key == k for o in opened), opened)
+        except errors.Skip:  # judged: this namespace is not pinned now, the others are
+            self._close_all(opened)
+            return []
         except BaseException:
-            for done in opened:
-                self.close(done.pin)
+            self._close_all(opened)
             raise
         return opened
+
+    def _close_all(self, opened: list[Opened]) -> None:
+        for done in opened:
+            self.close(done.pin)
 
     def reopen(self, handle: bytes) -> int | None:
         """A pin for an entry listed without one, now that there may be room; None if there
@@ -124,9 +135,9 @@ class Pins:
         try:
             return self._keep(kernel.open_ns_handle(handle))
         except OSError as exc:
-            if exc.errno in _NO_FD or errors.skippable(exc, f"handle of {handle.hex()}"):
-                return None  # gone: the next scan drops it; out of fds: tried again later
-            raise
+            if exc.errno not in _NO_FD:  # out of fds: tried again later, no need to say so
+                errors.judge(exc, "open_by_handle", _handle_name(handle))
+            return None  # gone: the next scan drops it; a fault: tried again later
 
     def suspend(self, pin: int | None) -> None:
         """Drop the daemon's reference on a namespace but keep the fd number `pin`, pointing
@@ -140,23 +151,22 @@ class Pins:
         try:
             os.close(kernel.open_ns_handle(handle))
         except OSError as exc:
-            return errors.verdict(exc) is errors.Verdict.GONE
+            return errors.judge(exc, "open_by_handle", _handle_name(handle)) is errors.Verdict.GONE
         return False
 
     def resume(self, name: str, pin: int | None, handle: bytes) -> tuple[bool, int | None]:
         """Open a suspended namespace again by `handle`, which only succeeds while something
         other than the daemon holds it. Returns whether it is alive, and its pin (the same
-        number where it had one). Not alive: `pin` is closed."""
+        number where it had one). Not alive: `pin` is closed.
+
+        A fault says nothing of the namespace: it is kept as if alive, without a pin (its
+        number is retired, `reopen` tries again), and its next probe decides (a false
+        "alive" costs a reprobe; a false "gone" would release a namespace in use)."""
         try:
             fd = kernel.open_ns_handle(handle)
         except OSError as exc:
-            verdict = errors.verdict(exc)
-            if verdict is None:
-                log.warning("probe of %s failed: %s; released", name, exc.strerror)
-            elif verdict is errors.Verdict.DENIED:
-                log.debug("probe of %s: %s; released", name, exc.strerror)
             self.close(pin)
-            return False, None
+            return errors.judge(exc, "open_by_handle", name) is None, None
         if pin is None:
             return True, self._keep(fd)
         os.dup2(fd, pin, inheritable=False)
@@ -197,20 +207,18 @@ class Pins:
     # -- inside ---------------------------------------------------------------
 
     def _open_sighting(self, sighting: Sighting, key: NsKey) -> int | None:
-        """An fd on `key` through `sighting`, or None if it is gone or leads elsewhere now."""
+        """An fd on `key` through `sighting`, or None if it is gone or leads elsewhere now
+        (or a fault, judged: another sighting may do)."""
         try:
             fd = discovery.open_namespace(sighting)
-        except OSError as exc:
-            if exc.errno in discovery.NO_SOCKET_NS or errors.skippable(exc, sighting.path):
-                return None  # the holder went away since the scan read it (or its fd is no socket now)
-            raise
+        except errors.Skip:
+            return None  # the holder went away since the scan read it (or its fd is no socket now)
         try:
-            found = kernel.key_of_fd(fd, self._nsfs_dev)
-        except OSError as exc:
+            with errors.step("ns_key", sighting.path, {errno.ENOTTY}):  # ENOTTY: the fd number holds another file now
+                found = kernel.key_of_fd(fd, self._nsfs_dev)
+        except errors.Skip:
             os.close(fd)
-            if exc.errno == errno.ENOTTY or errors.skippable(exc, sighting.path):
-                return None  # the fd number now holds something else
-            raise
+            return None
         if found != key:  # the process moved to another namespace meanwhile
             os.close(fd)
             return None
@@ -219,33 +227,46 @@ class Pins:
     def _describe(self, key: NsKey, fd: int, known: Callable[[NsKey], bool], opened: list[Opened]) -> None:
         """Take `fd` as the pin for `key`: read what never changes, pinning new relatives first."""
         try:
-            fd, handle = self._detached(fd, key.type)
-            owner = self._relative(fd, kernel.get_userns, known, opened)
+            fd, handle = self._detached(fd, key)
+            owner = self._relative(fd, key, "ns_get_userns", kernel.get_userns, known=known, opened=opened)
             if key.type == "user":
                 parent = owner  # NS_GET_PARENT is NS_GET_USERNS for user namespaces
             elif key.type in HIERARCHICAL:
-                parent = self._relative(fd, kernel.get_parent, known, opened)
+                parent = self._relative(fd, key, "ns_get_parent", kernel.get_parent, known=known, opened=opened)
             else:
                 parent = None
-            ns_id = kernel.get_ns_id(fd)
-            creator_uid = kernel.get_owner_uid(fd) if key.type == "user" else None
+            with errors.step("ns_get_id", key.name):
+                ns_id = kernel.get_ns_id(fd)
+            creator_uid = None
+            if key.type == "user":
+                with errors.step("ns_get_owner_uid", key.name):
+                    creator_uid = kernel.get_owner_uid(fd)
         except BaseException:
             os.close(fd)
             raise
         opened.append(Opened(key, self._keep(fd), handle, ns_id, owner, parent, creator_uid))
 
     def _relative(
-        self, fd: int, ioctl: Callable[[int], int], known: Callable[[NsKey], bool], opened: list[Opened]
+        self,
+        fd: int,
+        of: NsKey,
+        op: str,
+        ioctl: Callable[[int], int],
+        *,
+        known: Callable[[NsKey], bool],
+        opened: list[Opened],
     ) -> NsKey | None:
-        """Key of the namespace an NS_GET_* ioctl returns, pinning it if it is new."""
+        """Key of the namespace an NS_GET_* ioctl (`op`) returns for `of`, pinning it if it is new."""
         try:
-            rel_fd = ioctl(fd)
-        except OSError as exc:
-            if exc.errno == errno.EPERM:  # the ioctl's answer above the daemon's own namespaces: the top
+            with errors.step(op, of.name, {errno.EPERM}):
+                rel_fd = ioctl(fd)
+        except errors.Skip as skip:
+            if skip.errno == errno.EPERM:  # the ioctl's answer above the daemon's own namespaces: the top
                 return None
             raise
         try:
-            key = kernel.key_of_fd(rel_fd, self._nsfs_dev)
+            with errors.step("ns_key", f"{op} of {of.name}"):
+                key = kernel.key_of_fd(rel_fd, self._nsfs_dev)
         except BaseException:
             os.close(rel_fd)
             raise
@@ -266,7 +287,7 @@ class Pins:
         os.close(fd)
         return None
 
-    def _detached(self, fd: int, nstype: str) -> tuple[int, bytes | None]:
+    def _detached(self, fd: int, key: NsKey) -> tuple[int, bytes | None]:
         """Re-open `fd` so that it holds the namespace and nothing else: by its file handle,
         or, without handles (before Linux 6.18, or where the kernel refuses this daemon the
         handle: kernel.HANDLE_REFUSED), through a thread that enters it.
@@ -277,46 +298,61 @@ class Pins:
         handle, or through /proc/thread-self/ns, the fd refers to the kernel's own nsfs
         mount. Without handles, a mount, user or time namespace's bind mount stays busy
         while pinned (README, Limits).
+
+        A handle the kernel will not open again for the daemon (6.18 answers ESTALE for a
+        namespace made inside a child pid namespace the daemon runs in, though `fd` holds
+        it) is of no use for probes either: the namespace is pinned as on a kernel without
+        handles. A fault (out of fds, say) skips the namespace for now (errors.Skip).
         """
-        handle = kernel.ns_handle(fd)
+        with errors.step("name_to_handle", key.name):
+            handle = kernel.ns_handle(fd)
         if handle is None:
-            return self._entered_again(fd, nstype), None
+            return self._entered_again(fd, key), None
         try:
-            clean = kernel.open_ns_handle(handle)
-        except OSError as exc:
-            if exc.errno in kernel.NO_HANDLES:
-                return fd, handle
-            if exc.errno != kernel.HANDLE_REFUSED:
+            with errors.step("open_by_handle", key.name, kernel.NO_HANDLES):
+                clean = kernel.open_ns_handle(handle)
+        except errors.Skip as skip:
+            if not skip.answered:
                 raise
-            # `fd` holds the namespace, so it is not gone: the kernel refuses this daemon its
-            # handle (the daemon is in a child pid namespace). Kept, the handle would answer
-            # every probe "gone"; raised, the error would fail the whole sweep and nothing new
-            # would ever be listed. So it is pinned as without handles: never probed, the
-            # scan's word is final, and a pin found through a bind mount is entered again.
-            if not self._refusal_told:
-                self._refusal_told = True
-                log.info(
-                    "the kernel opens by file handle only the namespaces this daemon is in, outside the"
-                    " initial pid namespace: the others are not probed, the scan's word is final"
-                )
-            return self._entered_again(fd, nstype), None
+            self._refused(key, skip)
+            return self._entered_again(fd, key), None
         os.close(fd)
         return clean, handle
 
-    def _entered_again(self, fd: int, nstype: str) -> int:
+    def _refused(self, key: NsKey, skip: errors.Skip) -> None:
+        """Say once that the kernel refuses some handles: those namespaces are released as soon
+        as no holder is found, without a probe, as on a kernel without handles."""
+        if not self._told_refused:
+            self._told_refused = True
+            log.info(
+                "the kernel will not open %s again by its handle (%s): such namespaces are pinned and"
+                " released as on a kernel without handles",
+                key.name,
+                errors.errno_name(skip.errno),
+            )
+
+    def _entered_again(self, fd: int, key: NsKey) -> int:
         """`fd`, or, if it is reached through a mount other than the kernel's own nsfs mount
-        (a bind mount), the same namespace opened again by a thread that enters it and ends."""
-        link = _THREAD_LINKS.get(nstype)
-        if link is None or kernel.mount_id(fd) == self._nsfs_mount():
+        (a bind mount), the same namespace opened again by a thread that enters it and ends.
+        Where the thread cannot, `fd` as it was opened (its mount stays busy)."""
+        link = _THREAD_LINKS.get(key.type)
+        if link is None:
             return fd
+        with errors.step("mnt_id", key.name):
+            if kernel.mount_id(fd) == self._nsfs_mount():
+                return fd
         opened: list[int] = []
 
         def enter() -> None:
             try:
-                kernel.setns(fd, kernel.CLONE_FLAGS[nstype])
+                kernel.setns(fd, kernel.CLONE_FLAGS[key.type])
+            except OSError as exc:
+                errors.judge(exc, "setns", key.name)
+                return
+            try:
                 opened.append(os.open(f"/proc/thread-self/ns/{link}", os.O_RDONLY | os.O_CLOEXEC))
-            except OSError as exc:  # the path's fd is kept, and its mount stays busy
-                log.debug("cannot enter %s namespace %d again: %s", nstype, fd, exc.strerror)
+            except OSError as exc:
+                errors.judge(exc, "thread_ns_open", key.name)
 
         entering = threading.Thread(target=enter, name="nsfs-enter", daemon=True)
         entering.start()
@@ -335,3 +371,8 @@ class Pins:
             finally:
                 os.close(own)
         return self._nsfs_mount_id
+
+
+def _handle_name(handle: bytes) -> str:
+    """What names a namespace known only by its handle in a log line."""
+    return f"handle {handle.hex()}"

@@ -23,8 +23,10 @@ which pids to forget first: those whose kept read may differ from the helper's l
 The wire, one sweep at a time: the daemon writes two lines, `idle` or `now` and the
 pids of its helpers (never holders), then the pids to forget; the helper answers with
 chunks, each a 4-byte little-endian length and a pickle of (the list of ProcessRead
-that changed, the list of (pid, read_at) that did not), and a zero length when the
-sweep is done.
+that changed, the list of (pid, read_at) that did not, the faults it met since the last
+chunk as `errors.Tally.take` gives them), and a zero length when the sweep is done. The
+daemon counts and logs those faults as its own (the helper logs none itself): one tally,
+one log line per (operation, errno), whichever process met it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from typing import IO, NoReturn
+from typing import IO, TypeVar
 
-from . import discovery, kernel
+from . import discovery, errors, kernel
 from .model import ProcessRead
 
 log = logging.getLogger("nsfs")
@@ -50,6 +52,9 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 Each = Callable[[list[ProcessRead], list[tuple[int, float]]], bool]
+# What one chunk carries: reads that changed, (pid, read_at) of the rest, faults (errors.Tally.take).
+_Chunk = tuple[list[ProcessRead], list[tuple[int, float]], list[tuple[str, int, str, int]]]
+_R = TypeVar("_R")
 
 
 class Memory:
@@ -69,7 +74,10 @@ class Memory:
         for read in reads:
             found = (read.sightings, read.daemon_pins, read.mnt, read.exiting)
             self._seen.add(read.pid)
-            if self._last.get(read.pid) == found:
+            if read.failed:  # not what the daemon keeps (it keeps the read before): read whole next time
+                self._last.pop(read.pid, None)
+                changed.append(read)
+            elif self._last.get(read.pid) == found:
                 same.append((read.pid, read.read_at))
             else:
                 self._last[read.pid] = found
@@ -99,42 +107,46 @@ class SweepProcess:
         """Read every process, handing each chunk to `each` (what changed since the helper's
         last read, and the (pid, read_at) of what did not); False if `each` abandoned it.
         `background`: at idle priority. `forget`: pids to read whole. Raises OSError if the
-        helper cannot be started or dies mid-sweep."""
+        helper cannot be started or dies mid-sweep; what `each` raises is its own."""
         proc = self._started()
-        assert proc.stdin is not None and proc.stdout is not None
-        stdout = proc.stdout
-        try:
-            words = ["idle" if background else "now", *map(str, sorted(self._helpers))]
-            proc.stdin.write(" ".join(words).encode() + b"\n" + " ".join(map(str, forget)).encode() + b"\n")
-            proc.stdin.flush()
-        except OSError as exc:
-            self._failed(exc)
-
-        def chunk() -> tuple[list[ProcessRead], list[tuple[int, float]]] | None:
+        words = ["idle" if background else "now", *map(str, sorted(self._helpers))]
+        self._talk(lambda: self._ask(proc, " ".join(words) + "\n" + " ".join(map(str, forget)) + "\n"))
+        while (chunk := self._talk(lambda: self._chunk(proc))) is not None:
+            changed, same, faults = chunk
+            errors.add_faults(faults)
             try:
-                if size := _LENGTH.unpack(_read_exactly(stdout, _LENGTH.size))[0]:
-                    return pickle.loads(_read_exactly(stdout, size))  # type: ignore[no-any-return]
-                return None
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                self._failed(exc)
-
-        while (reads := chunk()) is not None:
-            # A fault folding the reads in is the daemon's, not the helper's: it propagates as
-            # itself, so the log says where it happened. The helper goes either way: the rest
-            # of its sweep is not wanted.
-            try:
-                go_on = each(*reads)
+                going_on = each(changed, same)
             except BaseException:
-                self.close()
+                self.close()  # the rest of its sweep is not wanted
                 raise
-            if not go_on:
+            if not going_on:
                 self.close()
                 return False
         return True
 
-    def _failed(self, exc: BaseException) -> NoReturn:
-        self.close()
-        raise OSError(f"the sweep process failed: {exc}") from None
+    def _talk(self, exchange: Callable[[], _R]) -> _R:
+        """One exchange with the helper; OSError naming the helper if it fails (and it is ended)."""
+        try:
+            return exchange()
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            self.close()
+            raise OSError(f"the sweep process failed: {exc}") from None
+
+    @staticmethod
+    def _ask(proc: subprocess.Popen[bytes], text: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(text.encode())
+        proc.stdin.flush()
+
+    @staticmethod
+    def _chunk(proc: subprocess.Popen[bytes]) -> _Chunk | None:
+        """The next chunk of the sweep; None at its end."""
+        assert proc.stdout is not None
+        size = _LENGTH.unpack(_read_exactly(proc.stdout, _LENGTH.size))[0]
+        if not size:
+            return None
+        chunk: _Chunk = pickle.loads(_read_exactly(proc.stdout, size))
+        return chunk
 
     def cpu(self) -> float:
         """CPU seconds the helper has used so far (0 if there is none)."""
@@ -178,7 +190,8 @@ def main() -> None:
     out = sys.stdout.buffer
 
     def send(reads: list[ProcessRead]) -> bool:
-        data = pickle.dumps(memory.sort(reads), protocol=pickle.HIGHEST_PROTOCOL)
+        changed, same = memory.sort(reads)
+        data = pickle.dumps((changed, same, errors.TALLY.take()), protocol=pickle.HIGHEST_PROTOCOL)
         out.write(_LENGTH.pack(len(data)) + data)
         out.flush()
         return True
@@ -198,6 +211,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="nsfs sweep: %(message)s")
+    # ERROR: the policy's warnings (errors.fault) go to the daemon with the chunks, which logs them.
+    logging.basicConfig(level=logging.ERROR, format="nsfs sweep: %(message)s")
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         main()

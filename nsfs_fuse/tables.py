@@ -10,6 +10,10 @@ An open mountinfo holds its mount namespace, as a pin does: the registry closes
 the reader before it probes or releases that namespace, and follows again only
 mount namespaces something else holds. The registry calls it under its lock;
 `wait` runs in a thread of its own, beside it.
+
+One table is one item (docs/design.md, "Errors"): a read of it that fails keeps the
+bind mounts it had (and is tried again at the next refresh); a table that cannot be
+read at all is not followed for now. Neither costs the other tables anything.
 """
 
 from __future__ import annotations
@@ -76,21 +80,31 @@ class Tables:
         """
         if not self._budget.take():
             return None
+        table = self._reader(mnt, members, pin)
+        if table is None:
+            self._budget.give()
+            return None
+        try:
+            return self._add(mnt, table)
+        except errors.Skip:  # judged: followed again at the registry's next look
+            self._discard(table)
+            return None
+
+    def _reader(self, mnt: NsKey, members: Iterable[int], pin: int | None) -> _Table | None:
+        """A reader of `mnt`'s table: through one of `members`, else through a helper."""
         for pid in members:
             if (fd := self._open(pid, mnt)) is not None:
-                return self._add(mnt, _Table(fd, pid, None))
+                return _Table(fd, pid, None)
         helper = self._helper(mnt, pin)
         fd = None
         try:
             fd = None if helper is None else self._open(helper.pid, mnt)
         finally:
-            if fd is None:  # no way in, or a fault: nothing may be left behind
-                if helper is not None:
-                    self._end(helper)
-                self._budget.give()
+            if fd is None and helper is not None:  # no way in, or a fault: nothing may be left behind
+                self._end(helper)
         if fd is None or helper is None:
             return None
-        return self._add(mnt, _Table(fd, helper.pid, helper))
+        return _Table(fd, helper.pid, helper)
 
     def changed(
         self, members: Callable[[NsKey], Iterable[int]], pin: Callable[[NsKey], int | None]
@@ -102,6 +116,7 @@ class Tables:
             pending, self._pending = self._pending, set()
         found = []
         todo = list(pending)
+        failed = []  # read next time: the kernel flags a change once, and this one is not read yet
         try:
             while todo:
                 mnt = self._by_fd.get(todo[-1])
@@ -110,11 +125,14 @@ class Tables:
                     if not _in(table.via, mnt):
                         # The process read through has left (or the helper died): find another way in.
                         self._reroute(mnt, table, members(mnt), pin(mnt))
-                    found.append((mnt, self._read(mnt, table)))
+                    try:
+                        found.append((mnt, self._read(mnt, table)))
+                    except errors.Skip:  # judged: its bind mounts stay as they were
+                        failed.append(todo[-1])
                 todo.pop()
         finally:
             with self._lock:
-                self._pending.update(todo)  # a fault: what was not read yet is read next time
+                self._pending.update(todo, failed)  # a bug: what was not read yet is read next time
         return found
 
     def _reroute(self, mnt: NsKey, table: _Table, members: Iterable[int], pin: int | None) -> None:
@@ -133,6 +151,10 @@ class Tables:
             return
         del self._by_fd[table.fd]
         self._epoll.unregister(table.fd)
+        self._discard(table)
+
+    def _discard(self, table: _Table) -> None:
+        """Close a reader that is not (or no longer) followed, and end its helper."""
         os.close(table.fd)
         self._budget.give()
         if table.helper is not None:
@@ -146,17 +168,26 @@ class Tables:
     # -- inside ---------------------------------------------------------------
 
     def _add(self, mnt: NsKey, table: _Table) -> list[Sighting]:
-        self._epoll.register(table.fd, select.EPOLLPRI)
+        """Follow `table` (registered before its first read: a change in between is not missed)."""
+        with errors.step("epoll_add", mnt.name):
+            self._epoll.register(table.fd, select.EPOLLPRI)
+        try:
+            mounts = self._read(mnt, table)
+        except errors.Skip:
+            self._epoll.unregister(table.fd)
+            raise
         self._tables[mnt] = table
         self._by_fd[table.fd] = mnt
-        return self._read(mnt, table)
+        return mounts
 
     @staticmethod
     def _read(mnt: NsKey, table: _Table) -> list[Sighting]:
-        os.lseek(table.fd, 0, os.SEEK_SET)
+        """Its bind mounts; errors.Skip (judged) if the table cannot be read whole."""
         chunks = []
-        while chunk := os.read(table.fd, 1 << 16):
-            chunks.append(chunk)
+        with errors.step("mountinfo_read", mnt.name):
+            os.lseek(table.fd, 0, os.SEEK_SET)
+            while chunk := os.read(table.fd, 1 << 16):
+                chunks.append(chunk)
         text = b"".join(chunks).decode("utf-8", "surrogateescape")
         return discovery.table_sightings(mnt, text.splitlines(), f"/proc/{table.via}/root")
 
@@ -172,7 +203,11 @@ class Tables:
     def _helper(self, mnt: NsKey, pin: int | None) -> subprocess.Popen[bytes] | None:
         if not self._budget.take(HELPER_FDS):
             return None
-        helper = None if pin is None else discovery.enter_mount_namespace(pin)
+        helper = None
+        try:
+            helper = None if pin is None else discovery.enter_mount_namespace(pin)
+        except OSError as exc:  # no process to be had just now (EAGAIN, ENOMEM, EMFILE)
+            errors.judge(exc, "helper_start", mnt.name)
         if helper is None:
             self._budget.give(HELPER_FDS)
             if not self._warned:
@@ -189,7 +224,7 @@ class Tables:
         self._helpers.discard(helper.pid)
 
 
-@errors.or_default(None)
+@errors.or_default("mountinfo_open", None)
 def _open_table(path: str) -> int | None:
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 

@@ -106,12 +106,12 @@ def _caller_ns(pid: int, nstype: str) -> NsKey | None:
     return key if key is not None and key.type == nstype else None
 
 
-@errors.or_default(None)
+@errors.or_default("readlink", None)
 def _readlink(path: str) -> str | None:
     return os.readlink(path)
 
 
-@errors.or_default(None)
+@errors.or_default("uid_map_read", None)
 def _read_text(path: str) -> str | None:
     with open(path, encoding="ascii") as f:
         return f.read()
@@ -248,7 +248,7 @@ def confined(label: str | None) -> bool:
     return label is not None and not _UNCONFINED & {label, *label.split(":")}
 
 
-@errors.or_default(None)
+@errors.or_default("lsm_label_read", None)
 def _read_label(path: str) -> str | None:
     with open(path, "rb") as f:
         label = f.read().rstrip(b"\0\n").decode("utf-8", "replace")

@@ -12,6 +12,7 @@ import pytest
 
 from harness import (
     HAS,
+    INTERVAL,
     NSFS,
     PATIENCE,
     SLOWDOWN,
@@ -26,6 +27,7 @@ from harness import (
 )
 
 RARE = 60.0  # a refresh period no test waits for: what happens sooner comes from events
+SWEEPS = 5  # a namespace is listed (and unlisted) within this many sweep intervals where sweeps are all there is
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def test_where_no_events_arrive_the_daemon_scans_and_says_so_once(public_dir: Pa
     log = public_dir / "nsfs.log"
     in_a_pidns = ["unshare", "--pid", "--fork", "--mount-proc"]
     with open(log, "wb") as out:
-        daemon = procs.start(*in_a_pidns, *NSFS, str(mountpoint), "-f", "-o", "interval=0.2", stderr=out)
+        daemon = procs.start(*in_a_pidns, *NSFS, str(mountpoint), "-f", "-o", f"interval={INTERVAL}", stderr=out)
     inner = wait_until(lambda: children(daemon.pid), "the daemon in its pid namespace")[0]
     in_its_namespaces = ["nsenter", f"--target={inner}", "--pid", "--mount"]
     try:
@@ -71,22 +73,30 @@ def test_where_no_events_arrive_the_daemon_scans_and_says_so_once(public_dir: Pa
         def listed() -> set[str]:  # as a caller the daemon can identify: one in its pid namespace
             return set(run([*in_its_namespaces, "ls", str(mountpoint)]).stdout.split())
 
-        wait_until(lambda: net in listed(), "a scan to list it")
+        # Within a few sweeps. 6.18 will not open again by handle a namespace made inside the
+        # daemon's pid namespace (ESTALE), though the daemon holds it: it is pinned as on a
+        # kernel without handles. That ESTALE once failed every sweep, and nothing new was listed.
+        wait_until(lambda: net in listed(), "a scan to list it", timeout=SWEEPS * INTERVAL)
         refused = HAS["ns_handles"] and _handle_refused(in_its_namespaces, f"/proc/{pid}/ns/net")
         procs.end(pid)
-        wait_until(lambda: net not in listed(), "a scan to unlist it")
+        wait_until(lambda: net not in listed(), "a scan to unlist it", timeout=SWEEPS * INTERVAL)
         said = wait_until(
             lambda: [line for line in log.read_text().splitlines() if "process events unavailable" in line],
             "the daemon to find that no events arrive",
         )
-        assert said == ["nsfs: WARNING: process events unavailable (none arrive): sweeping every 0.2 s instead"]
-        lines = log.read_text().splitlines()
-        assert not [line for line in lines if line.startswith("nsfs: ERROR")]  # no sweep failed
-        told = [line for line in lines if "opens by file handle only the namespaces this daemon is in" in line]
-        assert len(told) == (1 if refused else 0)
+        assert said == [
+            f"nsfs: WARNING: process events unavailable (none arrive): sweeping every {INTERVAL:g} s instead"
+        ]
     finally:
         run([*in_its_namespaces, "umount", str(mountpoint)])
     assert daemon.wait(timeout=PATIENCE * SLOWDOWN) == 0
+    # Nothing went wrong on the way: no traceback, no other warning or error, and the refusal
+    # of handles said once where this kernel refuses them.
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert [line for line in text.splitlines() if ": WARNING: " in line or ": ERROR: " in line] == said, text
+    told = [line for line in text.splitlines() if "again by its handle (ESTALE)" in line]
+    assert len(told) == (1 if refused else 0), text
 
 
 # Opens the namespace of a handle given in hex, as the daemon would; prints the errno, 0 if it opened.

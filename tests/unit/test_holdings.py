@@ -79,3 +79,22 @@ def test_a_read_like_the_last_changes_nothing_unless_a_pin_was_missing() -> None
     assert list(h.keys()) == [NET]
     h.read(ProcessRead(1, 3.5))  # the process is gone
     assert list(h.keys()) == [] and changed == [NET, NET]
+
+
+def test_a_failed_read_keeps_what_was_kept_as_of_its_time() -> None:
+    h, changed, unheld = holdings()
+    h.read(process(1, 1.0, NET))
+    h.read(ProcessRead(1, 2.0, failed=True))  # a fault: it found out nothing
+    assert everything(h, NET) == {Holder(HolderKind.PROCESS, 1, text="sh")} and changed == [NET] and unheld == []
+    h.end_sweep(1.5)  # a sweep that began before the failed read: the process was seen since
+    assert everything(h, NET) == {Holder(HolderKind.PROCESS, 1, text="sh")}
+    h.read(ProcessRead(1, 1.8))  # older than the failed read: dropped, as any older read
+    assert list(h.keys()) == [NET]
+    h.read(fd(1, 3.0, OTHER))  # a read that succeeds replaces it whole
+    assert list(h.keys()) == [OTHER] and unheld == [NET]
+
+
+def test_a_failed_first_read_holds_nothing() -> None:
+    h, changed, _unheld = holdings()
+    h.read(ProcessRead(1, 1.0, failed=True))
+    assert list(h.keys()) == [] and changed == [] and not h.knows(1)

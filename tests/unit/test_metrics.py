@@ -3,6 +3,8 @@ with the official client's own parser."""
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -42,8 +44,11 @@ def snapshot() -> Snapshot:
     return Snapshot.of([entry(key) for key in held], holders, 1)
 
 
+FAULTS = {("readlink", errno.EIO): 3, ("open_by_handle", errno.EMFILE): 1}
+
+
 def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = generate_latest(registry_of(NamespaceCollector(snapshot, lambda: HEALTH))).decode()
+    text = generate_latest(registry_of(NamespaceCollector(snapshot, lambda: HEALTH, lambda: FAULTS))).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -90,4 +95,12 @@ def test_the_daemons_health_is_exported_as_it_says_it() -> None:
         "nsfs_last_sweep_seconds": 0.25,
         "nsfs_last_sweep_cpu_seconds": 0.125,
         "nsfs_process_events_followed": 1,
+    }
+
+
+def test_errors_the_policy_does_not_expect_are_counted_by_operation_and_errno() -> None:
+    counted = {labels: value for (name, labels), value in samples().items() if name == "nsfs_errors_total"}
+    assert counted == {
+        (("errno", "EIO"), ("operation", "readlink")): 3,
+        (("errno", "EMFILE"), ("operation", "open_by_handle")): 1,
     }

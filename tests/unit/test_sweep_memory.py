@@ -106,3 +106,16 @@ def test_what_is_kept_is_what_the_latest_read_found(seed: int) -> None:
         h.end_sweep(started)
         assert kept(h) == world.expected(started)
     assert touched > 0
+
+
+def test_a_failed_read_is_always_sent_and_never_taken_for_the_last() -> None:
+    memory = Memory()
+    key = KEYS[0]
+    assert memory.sort([process(1, 1.0, key)]) == ([process(1, 1.0, key)], [])
+    failed = ProcessRead(1, 2.0, failed=True)
+    assert memory.sort([failed]) == ([failed], [])
+    assert memory.sort([failed]) == ([failed], [])  # not "the same as last time": the daemon must hear of it
+    # What the daemon kept is the read before the failure, not what the reader last saw:
+    # the next read is sent whole.
+    assert memory.sort([process(1, 3.0, key)]) == ([process(1, 3.0, key)], [])
+    assert memory.sort([process(1, 4.0, key)]) == ([], [(1, 4.0)])
