@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from . import __version__, errors, kernel, mountinfo
 from .model import NS_TYPES, NsKey
 from .mounted import DEFAULT_MOUNT, Listed, comm_of, events_socket, read_entries, summary
+from .shown import cell, json_text
 
 PROG = "lsnsfs"
 COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "HOLDERS", "COMMAND")
@@ -52,37 +53,45 @@ class Row:
     holders: tuple[str, ...]
     # With -t net (NetIds), for a network namespace: the id the reader's network namespace
     # gives it ("unassigned" if none), and where it is bind-mounted in the reader's mount
-    # namespace, one path a line: lsns's NETNSID and NSFS.
+    # namespace: lsns's NETNSID and NSFS (-J: one path a line).
     netnsid: str | None = None
-    nsfs: str | None = None
+    nsfs: tuple[str, ...] = ()
 
     def cells(self) -> dict[str, str]:
+        """The table's cells, each escaped as lsns escapes it (shown.cell): one line whatever
+        a process put in its command line or name, or a path."""
         blank = "-"
         return {
             "NS": str(self.ns),
             "TYPE": self.type,
             "NPROCS": str(self.nprocs),
             "PID": blank if self.pid is None else str(self.pid),
-            "USER": self.user or blank,
+            "USER": cell(self.user or blank),
             "NETNSID": self.netnsid or blank,
-            "NSFS": (self.nsfs or blank).replace("\n", ","),
-            "HOLDERS": summary(self.holders) or blank,
-            "COMMAND": self.command or blank,
+            "NSFS": ",".join(cell(path) for path in self.nsfs) or blank,
+            "HOLDERS": cell(summary(self.holders) or blank),
+            "COMMAND": cell(self.command or blank),
         }
 
     def as_json(self, net: bool = False) -> dict[str, Any]:
         """lsns -J's fields, with its names and types (`netnsid` and `nsfs` too if `net`, as
-        lsns -J -t net), then `holders`: the file's lines."""
+        lsns -J -t net), then `holders`: the file's lines. Text as it is, but for bytes that
+        are not UTF-8 (shown.json_text): the output is valid JSON whatever they hold."""
         fields: dict[str, Any] = {
             "ns": self.ns,
             "type": self.type,
             "nprocs": self.nprocs,
             "pid": self.pid,
-            "user": self.user,
+            "user": _json_or_none(self.user),
         }
         if net:
-            fields |= {"netnsid": self.netnsid, "nsfs": self.nsfs}
-        return fields | {"command": self.command, "holders": list(self.holders)}
+            fields |= {"netnsid": self.netnsid, "nsfs": json_text("\n".join(self.nsfs)) or None}
+        holders = [json_text(line) for line in self.holders]
+        return fields | {"command": _json_or_none(self.command), "holders": holders}
+
+
+def _json_or_none(text: str | None) -> str | None:
+    return None if text is None else json_text(text)
 
 
 # What USER and COMMAND need of a process: its uid and command line (None if it is gone).
@@ -103,8 +112,8 @@ def row_of(entry: Listed, facts: ProcessFacts) -> Row:
 
 
 def proc_facts(pid: int) -> tuple[int, str] | None:
-    """A process's uid and command line (its name in brackets-free form if it has none),
-    read from the reader's /proc as ps and lsns do."""
+    """A process's uid and command line (empty if it has none: a kernel thread), read from
+    the reader's /proc as ps and lsns do."""
     return _proc_facts(f"/proc/{pid}")
 
 
@@ -112,8 +121,19 @@ def proc_facts(pid: int) -> tuple[int, str] | None:
 def _proc_facts(path: str) -> tuple[int, str] | None:
     uid = os.stat(path).st_uid
     with open(f"{path}/cmdline", "rb") as f:
-        cmdline = f.read()
-    return uid, cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        return uid, command_line(f.read(CMDLINE_READ))
+
+
+# lsns reads this much of /proc/PID/cmdline (BUFSIZ) and drops the last byte read.
+CMDLINE_READ = 8192
+
+
+def command_line(raw: bytes) -> str:
+    """The command line lsns shows for /proc/PID/cmdline's `raw` bytes: the NULs between the
+    arguments as spaces, the last byte read dropped (the final NUL; of a longer command line,
+    its 8,192nd byte), and bytes that are not UTF-8 kept as lone surrogates, for each output
+    to escape its way (shown.py)."""
+    return raw[:CMDLINE_READ][:-1].replace(b"\0", b" ").decode("utf-8", "surrogateescape")
 
 
 class NetIds:
@@ -141,7 +161,7 @@ class NetIds:
         if row.type != "net":
             return row
         paths = entry.mount_paths(self._mntns)
-        return replace(row, netnsid=self._id(row, paths), nsfs="\n".join(paths) or None)
+        return replace(row, netnsid=self._id(row, paths), nsfs=tuple(paths))
 
     def _id(self, row: Row, paths: list[str]) -> str | None:
         if self._sock is None:
@@ -209,10 +229,13 @@ def table(rows: Sequence[Row], headings: bool = True, ns_cells: Sequence[str] | 
     lines += cells
     widths = {c: max(len(line[c]) for line in lines) for c in columns}
     right = _RIGHT - {"NS"} if ns_cells is not None else _RIGHT
+    *padded, last = columns
     out = []
     for line in lines:
-        words = [line[c].rjust(widths[c]) if c in right else line[c].ljust(widths[c]) for c in columns]
-        out.append(" ".join(words).rstrip() + "\n")
+        words = [line[c].rjust(widths[c]) if c in right else line[c].ljust(widths[c]) for c in padded]
+        # The last column as it is, as lsns prints it: not padded, nor stripped of the spaces
+        # a command line may end with.
+        out.append(" ".join([*words, line[last]]) + "\n")
     return "".join(out)
 
 
@@ -297,7 +320,7 @@ def dot(entries: Sequence[Listed], facts: ProcessFacts) -> str:
         row = row_of(entry, facts)
         label = [entry.name, summary(entry.holders).replace(",", " ") or "(no holder seen)"]
         if row.command:
-            label.append(f"{row.pid} {row.command[:40]}")
+            label.append(f"{row.pid} {cell(row.command[:40])}")  # as the table shows it: one line
         graph.node(_node_id(entry.key), "\n".join(label), shape="ellipse" if entry.key.type == "user" else "box")
     for entry in entries:
         if entry.owner in shown:

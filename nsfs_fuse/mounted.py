@@ -135,7 +135,17 @@ def _read_one(mount: str, key: NsKey, links: bool) -> Listed | None:
     if links:
         owner = _link(os.path.join(base, "owner"))
         parent = _link(os.path.join(base, "parent")) if key.type in ("pid", "user") else None
-    return Listed(key, tuple(holders.splitlines()), owner, parent)
+    return Listed(key, holder_lines(holders), owner, parent)
+
+
+def holder_lines(text: str) -> tuple[str, ...]:
+    """The lines of a `holders` file. Split at newlines only: the daemon escapes those in a
+    name or path, but not the other characters str.splitlines() would split at (\x0c, \x1c,
+    \x85, U+2028, ...), which a process may well have in its name."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # after the last newline
+        lines.pop()
+    return tuple(lines)
 
 
 _CHUNK = 1 << 22
