@@ -22,8 +22,8 @@ from typing import Any, NoReturn
 
 from . import __version__, errors, kernel, mountinfo
 from .model import NS_TYPES, NsKey
-from .mounted import DEFAULT_MOUNT, Listed, comm_of, events_socket, read_entries, summary
-from .shown import cell, json_text
+from .mounted import DEFAULT_MOUNT, Listed, comm_of, events_socket, read_entries, summary, summary_words
+from .shown import cell, dot_label, json_text
 
 PROG = "lsnsfs"
 COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "HOLDERS", "COMMAND")
@@ -311,24 +311,32 @@ def with_owners(entries: Sequence[Listed], chosen: Iterable[Listed]) -> list[Lis
 def dot(entries: Sequence[Listed], facts: ProcessFacts) -> str:
     """Graphviz source: a node per namespace (user namespaces as ellipses) with what holds it,
     an arrow from each user namespace to what it owns, a dashed one from a pid namespace to
-    its children."""
-    import graphviz
-
-    graph = graphviz.Digraph("namespaces", graph_attr={"rankdir": "LR"}, node_attr={"shape": "box"})
+    its children. Written here rather than through a DOT library: labels carry whatever a
+    process named itself, and only dot_label quotes every such text right."""
     shown = {e.key for e in entries}
+    out = ["digraph namespaces {", "\tgraph [rankdir=LR]", "\tnode [shape=box]"]
     for entry in entries:
-        row = row_of(entry, facts)
-        label = [entry.name, summary(entry.holders).replace(",", " ") or "(no holder seen)"]
-        if row.command:
-            label.append(f"{row.pid} {cell(row.command[:40])}")  # as the table shows it: one line
-        graph.node(_node_id(entry.key), "\n".join(label), shape="ellipse" if entry.key.type == "user" else "box")
+        label = dot_label(label_lines(entry, row_of(entry, facts)))
+        shape = "ellipse" if entry.key.type == "user" else "box"
+        out.append(f"\t{_node_id(entry.key)} [label={label} shape={shape}]")
     for entry in entries:
         if entry.owner in shown:
-            graph.edge(_node_id(entry.owner), _node_id(entry.key))
+            out.append(f"\t{_node_id(entry.owner)} -> {_node_id(entry.key)}")
         if entry.key.type == "pid" and entry.parent in shown:
-            graph.edge(_node_id(entry.parent), _node_id(entry.key), style="dashed")
-    source: str = graph.source
-    return source
+            out.append(f"\t{_node_id(entry.parent)} -> {_node_id(entry.key)} [style=dashed]")
+    return "\n".join([*out, "}"]) + "\n"
+
+
+def label_lines(entry: Listed, row: Row) -> list[str]:
+    """A node's label, line by line: the name, what holds it, and the process shown with the
+    start of its command line (raw text: dot_label escapes it)."""
+    lines = [entry.name, " ".join(summary_words(entry.holders)) or "(no holder seen)"]
+    if row.command:
+        lines.append(f"{row.pid} {row.command[:LABEL_COMMAND]}")
+    return lines
+
+
+LABEL_COMMAND = 40  # characters of a command line a node shows
 
 
 def _node_id(key: NsKey) -> str:

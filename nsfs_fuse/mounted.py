@@ -83,19 +83,25 @@ def summary(holders: Iterable[str]) -> str:
 
     `process:3,fd:1,mount:/run/netns/blue`; `unseen`; empty if the reader sees no holder.
     """
+    return ",".join(summary_words(holders))
+
+
+def summary_words(holders: Iterable[str]) -> list[str]:
+    """The words of the summary: a picture joins them with spaces, which no word holds (a
+    path may hold a comma)."""
     counts: dict[str, int] = {}
     words: list[str] = []
     for line in holders:
         kind, _, rest = line.partition(" ")
         if kind == HolderKind.MOUNT:
-            words.append(f"mount:{rest.split(' ', 1)[0]}")  # still escaped: no space, no comma issue
+            words.append(f"mount:{rest.split(' ', 1)[0]}")  # still escaped: no space in it
         elif kind == HolderKind.UNSEEN:
             words.append("unseen")
         else:
             if kind not in counts:
                 words.append(kind)
             counts[kind] = counts.get(kind, 0) + 1
-    return ",".join(f"{w}:{counts[w]}" if w in counts else w for w in words)
+    return [f"{w}:{counts[w]}" if w in counts else w for w in words]
 
 
 def comm_of(holders: Iterable[str], pid: int) -> str | None:

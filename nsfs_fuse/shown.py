@@ -1,16 +1,17 @@
-"""Text as lsnsfs prints it: table cells as lsns escapes them, JSON strings.
+"""Text as lsnsfs prints it: table cells as lsns escapes them, JSON strings, DOT labels.
 
 Command lines, command names and mount paths are whatever bytes a process chose:
 newlines, escape sequences, quotes, backslashes, bytes that are not UTF-8. They
 arrive here as str, with the bytes that were not UTF-8 kept as lone surrogates
 (Python's "surrogateescape"), and each output escapes them its own way, so that a
-table row stays one line and -J stays valid JSON.
+table row stays one line, -J stays valid JSON and --dot stays valid DOT.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 # What lsns (libsmartcols, in a UTF-8 locale) will not print as it is: what the C library's
 # iswprint() refuses, which is control characters, the line and paragraph separators and
@@ -52,3 +53,22 @@ def json_text(text: str) -> str:
     does), but for bytes that are not UTF-8, as \\xHH. lsns -J writes those bytes raw,
     which no JSON parser accepts."""
     return _SURROGATE.sub(lambda found: _as_bytes(found.group()), text)
+
+
+# A quoted DOT string is one token to dot's scanner, which refuses a run of more than 16 KiB
+# between two escapes (Graphviz 2.43): long labels are cut into physical lines joined by a
+# backslash-newline, which the DOT grammar drops.
+_DOT_PIECE = 1024
+_DOT_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def dot_label(lines: Sequence[str]) -> str:
+    """A quoted DOT string for a label showing `lines`, each as a table cell (no control
+    characters left), one under the other. In a label a backslash starts an escape (\\n,
+    \\N, ...) and a quote ends the string, so both are escaped, a trailing backslash too."""
+    escaped = []
+    for line in lines:
+        shown = cell(line)
+        pieces = [shown[i : i + _DOT_PIECE] for i in range(0, len(shown), _DOT_PIECE)] or [""]
+        escaped.append("\\\n".join(piece.translate(_DOT_ESCAPES) for piece in pieces))
+    return '"' + "\\n".join(escaped) + '"'

@@ -11,7 +11,7 @@ from nsfs_fuse.cli import UsageError, parse_listen
 from nsfs_fuse.lsnsfs import Row, as_json, as_json_tree, command_line, row_of, table, tree_order, with_owners
 from nsfs_fuse.model import NsKey
 from nsfs_fuse.mounted import Listed, comm_of, events_socket, holder_lines, summary
-from nsfs_fuse.shown import cell, json_text
+from nsfs_fuse.shown import cell, dot_label, json_text
 
 HOST = NsKey("user", 4026531837)
 HOST_NET = NsKey("net", 4026531840)
@@ -264,3 +264,11 @@ def test_nsfs_paths_are_cells_of_their_own() -> None:
     row = Row(4026532292, "net", 0, None, None, None, (), "unassigned", ("/run/netns/a\nb", "/run/netns/c"))
     assert row.cells()["NSFS"] == "/run/netns/a\\x0ab,/run/netns/c"
     assert row.as_json(net=True)["nsfs"] == "/run/netns/a\nb\n/run/netns/c"
+
+
+def test_a_dot_label_escapes_backslashes_and_quotes_a_trailing_backslash_too() -> None:
+    assert dot_label(["net:[1]", 'say "hi"\\', "a\nb"]) == '"net:[1]\\nsay \\"hi\\"\\\\\\na\\\\x0ab"'
+    # A long line is cut into physical lines, which the DOT grammar joins again.
+    long = dot_label(["x" * 3000])
+    assert long.count("\\\n") == 2
+    assert long.replace("\\\n", "") == '"' + "x" * 3000 + '"'
