@@ -238,6 +238,17 @@ def _mounted_at(path: str) -> str | None:
     return next((m.fstype for m in _mounts() if m.mountpoint == path), None)
 
 
+def _filesystem_of(path: str) -> str | None:
+    """The fstype of the mount `path` (absolute, no symlinks) is on: the longest mountpoint
+    above it, the last one mounted there."""
+    found, length = None, -1
+    for mount in _mounts():
+        above = path == mount.mountpoint or path.startswith(mount.mountpoint.rstrip("/") + "/")
+        if above and len(mount.mountpoint) >= length:
+            found, length = mount.fstype, len(mount.mountpoint)
+    return found
+
+
 def check_proc_is_ours() -> None:
     """SetupError unless /proc numbers processes as this process's pid namespace does.
 
@@ -279,6 +290,10 @@ def check_can_mount(mountpoint: str) -> str:
     fstype = _mounted_at(path)
     if fstype is not None:
         raise SetupError(f"{mountpoint} is already mounted ({fstype}): umount it first")
+    if _filesystem_of(path) == "proc":
+        # The daemon reads /proc: mounted over /proc/sys it waited on its own mount for ever,
+        # over /proc/1 it hid pid 1 from everyone.
+        raise SetupError(f"mountpoint {mountpoint} is on a proc filesystem, which the daemon reads itself")
     return path
 
 
