@@ -4,12 +4,13 @@ It reads only the mount and the reader's own /proc (for USER and COMMAND; with
 `-t net` also NETNSID, from the kernel, as lsns does), so it works unprivileged and
 inside containers, and lists what the mount lists: every namespace the reader may
 see, including those no process is in (lsns misses them). Bad input is one line on
-stderr and exit status 2; a mount that is not there, 1.
+stderr and exit status 2; a mount that is not there, or output that cannot be written, 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import pwd
@@ -361,8 +362,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dot", action="store_true", help="the tree as Graphviz source (... | dot -Tsvg > ns.svg)")
     parser.add_argument("-w", "--watch", action="store_true", help="follow namespaces coming (+) and going (-)")
     parser.add_argument("--existing", action="store_true", help="with --watch: first those listed now (=)")
-    parser.add_argument("--events", metavar="SOCKET", help="with --watch: the daemon's socket, if not the mount's own")
-    parser.add_argument("-m", "--mount", default=DEFAULT_MOUNT, help=f"where nsfs is mounted (default {DEFAULT_MOUNT})")
+    parser.add_argument(
+        "--events", type=_path, metavar="SOCKET", help="with --watch: the daemon's socket, if not the mount's own"
+    )
+    parser.add_argument(
+        "-m", "--mount", type=_path, default=DEFAULT_MOUNT, help=f"where nsfs is mounted (default {DEFAULT_MOUNT})"
+    )
     parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
@@ -373,6 +378,12 @@ def _pid(text: str) -> int:
     return int(text)
 
 
+def _path(text: str) -> str:
+    if not text:  # os.path.realpath("") would be the current directory
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
 def _usage_error(message: str) -> NoReturn:
     raise Failure(message, 2)
 
@@ -381,7 +392,8 @@ def check_mount(mount: str) -> str:
     """The mount's absolute path, or Failure saying in one line why it is not an nsfs mount."""
     path = os.path.realpath(mount)
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        # Lines end at newlines only: a path may hold a \r, which mountinfo leaves as it is.
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
             fstype = next((m.fstype for m in mountinfo.parse(f) if m.mountpoint == path), None)
     except OSError as exc:
         raise Failure(f"cannot read /proc/self/mountinfo: {exc.strerror}", 1) from None
@@ -431,7 +443,8 @@ def watch(path: str, types: Sequence[str], existing: bool, out: Callable[[str], 
         try:
             sock.connect(path)
         except OSError as exc:
-            raise Failure(f"cannot follow events at {path}: {exc.strerror} (is nsfs mounted?)", 1) from None
+            reason = exc.strerror or exc  # "AF_UNIX path too long" has no strerror
+            raise Failure(f"cannot follow events at {path}: {reason} (is nsfs mounted?)", 1) from None
         with sock.makefile("r", encoding="ascii", errors="replace") as lines:
             for line in lines:
                 if line.startswith("!"):
@@ -439,18 +452,55 @@ def watch(path: str, types: Sequence[str], existing: bool, out: Callable[[str], 
                 sign, _, name = line.rstrip("\n").partition(" ")
                 if (sign != "=" or existing) and (not types or name.split(":", 1)[0] in types):
                     out(line)
-                    sys.stdout.flush()
+                    _flush()
     raise Failure("the daemon stopped", 1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class WriteError(Failure):
+    """Standard output cannot be written: a full disk, say."""
+
+
+def _write(text: str) -> None:
     try:
-        return run(sys.argv[1:] if argv is None else argv, sys.stdout.write)
-    except Failure as exc:
+        sys.stdout.write(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise WriteError(f"write error: {exc.strerror or exc}", 1) from None
+
+
+def _flush() -> None:
+    """Flush now, where a failure is one line, rather than at exit, where it is a traceback."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise WriteError(f"write error: {exc.strerror or exc}", 1) from None
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: what is left in its buffer then goes nowhere, quietly, at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:  # started with stdout closed
+        print(f"{PROG}: write error: {os.strerror(errno.EBADF)}", file=sys.stderr)
+        return 1
+    try:
+        status = run(sys.argv[1:] if argv is None else argv, _write)
+        _flush()
+        return status
+    except WriteError as exc:
+        _drop_stdout()
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.status
+    except Failure as exc:
+        print(cell(f"{PROG}: {exc}"), file=sys.stderr)  # one line, whatever a path it names holds
+        return exc.status
     except BrokenPipeError:  # `lsnsfs | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 0
     except KeyboardInterrupt:
         return 130
