@@ -6,10 +6,12 @@ the package's wrappers cannot hide itself.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import errno
 import fcntl
+import json
 import os
 import signal
 import struct
@@ -18,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 INTERVAL = 0.2  # refresh period of test daemons: entries must go within it
 # Test daemons may sweep faster than the default 1% of a core: what only a sweep
@@ -299,6 +301,25 @@ assert ctypes.CDLL(None, use_errno=True).unshare(0x80) == 0
 print(os.readlink("/proc/self/ns/time_for_children"), flush=True)
 time.sleep(600)
 """
+
+
+# -- lsns, the reference lsnsfs is held to ----------------------------------------
+
+
+def _json_bytes(error: UnicodeError) -> tuple[str, int]:
+    """In a JSON string, each byte that is not UTF-8 as the text \\xHH (a JSON "\\\\xHH")."""
+    assert isinstance(error, UnicodeDecodeError)
+    return "".join(f"\\\\x{b:02x}" for b in error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("lsns-bytes", _json_bytes)
+
+
+def lsns_json(raw: bytes) -> Any:
+    """lsns -J's output, parsed. lsns writes the bytes of a command line that are not UTF-8 as
+    they are, which JSON does not allow: each is read as the text \\xHH, as lsns's table shows
+    it (and lsnsfs -J gives it)."""
+    return json.loads(raw.decode("utf-8", "lsns-bytes"))
 
 
 # -- processes the tests start -----------------------------------------------

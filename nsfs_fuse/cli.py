@@ -23,12 +23,15 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from . import __version__, kernel, mountinfo
 from .discovery import DAEMON_COMM, FUSE_DEVICE
+from .mounted import events_socket
+from .shown import cell
 
 if TYPE_CHECKING:  # the service (pyfuse3, trio) is imported only when a daemon starts
     from .service import Config
@@ -118,6 +121,7 @@ GENERIC_OPTIONS = frozenset(
 GENERIC_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
 
 MIN_INTERVAL, MAX_INTERVAL = 0.01, 86400.0
+PATH_OPTIONS = frozenset({"logfile", "metrics_file", "events"})  # also the names of Args' fields
 
 
 class UsageError(Exception):
@@ -161,14 +165,13 @@ def _apply_option(args: Args, option: str) -> None:
         if not 0.1 <= percent <= 100:  # also false for nan
             raise UsageError(f"sweep_cpu must be a percentage between 0.1 and 100, not {value!r}")
         args.sweep_cpu = percent
-    elif name == "logfile" and eq and value:
-        args.logfile = value
+    elif name in PATH_OPTIONS and eq:
+        if not value:
+            raise UsageError(f"{name} needs a path")
+        # Absolute now: the daemon in the background runs in /, not where it was started.
+        setattr(args, name, os.path.abspath(value))
     elif name == "metrics" and eq:
         args.metrics_address = parse_listen(value)
-    elif name == "metrics_file" and eq and value:
-        args.metrics_file = value
-    elif name == "events" and eq and value:
-        args.events = value
     elif option == "debug":
         args.debug = args.foreground = True
     elif option in GENERIC_OPTIONS or option.startswith(GENERIC_PREFIXES) or option == "":
@@ -221,13 +224,31 @@ def parse_args(argv: Sequence[str]) -> Args:
     if len(positional) > 2:
         raise UsageError(f"too many arguments: {' '.join(positional)}")
     args.mountpoint = positional[-1]  # a SOURCE before it, if any, is only a label
+    if not args.mountpoint:  # realpath("") would be the current directory
+        raise UsageError("the mountpoint is an empty path")
     return args
+
+
+def _mounts() -> list[mountinfo.Mount]:
+    # Lines end at newlines only: a path may hold a \r, which mountinfo leaves as it is.
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        return list(mountinfo.parse(f))
 
 
 def _mounted_at(path: str) -> str | None:
     """The fstype mounted exactly at `path`, if anything is."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return next((m.fstype for m in mountinfo.parse(f) if m.mountpoint == path), None)
+    return next((m.fstype for m in _mounts() if m.mountpoint == path), None)
+
+
+def _filesystem_of(path: str) -> str | None:
+    """The fstype of the mount `path` (absolute, no symlinks) is on: the longest mountpoint
+    above it, the last one mounted there."""
+    found, length = None, -1
+    for mount in _mounts():
+        above = path == mount.mountpoint or path.startswith(mount.mountpoint.rstrip("/") + "/")
+        if above and len(mount.mountpoint) >= length:
+            found, length = mount.fstype, len(mount.mountpoint)
+    return found
 
 
 def check_proc_is_ours() -> None:
@@ -271,7 +292,109 @@ def check_can_mount(mountpoint: str) -> str:
     fstype = _mounted_at(path)
     if fstype is not None:
         raise SetupError(f"{mountpoint} is already mounted ({fstype}): umount it first")
+    if _filesystem_of(path) == "proc":
+        # The daemon reads /proc: mounted over /proc/sys it waited on its own mount for ever,
+        # over /proc/1 it hid pid 1 from everyone.
+        raise SetupError(f"mountpoint {mountpoint} is on a proc filesystem, which the daemon reads itself")
     return path
+
+
+def check_paths(args: Args, mountpoint: str) -> None:
+    """SetupError, in one line, for a path or address the daemon could not use, found before
+    anything is mounted: in the background the daemon could only say so in its log. Each says
+    what the daemon itself would say."""
+    if args.logfile is not None:
+        _check_appendable(args.logfile, f"cannot log to {args.logfile}")
+    if args.metrics_file is not None:
+        _check_replaceable(args.metrics_file, f"cannot write metrics to {args.metrics_file}")
+    events = args.events or events_socket(mountpoint)
+    _check_socket_path(events, f"cannot serve events at {events}", make_directory=args.events is None)
+    if args.metrics_address is not None:
+        address, port = args.metrics_address
+        _check_listen(address, port, f"cannot mount {mountpoint}: metrics cannot listen on {address}:{port}")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)  # some OSErrors have no errno ("AF_UNIX path too long")
+
+
+def _check_can_create(path: str, failure: str) -> None:
+    """Whether a file can be made in `path`'s directory: one is, with no name, and let go."""
+    try:
+        with tempfile.TemporaryFile(dir=os.path.dirname(path)):
+            pass
+    except OSError as exc:
+        raise SetupError(f"{failure}: {_reason(exc)}") from None
+
+
+def _check_appendable(path: str, failure: str) -> None:
+    """The log is opened for appending, and made if missing (a FIFO needs its reader now)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC))
+    except FileNotFoundError:
+        _check_can_create(path, failure)
+    except OSError as exc:
+        raise SetupError(f"{failure}: {_reason(exc)}") from None
+
+
+def _check_replaceable(path: str, failure: str) -> None:
+    """The metrics file is written aside in its directory, then renamed over `path`: which
+    would take the place of whatever is there, a directory's or a device's too."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SetupError(f"{failure}: {_reason(exc)}") from None
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise SetupError(f"{failure}: it is not a regular file, and writing would replace it")
+    _check_can_create(path, failure)
+
+
+# A unix socket's path is at most this many bytes (sun_path, less its final NUL).
+_SUN_PATH = 107
+
+
+def _check_socket_path(path: str, failure: str, make_directory: bool) -> None:
+    """The events socket replaces a stale socket, nothing else, and no daemon's live one. Only
+    its default directory (/run/nsfs) is made."""
+    if len(os.fsencode(path)) > _SUN_PATH:
+        raise SetupError(f"{failure}: longer than a unix socket's {_SUN_PATH} bytes")
+    try:
+        if make_directory:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise SetupError(f"{failure}: {_reason(exc)}") from None
+    if st is not None and not stat.S_ISSOCK(st.st_mode):
+        raise SetupError(f"{failure}: it exists and is not a socket")
+    if st is not None and _answers(path):
+        raise SetupError(f"{failure}: another daemon serves it")
+    _check_can_create(path, failure)
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False  # stale: left by a daemon that was killed
+    return True
+
+
+def _check_listen(address: str, port: int, failure: str) -> None:
+    """Bind where the metrics server will (its first address, address reuse on), and let go."""
+    try:
+        found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, where = found[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(where)
+    except OSError as exc:
+        raise SetupError(f"{failure}: {_reason(exc)}") from None
 
 
 # Asked for auto_unmount, libfuse mounts through this program (looked for in /usr/bin, libfuse's
@@ -351,28 +474,44 @@ def _stderr_is_the_journal() -> bool:
     return (stream.st_dev, stream.st_ino) == (device, inode)
 
 
-def _say_error(line: str) -> None:
-    """The one line a failure to start ends with, on stderr (as an error, in the journal)."""
+def _say_error(message: str) -> None:
+    """The one line a failure to start ends with, on stderr (as an error, in the journal):
+    one line whatever a path it names holds, its control characters escaped as lsnsfs does."""
+    line = cell(message)
     print(f"<3>{line}" if _stderr_is_the_journal() else line, file=sys.stderr)
 
 
-def _setup_logging(args: Args, background: bool) -> None:
-    handler: logging.Handler
-    if not background:
+def _setup_logging(args: Args, handler: logging.Handler | None = None) -> None:
+    """Log to `handler` (the background's, opened before the fork), else to stderr."""
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         formatter = _JournalFormatter if _stderr_is_the_journal() else logging.Formatter
         handler.setFormatter(formatter("nsfs: %(levelname)s: %(message)s"))
-    elif args.logfile:
-        handler = logging.FileHandler(args.logfile)
-        handler.setFormatter(_FILE_FORMAT)
-    elif os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-        handler.setFormatter(logging.Formatter("nsfs[%(process)d]: %(message)s"))
-    else:
-        handler = _file_handler(FALLBACK_LOG)
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if args.debug else logging.INFO)
     log.propagate = False
+
+
+def _background_handler(args: Args) -> logging.Handler:
+    """Where the background daemon logs: -o logfile, else syslog, else FALLBACK_LOG. Opened
+    by the command, so that a log it cannot open is its one line, not the child's traceback."""
+    if args.logfile:
+        try:
+            handler: logging.Handler = logging.FileHandler(args.logfile)
+        except OSError as exc:
+            raise SetupError(f"cannot log to {args.logfile}: {_reason(exc)}") from None
+        handler.setFormatter(_FILE_FORMAT)
+        return handler
+    if os.path.exists("/dev/log"):
+        try:
+            handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
+            )
+        except OSError:  # a socket nobody reads any more
+            return _file_handler(FALLBACK_LOG)
+        handler.setFormatter(logging.Formatter("nsfs[%(process)d]: %(message)s"))
+        return handler
+    return _file_handler(FALLBACK_LOG)
 
 
 def _file_handler(path: str) -> logging.Handler:
@@ -386,36 +525,48 @@ def _file_handler(path: str) -> logging.Handler:
 
 def _daemon(args: Args, mountpoint: str, report: int) -> int:
     """The background child: serve, reporting readiness or failure on `report`."""
-    from .service import serve
 
-    os.setsid()
-    os.chdir("/")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
+    reported = False
 
     def ready() -> None:
+        nonlocal reported
         os.write(report, b"ready\n")
         os.close(report)
+        reported = True  # its number may be another fd's from now on
 
     try:
+        os.setsid()
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        from .service import serve
+
         serve(config(mountpoint, args), ready)
     except Exception as exc:
         log.exception("daemon failed")
-        with contextlib.suppress(OSError):
-            os.write(report, f"cannot mount {mountpoint}: {exc}\n".encode())
+        if not reported:
+            with contextlib.suppress(OSError):
+                os.write(report, f"cannot mount {mountpoint}: {exc}\n".encode())
         return 1
     return 0
 
 
 def _background(args: Args, mountpoint: str) -> int:
+    handler = _background_handler(args)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(read_end)
-        _setup_logging(args, background=True)
-        os._exit(_daemon(args, mountpoint, write_end))
+        status = 1
+        try:
+            os.close(read_end)
+            _setup_logging(args, handler)
+            status = _daemon(args, mountpoint, write_end)
+        finally:
+            # Whatever happens in the child ends here: the command says it in one line, and
+            # no traceback reaches the terminal it was started from.
+            os._exit(status)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         message = pipe.readline().decode(errors="replace").strip()
@@ -443,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             args.extra_fuse.add("debug")
         mountpoint = check_can_mount(args.mountpoint)
+        check_paths(args, mountpoint)
         # Other daemons recognise us by this name, our root credentials and an open /dev/fuse,
         # and do not count our pins as holders (discovery.is_nsfs_daemon): from before the
         # first scan pins anything until the process ends.
@@ -454,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _background(args, mountpoint)
         from .service import serve
 
-        _setup_logging(args, background=False)
+        _setup_logging(args)
         try:
             serve(config(mountpoint, args), lambda: notify("READY=1"))
         except (OSError, RuntimeError) as exc:

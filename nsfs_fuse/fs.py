@@ -351,7 +351,8 @@ class NsFs(pyfuse3.Operations):
     def _encode(content: str | None) -> bytes:
         if content is None:
             raise FUSEError(errno.ENOENT)
-        return content.encode()
+        # A mount path's bytes that are not UTF-8 were read as surrogates: back to those bytes.
+        return content.encode("utf-8", "surrogateescape")
 
     def _kind_of(self, req: Request) -> int:
         kind = req.kind()

@@ -4,12 +4,13 @@ It reads only the mount and the reader's own /proc (for USER and COMMAND; with
 `-t net` also NETNSID, from the kernel, as lsns does), so it works unprivileged and
 inside containers, and lists what the mount lists: every namespace the reader may
 see, including those no process is in (lsns misses them). Bad input is one line on
-stderr and exit status 2; a mount that is not there, 1.
+stderr and exit status 2; a mount that is not there, or output that cannot be written, 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import pwd
@@ -22,7 +23,8 @@ from typing import Any, NoReturn
 
 from . import __version__, errors, kernel, mountinfo
 from .model import NS_TYPES, NsKey
-from .mounted import DEFAULT_MOUNT, Listed, comm_of, events_socket, read_entries, summary
+from .mounted import DEFAULT_MOUNT, Listed, comm_of, events_socket, read_entries, summary, summary_words
+from .shown import cell, dot_label, json_text
 
 PROG = "lsnsfs"
 COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "HOLDERS", "COMMAND")
@@ -52,37 +54,45 @@ class Row:
     holders: tuple[str, ...]
     # With -t net (NetIds), for a network namespace: the id the reader's network namespace
     # gives it ("unassigned" if none), and where it is bind-mounted in the reader's mount
-    # namespace, one path a line: lsns's NETNSID and NSFS.
+    # namespace: lsns's NETNSID and NSFS (-J: one path a line).
     netnsid: str | None = None
-    nsfs: str | None = None
+    nsfs: tuple[str, ...] = ()
 
     def cells(self) -> dict[str, str]:
+        """The table's cells, each escaped as lsns escapes it (shown.cell): one line whatever
+        a process put in its command line or name, or a path."""
         blank = "-"
         return {
             "NS": str(self.ns),
             "TYPE": self.type,
             "NPROCS": str(self.nprocs),
             "PID": blank if self.pid is None else str(self.pid),
-            "USER": self.user or blank,
+            "USER": cell(self.user or blank),
             "NETNSID": self.netnsid or blank,
-            "NSFS": (self.nsfs or blank).replace("\n", ","),
-            "HOLDERS": summary(self.holders) or blank,
-            "COMMAND": self.command or blank,
+            "NSFS": ",".join(cell(path) for path in self.nsfs) or blank,
+            "HOLDERS": cell(summary(self.holders) or blank),
+            "COMMAND": cell(self.command or blank),
         }
 
     def as_json(self, net: bool = False) -> dict[str, Any]:
         """lsns -J's fields, with its names and types (`netnsid` and `nsfs` too if `net`, as
-        lsns -J -t net), then `holders`: the file's lines."""
+        lsns -J -t net), then `holders`: the file's lines. Text as it is, but for bytes that
+        are not UTF-8 (shown.json_text): the output is valid JSON whatever they hold."""
         fields: dict[str, Any] = {
             "ns": self.ns,
             "type": self.type,
             "nprocs": self.nprocs,
             "pid": self.pid,
-            "user": self.user,
+            "user": _json_or_none(self.user),
         }
         if net:
-            fields |= {"netnsid": self.netnsid, "nsfs": self.nsfs}
-        return fields | {"command": self.command, "holders": list(self.holders)}
+            fields |= {"netnsid": self.netnsid, "nsfs": json_text("\n".join(self.nsfs)) or None}
+        holders = [json_text(line) for line in self.holders]
+        return fields | {"command": _json_or_none(self.command), "holders": holders}
+
+
+def _json_or_none(text: str | None) -> str | None:
+    return None if text is None else json_text(text)
 
 
 # What USER and COMMAND need of a process: its uid and command line (None if it is gone).
@@ -103,8 +113,8 @@ def row_of(entry: Listed, facts: ProcessFacts) -> Row:
 
 
 def proc_facts(pid: int) -> tuple[int, str] | None:
-    """A process's uid and command line (its name in brackets-free form if it has none),
-    read from the reader's /proc as ps and lsns do."""
+    """A process's uid and command line (empty if it has none: a kernel thread), read from
+    the reader's /proc as ps and lsns do."""
     return _proc_facts(f"/proc/{pid}")
 
 
@@ -112,8 +122,19 @@ def proc_facts(pid: int) -> tuple[int, str] | None:
 def _proc_facts(path: str) -> tuple[int, str] | None:
     uid = os.stat(path).st_uid
     with open(f"{path}/cmdline", "rb") as f:
-        cmdline = f.read()
-    return uid, cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        return uid, command_line(f.read(CMDLINE_READ))
+
+
+# lsns reads this much of /proc/PID/cmdline (BUFSIZ) and drops the last byte read.
+CMDLINE_READ = 8192
+
+
+def command_line(raw: bytes) -> str:
+    """The command line lsns shows for /proc/PID/cmdline's `raw` bytes: the NULs between the
+    arguments as spaces, the last byte read dropped (the final NUL; of a longer command line,
+    its 8,192nd byte), and bytes that are not UTF-8 kept as lone surrogates, for each output
+    to escape its way (shown.py)."""
+    return raw[:CMDLINE_READ][:-1].replace(b"\0", b" ").decode("utf-8", "surrogateescape")
 
 
 class NetIds:
@@ -141,7 +162,7 @@ class NetIds:
         if row.type != "net":
             return row
         paths = entry.mount_paths(self._mntns)
-        return replace(row, netnsid=self._id(row, paths), nsfs="\n".join(paths) or None)
+        return replace(row, netnsid=self._id(row, paths), nsfs=tuple(paths))
 
     def _id(self, row: Row, paths: list[str]) -> str | None:
         if self._sock is None:
@@ -209,10 +230,13 @@ def table(rows: Sequence[Row], headings: bool = True, ns_cells: Sequence[str] | 
     lines += cells
     widths = {c: max(len(line[c]) for line in lines) for c in columns}
     right = _RIGHT - {"NS"} if ns_cells is not None else _RIGHT
+    *padded, last = columns
     out = []
     for line in lines:
-        words = [line[c].rjust(widths[c]) if c in right else line[c].ljust(widths[c]) for c in columns]
-        out.append(" ".join(words).rstrip() + "\n")
+        words = [line[c].rjust(widths[c]) if c in right else line[c].ljust(widths[c]) for c in padded]
+        # The last column as it is, as lsns prints it: not padded, nor stripped of the spaces
+        # a command line may end with.
+        out.append(" ".join([*words, line[last]]) + "\n")
     return "".join(out)
 
 
@@ -288,24 +312,32 @@ def with_owners(entries: Sequence[Listed], chosen: Iterable[Listed]) -> list[Lis
 def dot(entries: Sequence[Listed], facts: ProcessFacts) -> str:
     """Graphviz source: a node per namespace (user namespaces as ellipses) with what holds it,
     an arrow from each user namespace to what it owns, a dashed one from a pid namespace to
-    its children."""
-    import graphviz
-
-    graph = graphviz.Digraph("namespaces", graph_attr={"rankdir": "LR"}, node_attr={"shape": "box"})
+    its children. Written here rather than through a DOT library: labels carry whatever a
+    process named itself, and only dot_label quotes every such text right."""
     shown = {e.key for e in entries}
+    out = ["digraph namespaces {", "\tgraph [rankdir=LR]", "\tnode [shape=box]"]
     for entry in entries:
-        row = row_of(entry, facts)
-        label = [entry.name, summary(entry.holders).replace(",", " ") or "(no holder seen)"]
-        if row.command:
-            label.append(f"{row.pid} {row.command[:40]}")
-        graph.node(_node_id(entry.key), "\n".join(label), shape="ellipse" if entry.key.type == "user" else "box")
+        label = dot_label(label_lines(entry, row_of(entry, facts)))
+        shape = "ellipse" if entry.key.type == "user" else "box"
+        out.append(f"\t{_node_id(entry.key)} [label={label} shape={shape}]")
     for entry in entries:
         if entry.owner in shown:
-            graph.edge(_node_id(entry.owner), _node_id(entry.key))
+            out.append(f"\t{_node_id(entry.owner)} -> {_node_id(entry.key)}")
         if entry.key.type == "pid" and entry.parent in shown:
-            graph.edge(_node_id(entry.parent), _node_id(entry.key), style="dashed")
-    source: str = graph.source
-    return source
+            out.append(f"\t{_node_id(entry.parent)} -> {_node_id(entry.key)} [style=dashed]")
+    return "\n".join([*out, "}"]) + "\n"
+
+
+def label_lines(entry: Listed, row: Row) -> list[str]:
+    """A node's label, line by line: the name, what holds it, and the process shown with the
+    start of its command line (raw text: dot_label escapes it)."""
+    lines = [entry.name, " ".join(summary_words(entry.holders)) or "(no holder seen)"]
+    if row.command:
+        lines.append(f"{row.pid} {row.command[:LABEL_COMMAND]}")
+    return lines
+
+
+LABEL_COMMAND = 40  # characters of a command line a node shows
 
 
 def _node_id(key: NsKey) -> str:
@@ -330,8 +362,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dot", action="store_true", help="the tree as Graphviz source (... | dot -Tsvg > ns.svg)")
     parser.add_argument("-w", "--watch", action="store_true", help="follow namespaces coming (+) and going (-)")
     parser.add_argument("--existing", action="store_true", help="with --watch: first those listed now (=)")
-    parser.add_argument("--events", metavar="SOCKET", help="with --watch: the daemon's socket, if not the mount's own")
-    parser.add_argument("-m", "--mount", default=DEFAULT_MOUNT, help=f"where nsfs is mounted (default {DEFAULT_MOUNT})")
+    parser.add_argument(
+        "--events", type=_path, metavar="SOCKET", help="with --watch: the daemon's socket, if not the mount's own"
+    )
+    parser.add_argument(
+        "-m", "--mount", type=_path, default=DEFAULT_MOUNT, help=f"where nsfs is mounted (default {DEFAULT_MOUNT})"
+    )
     parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
@@ -342,6 +378,12 @@ def _pid(text: str) -> int:
     return int(text)
 
 
+def _path(text: str) -> str:
+    if not text:  # os.path.realpath("") would be the current directory
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
 def _usage_error(message: str) -> NoReturn:
     raise Failure(message, 2)
 
@@ -350,7 +392,8 @@ def check_mount(mount: str) -> str:
     """The mount's absolute path, or Failure saying in one line why it is not an nsfs mount."""
     path = os.path.realpath(mount)
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        # Lines end at newlines only: a path may hold a \r, which mountinfo leaves as it is.
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
             fstype = next((m.fstype for m in mountinfo.parse(f) if m.mountpoint == path), None)
     except OSError as exc:
         raise Failure(f"cannot read /proc/self/mountinfo: {exc.strerror}", 1) from None
@@ -400,7 +443,8 @@ def watch(path: str, types: Sequence[str], existing: bool, out: Callable[[str], 
         try:
             sock.connect(path)
         except OSError as exc:
-            raise Failure(f"cannot follow events at {path}: {exc.strerror} (is nsfs mounted?)", 1) from None
+            reason = exc.strerror or exc  # "AF_UNIX path too long" has no strerror
+            raise Failure(f"cannot follow events at {path}: {reason} (is nsfs mounted?)", 1) from None
         with sock.makefile("r", encoding="ascii", errors="replace") as lines:
             for line in lines:
                 if line.startswith("!"):
@@ -408,18 +452,55 @@ def watch(path: str, types: Sequence[str], existing: bool, out: Callable[[str], 
                 sign, _, name = line.rstrip("\n").partition(" ")
                 if (sign != "=" or existing) and (not types or name.split(":", 1)[0] in types):
                     out(line)
-                    sys.stdout.flush()
+                    _flush()
     raise Failure("the daemon stopped", 1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class WriteError(Failure):
+    """Standard output cannot be written: a full disk, say."""
+
+
+def _write(text: str) -> None:
     try:
-        return run(sys.argv[1:] if argv is None else argv, sys.stdout.write)
-    except Failure as exc:
+        sys.stdout.write(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise WriteError(f"write error: {exc.strerror or exc}", 1) from None
+
+
+def _flush() -> None:
+    """Flush now, where a failure is one line, rather than at exit, where it is a traceback."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise WriteError(f"write error: {exc.strerror or exc}", 1) from None
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: what is left in its buffer then goes nowhere, quietly, at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:  # started with stdout closed
+        print(f"{PROG}: write error: {os.strerror(errno.EBADF)}", file=sys.stderr)
+        return 1
+    try:
+        status = run(sys.argv[1:] if argv is None else argv, _write)
+        _flush()
+        return status
+    except WriteError as exc:
+        _drop_stdout()
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.status
+    except Failure as exc:
+        print(cell(f"{PROG}: {exc}"), file=sys.stderr)  # one line, whatever a path it names holds
+        return exc.status
     except BrokenPipeError:  # `lsnsfs | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 0
     except KeyboardInterrupt:
         return 130

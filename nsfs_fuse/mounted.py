@@ -83,19 +83,25 @@ def summary(holders: Iterable[str]) -> str:
 
     `process:3,fd:1,mount:/run/netns/blue`; `unseen`; empty if the reader sees no holder.
     """
+    return ",".join(summary_words(holders))
+
+
+def summary_words(holders: Iterable[str]) -> list[str]:
+    """The words of the summary: a picture joins them with spaces, which no word holds (a
+    path may hold a comma)."""
     counts: dict[str, int] = {}
     words: list[str] = []
     for line in holders:
         kind, _, rest = line.partition(" ")
         if kind == HolderKind.MOUNT:
-            words.append(f"mount:{rest.split(' ', 1)[0]}")  # still escaped: no space, no comma issue
+            words.append(f"mount:{rest.split(' ', 1)[0]}")  # still escaped: no space in it
         elif kind == HolderKind.UNSEEN:
             words.append("unseen")
         else:
             if kind not in counts:
                 words.append(kind)
             counts[kind] = counts.get(kind, 0) + 1
-    return ",".join(f"{w}:{counts[w]}" if w in counts else w for w in words)
+    return [f"{w}:{counts[w]}" if w in counts else w for w in words]
 
 
 def comm_of(holders: Iterable[str], pid: int) -> str | None:
@@ -135,7 +141,17 @@ def _read_one(mount: str, key: NsKey, links: bool) -> Listed | None:
     if links:
         owner = _link(os.path.join(base, "owner"))
         parent = _link(os.path.join(base, "parent")) if key.type in ("pid", "user") else None
-    return Listed(key, tuple(holders.splitlines()), owner, parent)
+    return Listed(key, holder_lines(holders), owner, parent)
+
+
+def holder_lines(text: str) -> tuple[str, ...]:
+    """The lines of a `holders` file. Split at newlines only: the daemon escapes those in a
+    name or path, but not the other characters str.splitlines() would split at (\x0c, \x1c,
+    \x85, U+2028, ...), which a process may well have in its name."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # after the last newline
+        lines.pop()
+    return tuple(lines)
 
 
 _CHUNK = 1 << 22

@@ -45,7 +45,9 @@ class Mount(NamedTuple):
 def parse(lines: Iterable[str]) -> Iterator[Mount]:
     """Each well-formed line of a mountinfo file; a line without the separator is skipped."""
     for line in lines:
-        fields = line.split()
+        # Fields are apart by one space. Not str.split(): it also splits at \x0c, \x1c or \x85,
+        # which mountinfo leaves as they are in a path.
+        fields = line.rstrip("\n").split(" ")
         try:
             sep = fields.index("-")
         except ValueError:

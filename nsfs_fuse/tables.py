@@ -189,7 +189,9 @@ class Tables:
             while chunk := os.read(table.fd, 1 << 16):
                 chunks.append(chunk)
         text = b"".join(chunks).decode("utf-8", "surrogateescape")
-        return discovery.table_sightings(mnt, text.splitlines(), f"/proc/{table.via}/root")
+        # Lines end at newlines only: mountinfo escapes those in a path, but not \x0c, \x1c or
+        # \x85, at which str.splitlines() would cut a line in two and lose its mount.
+        return discovery.table_sightings(mnt, text.split("\n"), f"/proc/{table.via}/root")
 
     @staticmethod
     def _open(pid: int, mnt: NsKey) -> int | None:

@@ -18,9 +18,11 @@ holds up the daemon or another client, and it never gets stale lines.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,23 +61,32 @@ def listening(path: str) -> Iterator[socket.socket]:
     RuntimeError, saying where, if it cannot be made."""
     try:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        _remove_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     except OSError as exc:
-        raise RuntimeError(f"cannot serve events at {path}: {exc.strerror}") from None
+        raise RuntimeError(f"cannot serve events at {path}: {exc.strerror or exc}") from None
     with sock:
         try:
             sock.bind(path)
             os.chmod(path, 0o666)
             sock.listen(16)
-        except OSError as exc:
-            raise RuntimeError(f"cannot serve events at {path}: {exc.strerror}") from None
+        except OSError as exc:  # "AF_UNIX path too long" has no strerror
+            raise RuntimeError(f"cannot serve events at {path}: {exc.strerror or exc}") from None
         try:
             yield sock
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket at `path`, and nothing else: -o events=/etc/passwd used to unlink it."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise FileExistsError(errno.EEXIST, "it exists and is not a socket")
+    except FileNotFoundError:
+        return
+    os.unlink(path)
 
 
 class Watchers:

@@ -1,18 +1,32 @@
-"""The program as mount(8), fstab and users run it, and every bad input it must refuse."""
+"""The programs as mount(8), fstab and users run them, and every bad input they must refuse: nsfs's
+options, paths and mountpoints in both modes and through mount(8), and lsnsfs's arguments."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from harness import NSFS, daemon_serving, gone, is_mounted, kill_with_watchdog, mounts, run, wait_until
+from harness import (
+    LSNSFS,
+    NSFS,
+    Daemon,
+    daemon_serving,
+    gone,
+    is_mounted,
+    kill_with_watchdog,
+    mounts,
+    run,
+    wait_until,
+)
 from nsfs_fuse import __version__
+from nsfs_fuse.mountinfo import unescape
 
 HELPER = Path("/usr/local/sbin/nsfs")
 
@@ -106,22 +120,32 @@ BAD_OPTIONS = [
 ]
 
 
-def refuse(argv: list[str], expected: str, prefix: list[str] | None = None) -> None:
-    # The mount table is the machine's, and other daemons and test runs mount and unmount
-    # while this runs: only the paths the command was given are its to have mounted on.
-    given = [str(Path(arg).absolute()) for arg in argv]
+def places(argv: Sequence[str]) -> set[str]:
+    """Where a command run with `argv` could mount: each path it names (alone, or after an =),
+    and the directory it runs in (an empty mountpoint was taken for it)."""
+    words = [word.partition("=")[2] or word for word in argv]
+    return {os.path.realpath(word) for word in words if word} | {os.getcwd()}
 
-    def at_given() -> dict[str, str]:
-        return {path: fs for path, fs in mounts().items() if any(path == g or path.startswith(f"{g}/") for g in given)}
 
-    before = at_given()
+def mounted_at(argv: Sequence[str]) -> dict[str, str]:
+    """What is mounted at those places. Not the whole table: other tests' daemons mount and
+    unmount beside this one on a shared machine."""
+    where = places(argv)
+    return {path: fstype for path, fstype in mounts().items() if unescape(path) in where}
+
+
+def refuse(argv: list[str], expected: str, prefix: list[str] | None = None, status: int | None = None) -> None:
+    """`argv` fails (with `status`, if given) saying `expected` in one line, no more, and
+    leaves nothing mounted."""
+    before = mounted_at(argv)
     result = run([*(prefix or []), *argv])
     assert result.returncode != 0
+    assert status is None or result.returncode == status, (result.returncode, result.stderr)
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(expected), lines[0]
-    assert at_given() == before, "a refused mount left something mounted"
+    assert mounted_at(argv) == before, "a refused mount left something mounted"
 
 
 @pytest.mark.parametrize(("options", "message"), BAD_OPTIONS)
@@ -177,5 +201,190 @@ def test_a_dead_mount_is_named_and_umount_clears_it(mountpoint: Path) -> None:
         kill_with_watchdog(proc)
     assert is_mounted(mountpoint)  # a daemon killed with its watchdog leaves its mount behind, dead
     refuse([*NSFS, str(mountpoint)], f"nsfs: {mountpoint} is a dead mount: run 'umount {mountpoint}' first")
+    refuse([LSNSFS, "-m", str(mountpoint)], f"lsnsfs: {mountpoint}: Transport endpoint is not connected", status=1)
     assert run(["umount", str(mountpoint)]).returncode == 0
     assert not is_mounted(mountpoint)
+
+
+# -- every option with bad values ----------------------------------------------------------
+
+
+@pytest.fixture
+def bad(public_dir: Path) -> Iterator[dict[str, Path]]:
+    """Paths that cannot be a file or a socket: missing, a directory, a file (for a socket),
+    under a file, and, since root may write anywhere else, on a read-only file system."""
+    (public_dir / "dir").mkdir()
+    (public_dir / "file").write_text("kept\n")
+    readonly = public_dir / "ro"
+    readonly.mkdir()
+    assert run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(readonly)]).returncode == 0
+    try:
+        yield {
+            "missing": public_dir / "nowhere" / "x",
+            "directory": public_dir / "dir",
+            "file": public_dir / "file",
+            "under a file": public_dir / "file" / "x",
+            "read-only": readonly / "x",
+            "newline": public_dir / "new\nline" / "x",
+        }
+    finally:
+        run(["umount", str(readonly)])
+    assert (public_dir / "file").read_text() == "kept\n", "a refused path was written or replaced"
+
+
+NOENT, NOTDIR, ROFS = "No such file or directory", "Not a directory", "Read-only file system"
+
+
+def one_line(path: Path) -> str:
+    """A path as a message shows it: its newline escaped as lsnsfs escapes it."""
+    return str(path).replace("\n", "\\x0a")
+
+
+# What the daemon would say of each, for the three path options; None: the path is fine there.
+PATH_REASONS: dict[str, dict[str, str | None]] = {
+    "logfile": {
+        "missing": NOENT,
+        "directory": "Is a directory",
+        "file": None,  # appended to
+        "under a file": NOTDIR,
+        "read-only": ROFS,
+        "newline": NOENT,
+    },
+    "metrics_file": {
+        "missing": NOENT,
+        "directory": "it is not a regular file, and writing would replace it",
+        "file": None,  # replaced, as it should be
+        "under a file": NOTDIR,
+        "read-only": ROFS,
+        "newline": NOENT,
+    },
+    "events": {
+        "missing": NOENT,
+        "directory": "it exists and is not a socket",
+        "file": "it exists and is not a socket",  # used to be unlinked
+        "under a file": NOTDIR,
+        "read-only": ROFS,
+        "newline": NOENT,
+    },
+}
+SAYS = {"logfile": "cannot log to", "metrics_file": "cannot write metrics to", "events": "cannot serve events at"}
+MODES = {"foreground": ["-f"], "background": []}
+USAGE_ERRORS = [
+    ("logfile=", "nsfs: logfile needs a path"),
+    ("metrics_file=", "nsfs: metrics_file needs a path"),
+    ("events=", "nsfs: events needs a path"),
+    ("interval=", "nsfs: interval must be seconds between 0.01 and 86400, not ''"),
+    ("interval=1e999", "nsfs: interval must be seconds between 0.01 and 86400, not '1e999'"),
+    ("interval=0x10", "nsfs: interval must be seconds between 0.01 and 86400, not '0x10'"),
+    ("sweep_cpu=", "nsfs: sweep_cpu must be a percentage between 0.1 and 100, not ''"),
+    ("sweep_cpu=-5", "nsfs: sweep_cpu must be a percentage between 0.1 and 100, not '-5'"),
+    ("metrics=", "nsfs: metrics must be [ADDRESS:]PORT with a port between 1 and 65535, not ''"),
+    ("metrics=0", "nsfs: metrics must be [ADDRESS:]PORT with a port between 1 and 65535, not '0'"),
+    ("metrics=host:", "nsfs: metrics must be [ADDRESS:]PORT with a port between 1 and 65535, not 'host:'"),
+    ("metrics=70000", "nsfs: metrics must be [ADDRESS:]PORT with a port between 1 and 65535, not '70000'"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("option", PATH_REASONS)
+def test_a_path_option_the_daemon_cannot_use_is_one_line_before_mounting(
+    mountpoint: Path, bad: dict[str, Path], option: str, mode: str
+) -> None:
+    for kind, reason in PATH_REASONS[option].items():
+        if reason is None:
+            continue
+        path = bad[kind]
+        expected = f"nsfs: {SAYS[option]} {one_line(path)}: {reason}"
+        refuse([*NSFS, str(mountpoint), *MODES[mode], "-o", f"{option}={path}"], expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_bad_option_value_is_one_line(mountpoint: Path, public_dir: Path, mode: str) -> None:
+    for option, message in USAGE_ERRORS:
+        refuse([*NSFS, str(mountpoint), *MODES[mode], "-o", option], message, status=2)
+    long = public_dir / ("x" * 120)
+    refuse(
+        [*NSFS, str(mountpoint), *MODES[mode], "-o", f"events={long}"],
+        f"nsfs: cannot serve events at {long}: longer than a unix socket's 107 bytes",
+    )
+    cannot = f"nsfs: cannot mount {mountpoint}: metrics cannot listen on"
+    for where, reason in [("nowhere.invalid:9687", "Name or service not known"), ("192.0.2.1:9687", "Cannot assign")]:
+        refuse([*NSFS, str(mountpoint), *MODES[mode], "-o", f"metrics={where}"], f"{cannot} {where}: {reason}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_bad_mountpoint_is_one_line(bad: dict[str, Path], mode: str) -> None:
+    cases = [
+        ("", "nsfs: the mountpoint is an empty path"),
+        (str(bad["missing"]), f"nsfs: mountpoint {bad['missing']} does not exist"),
+        (str(bad["file"]), f"nsfs: mountpoint {bad['file']} is not a directory"),
+        (str(bad["under a file"]), f"nsfs: cannot use {bad['under a file']}: Not a directory"),
+        (str(bad["newline"]), f"nsfs: mountpoint {one_line(bad['newline'])} does not exist"),
+        # Over /proc/sys the daemon waited on its own mount for ever, holding it.
+        ("/proc/sys", "nsfs: mountpoint /proc/sys is on a proc filesystem, which the daemon reads itself"),
+    ]
+    for mountpoint, message in cases:
+        refuse([*NSFS, mountpoint, *MODES[mode]], message)
+
+
+def test_a_live_events_socket_is_not_taken_from_its_daemon(mountpoint: Path, public_dir: Path) -> None:
+    path = public_dir / "events"
+    with socket.socket(socket.AF_UNIX) as serving:
+        serving.bind(str(path))
+        serving.listen()
+        refuse([*NSFS, str(mountpoint), "-o", f"events={path}"], f"nsfs: cannot serve events at {path}: another")
+    assert path.is_socket()
+    # Once nobody serves it, it is stale: the daemon replaces it.
+
+
+def test_mount_says_what_nsfs_says(helper: Path, mountpoint: Path, bad: dict[str, Path]) -> None:
+    """mount(8) runs the helper in the background mode: the same one line reaches its caller."""
+    for kind in ("missing", "directory", "read-only"):
+        path = bad[kind]
+        expected = f"nsfs: cannot log to {path}: {PATH_REASONS['logfile'][kind]}"
+        refuse(["mount", "-t", "fuse", "-o", f"logfile={path}", "nsfs", str(mountpoint)], expected)
+    refuse(["mount", "-t", "fuse", "-o", "interval=x", "nsfs", str(mountpoint)], "nsfs: interval must be seconds")
+    refuse(["mount", "-t", "fuse", "nsfs", str(bad["file"])], f"nsfs: mountpoint {bad['file']} is not a directory")
+
+
+def test_every_bad_lsnsfs_argument_is_one_line(bad: dict[str, Path]) -> None:
+    not_nsfs = "not an nsfs mount (mount one with: mount -t fuse nsfs"
+    for kind in ("missing", "directory", "file", "under a file", "read-only"):
+        refuse([LSNSFS, "-m", str(bad[kind])], f"lsnsfs: {bad[kind]}: {not_nsfs} {bad[kind]})", status=1)
+    newline = one_line(bad["newline"])
+    refuse([LSNSFS, "-m", str(bad["newline"])], f"lsnsfs: {newline}: {not_nsfs} {newline})", status=1)
+    usage = [
+        (["-m", ""], "lsnsfs: argument -m/--mount: an empty path"),
+        (["-m"], "lsnsfs: argument -m/--mount: expected one argument"),
+        (["-t", ""], "lsnsfs: unknown namespace type: "),
+        (["-t"], "lsnsfs: argument -t/--type: expected one argument"),
+        (["-p", ""], "lsnsfs: argument -p/--task: invalid PID argument: ''"),
+        (["-p", "0"], "lsnsfs: argument -p/--task: invalid PID argument: '0'"),
+        (["-p", "-1"], "lsnsfs: argument -p/--task: invalid PID argument: '-1'"),
+        (["--events", ""], "lsnsfs: argument --events: an empty path"),
+        (["--frobnicate"], "lsnsfs: unrecognized arguments: --frobnicate"),
+    ]
+    for argv, message in usage:
+        refuse([LSNSFS, *argv], message, status=2)
+    follow = "lsnsfs: cannot follow events at"
+    for kind, reason in [("missing", NOENT), ("file", "Connection refused"), ("under a file", NOTDIR)]:
+        refuse([LSNSFS, "--watch", "--events", str(bad[kind])], f"{follow} {bad[kind]}: {reason}", status=1)
+    long = bad["directory"] / ("x" * 120)
+    refuse([LSNSFS, "--watch", "--events", str(long)], f"{follow} {long}: AF_UNIX path too long", status=1)
+    refuse([LSNSFS, "--watch", "-m", str(bad["directory"])], f"{follow} /run/nsfs/", status=1)
+
+
+def test_lsnsfs_says_a_write_error_in_one_line(nsfs: Daemon) -> None:
+    """Where its output goes is a path too: a full disk is one line, not a traceback at exit."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [LSNSFS, "-m", str(nsfs.mountpoint)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    assert (done.returncode, done.stderr) == (1, "lsnsfs: write error: No space left on device\n")
+    closed = run(["sh", "-c", 'exec "$0" -m "$1" >&-', LSNSFS, str(nsfs.mountpoint)])
+    assert (closed.returncode, closed.stderr) == (1, "lsnsfs: write error: Bad file descriptor\n")

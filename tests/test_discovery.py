@@ -250,6 +250,25 @@ def test_a_bind_mount_in_the_daemons_mount_namespace(
     assert_released(nsfs, baseline, name)
 
 
+def test_a_bind_mount_at_an_odd_path(nsfs: Daemon, procs: Procs, baseline: int, public_dir: Path) -> None:
+    """A path with a byte that is not UTF-8 and a form feed, which mountinfo leaves as they are:
+    its mount line comes whole, the bytes as they were."""
+    pid = procs.sleeper("--net")
+    name = ns_of(pid, "net")
+    target = os.fsencode(public_dir) + b"/odd\xff\x0cpath"
+    Path(os.fsdecode(target)).touch()
+    assert run(["mount", "--bind", f"/proc/{pid}/ns/net", os.fsdecode(target)]).returncode == 0
+    try:
+        procs.end(pid)
+        expected = b"mount " + target + f" {ns_of(os.getpid(), 'mnt')}\n".encode()
+        wait_until(
+            lambda: name in nsfs.names() and nsfs.path(name, "holders").read_bytes() == expected, "the mount holder"
+        )
+    finally:
+        assert run(["umount", os.fsdecode(target)]).returncode == 0
+    assert_released(nsfs, baseline, name)
+
+
 def test_pid_for_children(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     # Without --fork, unshare's own process stays in its pid namespace; the new one is
     # only its children's. The kernel refuses to open it until its first child (its

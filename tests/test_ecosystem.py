@@ -29,6 +29,7 @@ from harness import (
     all_process_namespaces,
     is_mounted,
     kill_with_watchdog,
+    lsns_json,
     netns_added,
     ns_of,
     run,
@@ -105,6 +106,48 @@ def test_lsnsfs_shows_what_lsns_shows_for_the_namespaces_lsns_finds(nsfs: Daemon
         assert {k: ours[k] for k in theirs} == theirs
     finally:
         run(["ip", "netns", "del", "nsfs-test-agree"])
+
+
+# lsns's row, without a heading: columns apart by spaces, the command line after one.
+LSNS_ROW = re.compile(r" *(\d+) +(\S+) +(\d+) +(\d+) +(\S+) (.*)")
+
+
+def test_an_odd_command_line_is_one_row_as_lsns_prints_it(nsfs: Daemon, procs: Procs) -> None:
+    """A process whose arguments hold a newline, a tab, an escape, bytes that are not UTF-8 and
+    backslashes (one before an x, one at the end): lsnsfs shows its row as lsns does, in the
+    table and -J, and --dot is a picture whose label shows that text (tests/unit/test_odd_text.py
+    draws any such text)."""
+    odd = [b"a\nb", b"t\tb", b"\x1b", b"\xff", b"\\x41", b"e\\"]
+    shell = procs.start("unshare", "--uts", "sh", "-c", "sleep 600;:", *map(os.fsdecode, odd))
+    procs.wait_for_sleep(shell)
+    uts = ns_of(shell.pid, "uts")
+    wait_until(lambda: uts in nsfs.names(), "the shell's namespace")
+    wait_until(lambda: nsfs.read(uts, "holders").count("process ") == 2, "the shell and its sleep in it")
+    chosen = ("-t", "uts", "-p", str(shell.pid))
+    lsns_env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    theirs = run(["lsns", "-n", *chosen], env=lsns_env)
+    assert theirs.returncode == 0, theirs.stderr
+    (their_line,) = theirs.stdout.splitlines()
+    assert their_line.endswith(" sh -c sleep 600;: a\\x0ab t\\x09b \\x1b \\xff \\x5cx41 e\\")
+    (our_line,) = lsnsfs(nsfs, "-n", *chosen).splitlines()
+    ours = re.fullmatch(r"(\d+) (\S+) (\d+) (\d+) (\S+) (\S+) (.*)", our_line)
+    assert ours is not None, our_line
+    lsns_row = LSNS_ROW.fullmatch(their_line)
+    assert lsns_row is not None, their_line
+    assert ours.group(1, 2, 3, 4, 5, 7) == lsns_row.groups()
+    assert ours.group(6) == "process:2"  # the shell and its sleep
+    # -J: lsns -J's fields and values, its bytes that are not UTF-8 as lsns's table shows them.
+    their_json = subprocess.run(["lsns", "-J", *chosen], capture_output=True, env=lsns_env, check=True)
+    (their_row,) = lsns_json(their_json.stdout)["namespaces"]
+    (our_row,) = json.loads(lsnsfs(nsfs, "-J", *chosen))["namespaces"]
+    assert {key: our_row[key] for key in their_row} == their_row
+    assert our_row["command"] == "sh -c sleep 600;: a\nb t\tb \x1b \\xff \\x41 e\\"
+    # --dot: dot reads it, and the label's process line is the table's command.
+    drawn = piped(["dot", "-Tjson"], lsnsfs(nsfs, "--dot", *chosen))
+    assert (drawn.returncode, drawn.stderr) == (0, ""), drawn.stderr
+    (label,) = [obj["label"] for obj in json.loads(drawn.stdout)["objects"] if obj["name"] == f"uts_{inode(uts)}"]
+    shown = re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), label)  # \\ and \n
+    assert shown.split("\n") == [uts, "process:2", f"{shell.pid} {lsns_row.group(6)}"]
 
 
 def test_lsnsfs_lists_a_namespace_lsns_misses_with_what_holds_it(nsfs: Daemon) -> None:

@@ -1,4 +1,5 @@
-"""lsnsfs's pure parts: the holders summary, rows, the table, the tree and its JSON."""
+"""lsnsfs's pure parts: the holders summary, rows, the table, the tree and its JSON, and odd text
+in each (tests/unit/test_odd_text.py draws it at random)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 import pytest
 
 from nsfs_fuse.cli import UsageError, parse_listen
-from nsfs_fuse.lsnsfs import Row, as_json, as_json_tree, row_of, table, tree_order, with_owners
+from nsfs_fuse.lsnsfs import Row, as_json, as_json_tree, command_line, row_of, table, tree_order, with_owners
 from nsfs_fuse.model import NsKey
-from nsfs_fuse.mounted import Listed, comm_of, events_socket, summary
+from nsfs_fuse.mounted import Listed, comm_of, events_socket, holder_lines, summary
+from nsfs_fuse.shown import cell, dot_label, json_text
 
 HOST = NsKey("user", 4026531837)
 HOST_NET = NsKey("net", 4026531840)
@@ -62,7 +64,9 @@ def test_the_bind_mounts_of_one_mount_namespace_come_unescaped() -> None:
 
 
 def test_with_t_net_rows_add_lsns_netnsid_and_nsfs_after_user() -> None:
-    row = Row(4026532292, "net", 0, None, None, None, ("mount /run/netns/blue mnt:[1]",), "7", "/run/netns/blue\n/x")
+    row = Row(
+        4026532292, "net", 0, None, None, None, ("mount /run/netns/blue mnt:[1]",), "7", ("/run/netns/blue", "/x")
+    )
     fields = ["ns", "type", "nprocs", "pid", "user", "netnsid", "nsfs", "command", "holders"]
     assert list(row.as_json(net=True)) == fields
     assert (row.as_json(net=True)["netnsid"], row.as_json(net=True)["nsfs"]) == ("7", "/run/netns/blue\n/x")
@@ -186,3 +190,85 @@ def test_metrics_listens_where_it_is_told(text: str, expected: tuple[str, int]) 
 def test_a_bad_metrics_address_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match=f"^metrics must be \\[ADDRESS:\\]PORT .*, not {text!r}$"):
         parse_listen(text)
+
+
+# What lsns (util-linux 2.38.1, LC_ALL=C.UTF-8) printed for a process with each of these arguments:
+# the characters iswprint() refuses, and bytes that are not UTF-8, as \xHH; a backslash as it is,
+# but before an x.
+LSNS_PRINTED = [
+    (b"\x7f", "\\x7f"),
+    ("\u0085".encode(), "\\xc2\\x85"),  # a C1 control
+    ("\u009f".encode(), "\\xc2\\x9f"),
+    ("\u2028\u2029".encode(), "\\xe2\\x80\\xa8\\xe2\\x80\\xa9"),  # line and paragraph separators
+    ("\u0378".encode(), "\\xcd\\xb8"),  # unassigned
+    ("\uffff\ufffe".encode(), "\\xef\\xbf\\xbf\\xef\\xbf\\xbe"),  # noncharacters
+    ("\U0002fffe\U0010ffff".encode(), "\\xf0\\xaf\\xbf\\xbe\\xf4\\x8f\\xbf\\xbf"),
+    ("\u00a0\u00ad\u200b\u2060\ufeff\u061c\U000e0001".encode(), "\u00a0\u00ad\u200b\u2060\ufeff\u061c\U000e0001"),
+    ("\ue000\U000f0000".encode(), "\ue000\U000f0000"),  # private use
+    ("\u3000\u4e2d\u0300\U0001f600\U0001f1e6\U0001d173".encode(), "\u3000\u4e2d\u0300\U0001f600\U0001f1e6\U0001d173"),
+    (b"bs\\x41", "bs\\x5cx41"),
+    (b"bs\\y", "bs\\y"),
+    (b"end\\", "end\\"),
+    (b"tab\there", "tab\\x09here"),
+    (b"cr\rx", "cr\\x0dx"),
+    (b"nl\nx", "nl\\x0ax"),
+    (b"esc\x1b[1m", "esc\\x1b[1m"),
+    (b"surr\xed\xa0\x80x", "surr\\xed\\xa0\\x80x"),  # an encoded surrogate is not UTF-8
+    (b"over\xc0\x80x", "over\\xc0\\x80x"),  # nor an overlong NUL
+    (b"trunc\xe4\xb8", "trunc\\xe4\\xb8"),
+    (b"bad\xff\xfeutf", "bad\\xff\\xfeutf"),
+]
+
+
+@pytest.mark.parametrize(("argument", "printed"), LSNS_PRINTED)
+def test_a_command_line_cell_is_what_lsns_printed(argument: bytes, printed: str) -> None:
+    assert cell(command_line(b"sh\0" + argument + b"\0")) == f"sh {printed}"
+
+
+def test_the_command_line_is_read_as_lsns_reads_it() -> None:
+    # Every NUL a space but the last byte, which lsns drops: empty arguments at the end show.
+    assert command_line(b"a\0\0mid  dle\0\0\0") == "a  mid  dle  "
+    assert command_line(b"") == ""
+    # lsns reads 8 KiB of it and drops the last byte read.
+    assert command_line(b"a" * 10000 + b"\0") == "a" * 8191
+    # A character cut there is bytes that are not UTF-8.
+    assert cell(command_line(b"a" * 8189 + "\u4e2d".encode() + b"\0")) == "a" * 8189 + "\\xe4\\xb8"
+
+
+def test_json_text_is_the_text_but_bytes_that_are_not_utf8() -> None:
+    raw = command_line(b'a\nb\x1b\\x"q\xff\0')
+    assert json.loads(json.dumps(json_text(raw))) == 'a\nb\x1b\\x"q\\xff'
+
+
+def test_a_row_is_one_line_whatever_its_command_line_holds() -> None:
+    row = Row(4026532292, "uts", 1, 7, "root", command_line(b"sh\0-c\0a\nb\rc\0\0"), ("process 7 sh",))
+    assert table([row], headings=False) == "4026532292 uts 1 7 root process:1 sh -c a\\x0ab\\x0dc \n"
+    assert json.loads(as_json([row]))["namespaces"][0]["command"] == "sh -c a\nb\rc "
+
+
+def test_a_command_name_from_holders_is_shown_escaped_too() -> None:
+    entry = Listed(CHILD_NET, ("process 12 a\\012b\\134x\x1b",))  # as the daemon escapes a name
+    row = row_of(entry, lambda _pid: (0, ""))
+    assert row.command == "a\nb\\x\x1b"
+    assert row.cells()["COMMAND"] == "a\\x0ab\\x5cx\\x1b"
+
+
+def test_a_holders_file_splits_at_newlines_only() -> None:
+    # The daemon escapes a newline in a name; \x0c, \x1c, \x85 and U+2028 it leaves as they are.
+    text = "process 7 a\x0cb\x1cc\x85d\u2028e\rf\nfd 7 3\n"
+    assert holder_lines(text) == ("process 7 a\x0cb\x1cc\x85d\u2028e\rf", "fd 7 3")
+    assert holder_lines("") == ()
+
+
+def test_nsfs_paths_are_cells_of_their_own() -> None:
+    row = Row(4026532292, "net", 0, None, None, None, (), "unassigned", ("/run/netns/a\nb", "/run/netns/c"))
+    assert row.cells()["NSFS"] == "/run/netns/a\\x0ab,/run/netns/c"
+    assert row.as_json(net=True)["nsfs"] == "/run/netns/a\nb\n/run/netns/c"
+
+
+def test_a_dot_label_escapes_backslashes_and_quotes_a_trailing_backslash_too() -> None:
+    assert dot_label(["net:[1]", 'say "hi"\\', "a\nb"]) == '"net:[1]\\nsay \\"hi\\"\\\\\\na\\\\x0ab"'
+    # A long line is cut into physical lines, which the DOT grammar joins again.
+    long = dot_label(["x" * 3000])
+    assert long.count("\\\n") == 2
+    assert long.replace("\\\n", "") == '"' + "x" * 3000 + '"'

@@ -47,3 +47,9 @@ def test_parse_keeps_well_formed_lines_and_unescapes_mountpoints() -> None:
         Mount("net:[4026532178]", "/run/netns/blue", "nsfs"),
         Mount("net:[4026532179]", "/run/my ns", "nsfs"),
     ]
+
+
+def test_a_path_keeps_what_mountinfo_leaves_unescaped() -> None:
+    # \x0c, \x1c, \x85 and U+2028 are whitespace to str.split() and line ends to splitlines().
+    line = "622 29 0:4 net:[4026532180] /run/a\x0cb\x1cc\x85d\u2028e\udcff rw - nsfs nsfs rw\n"
+    assert list(parse([line])) == [Mount("net:[4026532180]", "/run/a\x0cb\x1cc\x85d\u2028e\udcff", "nsfs")]
