@@ -449,9 +449,10 @@ class NsFs(pyfuse3.Operations):
                 raise FUSEError(errno.ENOENT)
             # A name the caller may not see is, to it, not in the snapshot: it takes the miss's
             # path, so that no timing tells it from a name that does not exist (README, Who sees what).
-            if not req.sees_name(key.name):
-                req = await self._find(req, key, ctx.uid)
             entry = req.snapshot.entries.get(key.name)
+            if entry is None or not req.sees_name(key.name):
+                req = await self._find(req, key, ctx.uid)
+                entry = req.snapshot.entries.get(key.name)
             if entry is None or not req.sees_name(entry.name):
                 raise FUSEError(errno.ENOENT)
             return self._entry_attr(req, entry, None)
