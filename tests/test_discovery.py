@@ -36,7 +36,7 @@ from harness import (
 )
 from nsfs_fuse import kernel
 from nsfs_fuse.discovery import Scanner
-from nsfs_fuse.model import Holder, HolderKind, ProcessRead
+from nsfs_fuse.model import HolderKind, ProcessRead
 from nsfs_fuse.sweeping import Each, SweepProcess
 
 
@@ -438,7 +438,8 @@ def test_a_sweep_in_its_own_process_reads_what_a_sweep_in_the_daemon_reads(procs
         for pid in pids | {fd_holder}:
             assert {s.key for s in far[pid].sightings} == {s.key for s in near[pid].sightings}, pid
         ours = {s.holder for s in far[os.getpid()].sightings if s.key.name == ns_of(fd_holder, "net")}
-        assert ours == {Holder(HolderKind.FD, os.getpid(), held)}
+        assert {(h.kind, h.pid, h.num) for h in ours} == {(HolderKind.FD, os.getpid(), held)}
+        assert {h.creds for h in ours} == {s.holder.creds for s in near[os.getpid()].sightings if s.holder.pid}
         (helper,) = helpers
         assert far[helper].sightings == ()  # the helper never holds anything
         # The next sweep sends only what changed, and what it is told to forget.
