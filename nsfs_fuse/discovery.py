@@ -169,10 +169,13 @@ def _ns_links(directory: str, links: Iterable[str] = NS_TYPES) -> Iterator[tuple
             yield link, key
 
 
-def process_sightings(pid: int, comm: str = "", creds: Creds | None = None) -> Iterator[Sighting]:
-    """The namespaces a process is in, and those its next children will get."""
+def process_sightings(
+    pid: int, comm: str = "", creds: Creds | None = None, links: dict[str, NsKey] | None = None
+) -> Iterator[Sighting]:
+    """The namespaces a process is in (`links`, if its ns links were read already), and those
+    its next children will get."""
     ns_dir = f"/proc/{pid}/ns"
-    for link, key in _ns_links(ns_dir):
+    for link, key in (dict(_ns_links(ns_dir)) if links is None else links).items():
         yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.PROCESS, pid, text=comm, creds=creds))
     for link, key in _ns_links(ns_dir, ("pid_for_children", "time_for_children")):
         yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.FOR_CHILDREN, pid, creds=creds))
@@ -390,9 +393,9 @@ class Scanner:
         status = read_status(f"/proc/{pid}/status")
         if is_nsfs_helper(comm, status):
             return ProcessRead(pid, read_at)
-        creds = self._creds(f"/proc/{pid}", status, _ns_key(f"/proc/{pid}/ns/user"))
-        sightings = list(process_sightings(pid, comm, creds))
-        leader = {s.path.rsplit("/", 1)[1]: s.key for s in sightings if s.holder.kind is HolderKind.PROCESS}
+        leader = dict(_ns_links(f"/proc/{pid}/ns"))  # read once: its user namespace decides its credentials
+        creds = self._creds(f"/proc/{pid}", status, leader.get("user"))
+        sightings = list(process_sightings(pid, comm, creds, leader))
         mnt = leader.get("mnt")
         # An exiting process has let go of the namespaces its nsproxy held (mnt among
         # them) but, until reaped, still holds its pid and user namespaces.
