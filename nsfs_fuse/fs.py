@@ -156,7 +156,7 @@ class Request:
         return key is not None and self.sees_name(key.name)
 
     def sees_name(self, name: str) -> bool:
-        return name in self.view.names or name in self.own()
+        return self.view.sees_name(name) or name in self.own()
 
     def own(self) -> frozenset[str]:
         """The names of the namespaces the caller is in."""
@@ -180,7 +180,7 @@ class Request:
 
     def listing(self) -> list[Entry]:
         """The root directory for this caller: its view, and its own namespaces."""
-        extra = [e for name in self.own() if name not in self.view.names and (e := self.snapshot.entries.get(name))]
+        extra = [e for name in self.own() if not self.view.sees_name(name) and (e := self.snapshot.entries.get(name))]
         if not extra:
             return list(self.view.listing)
         return sorted((*self.view.listing, *extra), key=lambda e: (e.key.inode, e.key.type))

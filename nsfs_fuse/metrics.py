@@ -60,7 +60,7 @@ def count(snapshot: Snapshot) -> Counts:
         nstype = entry.key.type
         by_type[nstype] += 1
         holders = snapshot.holders.get(name)
-        kinds = {h.kind for h in holders.ordered()} if holders is not None else set()
+        kinds = holders.kinds() if holders is not None else set()
         for kind in kinds:
             by_kind[nstype, kind.value] += 1
         if nstype == "net" and kinds and kinds <= _LEAKY:

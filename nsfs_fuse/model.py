@@ -14,9 +14,11 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
+
+from immutables import Map
 
 from .mountinfo import escape
 
@@ -201,26 +203,41 @@ def _holder_order(holder: Holder) -> tuple[int, int, int, str, str]:
 class Holders:
     """What holds one namespace, as of one snapshot: put in order only when someone reads it.
 
-    An initial namespace has a holder per process; sorting thousands of them
-    every time a process comes or goes would cost more than following it.
+    An initial namespace has a holder per process; sorting thousands of them every time a
+    process comes or goes would cost more than following it. Its direct holders come as
+    the registry keeps them, an immutable map from each source (a pid, a mount namespace)
+    to what that source holds: taking them costs nothing, however many there are.
     """
 
-    __slots__ = ("_parts", "_sorted")
+    __slots__ = ("_direct", "_parts", "_sorted")
 
-    def __init__(self, parts: tuple[tuple[Holder, ...], ...]) -> None:
+    def __init__(
+        self, parts: tuple[tuple[Holder, ...], ...] = (), direct: Mapping[Any, tuple[Holder, ...]] | None = None
+    ) -> None:
         self._parts = parts
+        self._direct: Mapping[Any, tuple[Holder, ...]] = {} if direct is None else direct
         self._sorted: tuple[Holder, ...] | None = None
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Holders) and self._parts == other._parts
+        return isinstance(other, Holders) and self._parts == other._parts and self._direct == other._direct
 
     def __hash__(self) -> int:
-        return hash(self._parts)
+        return hash((self._parts, len(self._direct)))
+
+    def __iter__(self) -> Iterator[Holder]:
+        """Every holder, in no order (a holder may come twice)."""
+        for part in self._parts:
+            yield from part
+        for part in self._direct.values():
+            yield from part
+
+    def kinds(self) -> set[HolderKind]:
+        return {h.kind for h in self}
 
     def ordered(self) -> tuple[Holder, ...]:
         """Each holder once, in KINDS order, then by pid and number."""
         if self._sorted is None:
-            self._sorted = tuple(sorted({h for part in self._parts for h in part}, key=_holder_order))
+            self._sorted = tuple(sorted(set(self), key=_holder_order))
         return self._sorted
 
     def render(self, reader: Reader) -> str:
@@ -325,12 +342,18 @@ def with_ancestors(entries: Mapping[NsKey, Entry], keys: Iterable[NsKey]) -> set
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the filesystem shows, as of one moment. Never changes once published."""
+    """What the filesystem shows, as of one moment. Never changes once published.
 
-    entries: Mapping[str, Entry]
-    by_serial: Mapping[int, Entry]
-    holders: Mapping[str, Holders]  # by entry name
+    The registry publishes each snapshot from the last by changing what changed (the
+    mappings are immutables.Map, which share what did not): a process coming or going
+    costs the same with ten entries or ten thousand.
+    """
+
+    entries: Map[str, Entry]
+    by_serial: Map[int, Entry]
+    holders: Map[str, Holders]  # by entry name
     generation: int  # changes when entries do (not when only holders do): views depend on nothing else
+    users: Map[str, Entry]  # the user namespaces among `entries`
 
     def get(self, key: NsKey | None) -> Entry | None:
         return None if key is None else self.entries.get(key.name)
@@ -338,7 +361,13 @@ class Snapshot:
     @staticmethod
     def of(entries: Iterable[Entry], holders: Mapping[str, Holders], generation: int) -> Snapshot:
         by_name = {e.name: e for e in entries}
-        return Snapshot(by_name, {e.serial: e for e in by_name.values()}, holders, generation)
+        return Snapshot(
+            Map(by_name),
+            Map({e.serial: e for e in by_name.values()}),
+            Map(holders),
+            generation,
+            Map({n: e for n, e in by_name.items() if e.key.type == "user"}),
+        )
 
 
-EMPTY: Final = Snapshot(entries={}, by_serial={}, holders={}, generation=0)
+EMPTY: Final = Snapshot.of((), {}, generation=0)

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
+from immutables import Map
+
 from .following import Following, TableStore
 from .holdings import Holdings
 from .model import (
@@ -248,7 +250,7 @@ class Registry:
         assert entry.handle is not None
         found, pin = self._pins.resume(key.name, entry.pin, entry.handle)
         del self._suspended[key]
-        self._publisher.changed(entries=True)  # its ns back, or the entry gone
+        self._publisher.changed(key, entries=True)  # its ns back, or the entry gone
         log.debug("probed %s: %s", key.name, "alive" if found else "gone")
         if not found:
             self._forget(key)
@@ -328,7 +330,7 @@ class Registry:
 
     def _set_pin(self, key: NsKey, entry: Entry, pin: int | None) -> None:
         self._entries[key] = dataclasses.replace(entry, pin=pin)
-        self._publisher.changed(entries=True)
+        self._publisher.changed(key, entries=True)
         if pin is None:
             self._pinless.add(key)
         else:
@@ -393,65 +395,98 @@ class Registry:
             self._suspensions += 1
             due = self._shared_due() if key in pinned_elsewhere else -math.inf
             self._suspended[key] = (self._suspensions, due)
-            self._publisher.changed(entries=True)  # shown without its ns until probed
+            self._publisher.changed(key, entries=True)  # shown without its ns until probed
             self.on_suspend()
 
     # -- publishing -----------------------------------------------------------
 
     def _holders_of(self, key: NsKey) -> Holders:
-        parts = self._holdings.parts(key)
+        parts: tuple[tuple[Holder, ...], ...] = ()
         if relations := self._relations.get(key):
             parts += (tuple(relations),)
         if key in self._unseen:
             parts += ((UNSEEN,),)
-        return Holders(parts)
+        return Holders(parts, self._holdings.direct(key))
+
+    def _shown(self, key: NsKey) -> Entry | None:
+        """Entry `key` as listed; while it is probed, without its `ns` (its pin points at a
+        placeholder meanwhile: an `ns` link read just before fails to open, ENXIO, never opens
+        the wrong file)."""
+        entry = self._entries.get(key)
+        if entry is not None and key in self._suspended:
+            return dataclasses.replace(entry, pin=None)
+        return entry
 
     def _publish(self) -> Snapshot:
-        """What is listed: every entry, those being probed without their `ns` (their pin points
-        at a placeholder meanwhile: an `ns` link read just before fails to open, ENXIO, never
-        opens the wrong file)."""
-        if not self._suspended:
-            return self._publisher.publish(self._entries, self._holders_of)
-        shown = {k: dataclasses.replace(e, pin=None) if k in self._suspended else e for k, e in self._entries.items()}
-        return self._publisher.publish(shown, self._holders_of)
+        return self._publisher.publish(self._shown, self._holders_of)
 
 
 class _Publisher:
     """Turns changes into snapshots: a new one only if anything shown has changed.
 
-    Only the holders of namespaces something happened to are gathered again. A
-    snapshot whose entries did not change keeps its generation, and with it the
-    per-user-namespace views worked out for it.
+    Each snapshot is the last one with what changed changed: the entries and the holders
+    of the namespaces something happened to, nothing else (the snapshot's maps are
+    immutable and share the rest). A snapshot whose entries did not change keeps its
+    generation, and with it the per-user-namespace views worked out for it.
     """
 
     def __init__(self, on_entries: Callable[[], None]) -> None:
         self.snapshot = EMPTY
         self._on_entries = on_entries
         self._changed: set[NsKey] = set()  # whose holders may differ from the snapshot's
-        self._entries_changed = False
+        self._entries_changed: set[NsKey] = set()  # whose entries may
         self._generation = 0
 
     def changed(self, *keys: NsKey, entries: bool = False) -> None:
         self._changed.update(keys)
-        self._entries_changed |= entries
+        if entries:
+            self._entries_changed.update(keys)
 
-    def publish(self, entries: dict[NsKey, Entry], holders_of: Callable[[NsKey], Holders]) -> Snapshot:
+    def publish(self, shown: Callable[[NsKey], Entry | None], holders_of: Callable[[NsKey], Holders]) -> Snapshot:
+        """`shown(key)`: the entry of `key` as listed now, None if it has none."""
         if not self._changed and not self._entries_changed:
             return self.snapshot
+        before = self.snapshot
         changed, self._changed = self._changed, set()
-        holders = dict(self.snapshot.holders)
-        holders_changed = False
-        for key in changed:  # told only of real changes: comparing would cost what building does
-            if key not in entries:
-                holders_changed |= holders.pop(key.name, None) is not None
-            else:
-                holders[key.name] = holders_of(key)
-                holders_changed = True
-        if self._entries_changed:
-            self._entries_changed = False
-            self._generation += 1
-            self.snapshot = Snapshot.of(entries.values(), holders, self._generation)
-            self._on_entries()
-        elif holders_changed:
-            self.snapshot = dataclasses.replace(self.snapshot, holders=holders)
+        entries_changed, self._entries_changed = self._entries_changed, set()
+        with before.holders.mutate() as holders:
+            for key in changed:  # told only of real changes: comparing would cost what building does
+                if shown(key) is None:
+                    holders.pop(key.name, None)
+                else:
+                    holders[key.name] = holders_of(key)
+            new_holders = holders.finish()
+        if entries_changed:
+            snapshot = self._with_entries(before, entries_changed, shown, new_holders)
+            if snapshot is not None:
+                self.snapshot = snapshot
+                self._on_entries()
+                return snapshot
+        if new_holders is not before.holders:
+            self.snapshot = dataclasses.replace(before, holders=new_holders)
         return self.snapshot
+
+    def _with_entries(
+        self, before: Snapshot, keys: set[NsKey], shown: Callable[[NsKey], Entry | None], holders: Map[str, Holders]
+    ) -> Snapshot | None:
+        """`before` with the entries of `keys` as shown now; None if none of them changed."""
+        entries = before.entries.mutate()
+        by_serial = before.by_serial.mutate()
+        users = before.users.mutate()
+        moved = False
+        for key in keys:
+            old, new = entries.get(key.name), shown(key)
+            if old == new:
+                continue
+            moved = True
+            if old is not None:
+                del entries[key.name], by_serial[old.serial]
+                users.pop(key.name, None)
+            if new is not None:
+                entries[key.name] = by_serial[new.serial] = new
+                if key.type == "user":
+                    users[key.name] = new
+        if not moved:
+            return None
+        self._generation += 1
+        return Snapshot(entries.finish(), by_serial.finish(), holders, self._generation, users.finish())

@@ -17,6 +17,7 @@ kernel would let read that process's /proc/PID/ns and /proc/PID/fd (`Ptrace`).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -32,19 +33,51 @@ CAP_SYS_PTRACE: Final = 19
 _DAC: Final = 1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH
 
 
-@dataclass(frozen=True, slots=True)
 class View:
-    """The entries one user namespace may see in one snapshot, in listing order."""
+    """The entries one user namespace may see in one snapshot.
 
-    userns: NsKey | None
-    names: frozenset[str]
-    listing: tuple[Entry, ...]
+    Which user namespaces are the caller's (its own and those below it) is worked out
+    once per snapshot from the snapshot's user namespaces alone; whether it sees a name
+    is then one look-up, and the listing, in order, is worked out when something lists.
+    A request that looks up one name never pays for the whole table.
+    """
+
+    __slots__ = ("_allowed", "_entries", "_listing", "_top", "userns")
+
+    def __init__(
+        self,
+        userns: NsKey | None,
+        entries: Mapping[str, Entry] | None = None,
+        allowed: frozenset[NsKey] = frozenset(),
+        top: bool = False,
+    ) -> None:
+        self.userns = userns
+        self._entries: Mapping[str, Entry] = {} if entries is None else entries
+        self._allowed = allowed  # the user namespaces whose entries it sees
+        self._top = top  # it also sees entries whose owner is out of the daemon's reach
+        self._listing: tuple[Entry, ...] | None = None
 
     def sees(self, key: NsKey | None) -> bool:
-        return key is not None and key.name in self.names
+        return key is not None and self.sees_name(key.name)
+
+    def sees_name(self, name: str) -> bool:
+        entry = self._entries.get(name)
+        return entry is not None and self._sees(entry)
+
+    def _sees(self, entry: Entry) -> bool:
+        anchor = entry.anchor
+        return anchor in self._allowed if anchor is not None else self._top
+
+    @property
+    def listing(self) -> tuple[Entry, ...]:
+        """What it sees, in listing order."""
+        if self._listing is None:
+            seen = (e for e in self._entries.values() if self._sees(e))
+            self._listing = tuple(sorted(seen, key=lambda e: (e.key.inode, e.key.type)))
+        return self._listing
 
 
-NOTHING = View(userns=None, names=frozenset(), listing=())
+NOTHING = View(userns=None)
 
 
 class Views:
@@ -67,14 +100,15 @@ class Views:
 
 
 def compute_view(snapshot: Snapshot, userns: NsKey) -> View:
-    """Apply the visibility rule for a caller in `userns` to the whole snapshot."""
+    """Apply the visibility rule for a caller in `userns` to `snapshot`: costs what its user
+    namespaces number."""
     caller = snapshot.get(userns)
     if caller is None:
         # Not in the index: nothing in it can descend from a namespace it lacks.
-        return View(userns, frozenset(), ())
+        return View(userns)
     children: dict[NsKey, list[NsKey]] = {}
-    for entry in snapshot.entries.values():
-        if entry.key.type == "user" and entry.parent is not None:
+    for entry in snapshot.users.values():
+        if entry.parent is not None:
             children.setdefault(entry.parent, []).append(entry.key)
     allowed: set[NsKey] = set()
     stack = [userns]
@@ -84,18 +118,7 @@ def compute_view(snapshot: Snapshot, userns: NsKey) -> View:
             allowed.add(key)
             stack.extend(children.get(key, ()))
     # An entry whose owner is out of the daemon's reach belongs to the top.
-    top_sees_orphans = caller.parent is None
-    listing = tuple(
-        sorted(
-            (
-                e
-                for e in snapshot.entries.values()
-                if (e.anchor in allowed if e.anchor is not None else top_sees_orphans)
-            ),
-            key=lambda e: (e.key.inode, e.key.type),
-        )
-    )
-    return View(userns, frozenset(e.name for e in listing), listing)
+    return View(userns, snapshot.entries, frozenset(allowed), top=caller.parent is None)
 
 
 def _caller_ns(pid: int, nstype: str) -> NsKey | None:

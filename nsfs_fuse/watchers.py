@@ -156,7 +156,7 @@ class Watchers:
     def _shown(self, userns: NsKey | None, own: frozenset[str]) -> frozenset[_Shown]:
         snapshot = self._registry.snapshot
         view = self._views.get(snapshot, userns)
-        entries = list(view.listing) + [e for n in own if n not in view.names and (e := snapshot.entries.get(n))]
+        entries = list(view.listing) + [e for n in own if not view.sees_name(n) and (e := snapshot.entries.get(n))]
         return frozenset(_Shown(e.key.inode, e.key.type, e.serial) for e in entries)
 
     @staticmethod

@@ -3,7 +3,7 @@ what a look at everything would find."""
 
 from __future__ import annotations
 
-from nsfs_fuse.holdings import BUCKETS, Holdings
+from nsfs_fuse.holdings import Holdings
 from nsfs_fuse.model import Holder, HolderKind, NsKey, ProcessRead, Sighting
 
 NET, OTHER = NsKey("net", 1), NsKey("net", 2)
@@ -24,7 +24,7 @@ def fd(pid: int, at: float, key: NsKey, num: int = 5) -> ProcessRead:
 
 
 def everything(h: Holdings, key: NsKey) -> set[Holder]:
-    return {holder for part in h.parts(key) for holder in part}
+    return {holder for part in h.direct(key).values() for holder in part}
 
 
 def test_loose_lists_the_holders_of_namespaces_no_process_is_in_as_processes_come_and_go() -> None:
@@ -43,20 +43,23 @@ def test_loose_lists_the_holders_of_namespaces_no_process_is_in_as_processes_com
 
 def test_a_namespace_with_thousands_of_holders_publishes_exactly_its_holders_after_each_change() -> None:
     h, changed, _unheld = holdings()
-    pids = range(1, 20 * BUCKETS)
+    pids = range(1, 1280)
     for pid in pids:
         h.read(process(pid, 1.0, NET))
     expected = {Holder(HolderKind.PROCESS, pid, text="sh") for pid in pids}
     assert everything(h, NET) == expected
-    for pid in range(1, 20 * BUCKETS, 7):  # every seventh exits, then half of those come back as fds
+    for pid in range(1, 1280, 7):  # every seventh exits, then half of those come back as fds
         h.read(ProcessRead(pid, 2.0))
         expected.discard(Holder(HolderKind.PROCESS, pid, text="sh"))
         assert everything(h, NET) == expected
+        taken = h.direct(NET)  # as a snapshot takes it: later changes must not show in it
+        kept = set(taken.items())
         if pid % 2:
             h.read(fd(pid, 3.0, NET))
+            assert set(taken.items()) == kept
             expected.add(Holder(HolderKind.FD, pid, 5))
             assert everything(h, NET) == expected
-    assert changed.count(NET) == len(pids) + len(range(1, 20 * BUCKETS, 7)) + len(range(1, 20 * BUCKETS, 14))
+    assert changed.count(NET) == len(pids) + len(range(1, 1280, 7)) + len(range(1, 1280, 14))
     assert h.loose() == []
 
 
