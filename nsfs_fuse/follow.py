@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import psutil
 import trio
@@ -38,6 +38,8 @@ from .registry import SHARED_SLOT, Registry
 from .tables import Tables
 
 log = logging.getLogger("nsfs")
+
+_T = TypeVar("_T")
 
 # Between dropping the daemon's references on a namespace and probing it
 # (registry._suspend): three RCU grace periods, then a little longer. After one, a
@@ -83,10 +85,14 @@ FOLLOW_UP: Final = (0.5, 3.0)
 # 6.7-7.1% on a pyfuse3 filesystem that does nothing).
 MISSES_PER_SECOND: Final = 5
 
-# How often every process's number of open fds is looked at: about 20 ms of CPU at
-# 5,000 processes. Charged to the sweeps' budget (`charge`): work that grows with the
-# machine shares one share of a core.
+# How often every process's number of open fds is looked at, at most: one stat a process,
+# 4-5 us. Work that grows with the machine shares one budget, the sweeps' (`sweep_cpu`, 1% of
+# a core by default): the fd counts may use half of it (`Rereads(cpu_share=)`), paced chunk by
+# chunk, and are charged to it (`charge`), so that sweeps slow down to keep both within it.
+# Beyond what that half pays for every FD_COUNTS_EVERY (at 1%, about 3,000 processes), a
+# round of counts takes longer: the README's Freshness table says how long at each size.
 FD_COUNTS_EVERY: Final = 3.0
+FD_COUNT_CHUNK: Final = 512  # processes counted between two pauses: 2-3 ms of CPU
 
 
 async def _step(what: str, step: Callable[[], object]) -> None:
@@ -161,6 +167,12 @@ class Prober:
                 await _step("probe", functools.partial(self._registry.confirm, upto, began))
 
 
+def _timed(work: Callable[[], _T]) -> tuple[_T, float]:
+    """`work()` and the CPU time this thread spent on it."""
+    cpu = time.thread_time()
+    return work(), time.thread_time() - cpu
+
+
 def _trio_time(monotonic: float) -> float:
     """A time.monotonic() time on trio's clock, which counts from elsewhere."""
     return trio.current_time() + monotonic - time.monotonic()
@@ -208,16 +220,17 @@ class Rereads:
       one every VERIFY_EVERY.
     """
 
-    def __init__(self, registry: Registry, scanner: discovery.Scanner, own_pid: int) -> None:
+    def __init__(self, registry: Registry, scanner: discovery.Scanner, own_pid: int, cpu_share: float = 0.005) -> None:
         self._registry = registry
         self._scanner = scanner
         self._own_pid = own_pid
+        self._cpu_share = cpu_share  # of a core, that fd counts may use
         self._lock = threading.Lock()
         self._zombies: dict[int, tuple[float, float]] = {}  # pid -> (when to read it again, the delay after that)
         self._follow_ups: dict[int, list[float]] = {}  # pid -> when to read it again, soonest first
         self._fd_counts: dict[int, int] | None = {}  # None: this kernel does not count them
         self.alarm = Alarm()
-        self.charge: Callable[[float], None] = lambda cpu: None  # told the CPU time of each fd count
+        self.charge: Callable[[float], None] = lambda cpu: None  # told the CPU time of fd counts and checks
 
     def apply(self, pids: Iterable[int], gone: Iterable[int] = ()) -> None:
         """Read `pids` again (blocking, for a worker thread); processes `gone` are known to
@@ -285,39 +298,68 @@ class Rereads:
     def verify(self) -> None:
         """Check each fd and socket that holds a namespace no process is in; read again the
         processes whose fd changed (blocking)."""
+        cpu = time.thread_time()
         stale = {h.pid for key, h in self._registry.loose_holders() if discovery.still_holds(key, h) is False}
+        self.charge(time.thread_time() - cpu)
         if stale:
             self.apply(stale)
 
-    def count_fds(self) -> None:
-        """Read again every process whose number of open fds changed since the last count
-        (blocking): one stat a process, about 4 us."""
-        if self._fd_counts is None:
-            return
+    def _count(self, pids: list[int], counts: dict[int, int]) -> float:
+        """Count the open fds of `pids` into `counts` (blocking); the CPU time it took."""
         cpu = time.thread_time()
-        counts = {pid: discovery.fd_count(pid) for pid in psutil.pids() if pid != self._own_pid}
-        self.charge(time.thread_time() - cpu)
+        for pid in pids:
+            if pid != self._own_pid:
+                counts[pid] = discovery.fd_count(pid)
+        return time.thread_time() - cpu
+
+    def _counted(self, counts: dict[int, int]) -> list[int]:
+        """A round of counts is complete: the processes whose count changed since the last."""
+        if self._fd_counts is None:
+            return []
         if not self._fd_counts and not any(counts.values()):  # every count 0 at the first look
             log.info("this kernel does not count open fds (Linux 6.2+): new fd holders wait for a sweep")
             self._fd_counts = None
-            return
-        changed = [pid for pid, n in counts.items() if self._fd_counts.get(pid, n) != n]
-        self._fd_counts = counts
-        if changed:
-            self.apply(changed)
+            return []
+        before, self._fd_counts = self._fd_counts, counts
+        return [pid for pid, n in counts.items() if before.get(pid, n) != n]
+
+    async def count_fds(self) -> None:
+        """One round of fd counts, paced to `cpu_share` of a core chunk by chunk; then read
+        again every process whose number of open fds changed since the last round."""
+        pids, cpu = await trio.to_thread.run_sync(_timed, psutil.pids)
+        self.charge(cpu)
+        counts: dict[int, int] = {}
+        for at in range(0, len(pids), FD_COUNT_CHUNK):
+            started = time.monotonic()
+            cpu = await trio.to_thread.run_sync(self._count, pids[at : at + FD_COUNT_CHUNK], counts)
+            self.charge(cpu)
+            await trio.sleep(max(0.0, cpu / self._cpu_share - (time.monotonic() - started)))
+        if changed := self._counted(counts):
+            await trio.to_thread.run_sync(self.apply, changed)
+
+    async def _count_rounds(self) -> None:
+        """Rounds of fd counts, FD_COUNTS_EVERY apart or as far apart as their pace makes them."""
+        while True:
+            began = trio.current_time()
+            try:
+                await self.count_fds()
+            except Exception:
+                log.exception("counting fds failed; going on")
+            if self._fd_counts is None:
+                return  # this kernel does not count them
+            await trio.sleep_until(began + FD_COUNTS_EVERY)
 
     async def run(self) -> None:
-        next_verify = next_count = trio.current_time()
-        while True:
-            await self.alarm.wait(min(next_verify, next_count, self._next_due()))
-            if due := self._due():
-                await _step("reading processes again", functools.partial(self.apply, due))
-            if trio.current_time() >= next_verify:
-                next_verify = trio.current_time() + VERIFY_EVERY
-                await _step("checking fds", self.verify)
-            if trio.current_time() >= next_count:
-                next_count = trio.current_time() + FD_COUNTS_EVERY
-                await _step("counting fds", self.count_fds)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._count_rounds)
+            next_verify = trio.current_time()
+            while True:
+                await self.alarm.wait(min(next_verify, self._next_due()))
+                if due := self._due():
+                    await _step("reading processes again", functools.partial(self.apply, due))
+                if trio.current_time() >= next_verify:
+                    next_verify = trio.current_time() + VERIFY_EVERY
+                    await _step("checking fds", self.verify)
 
 
 class Finder:

@@ -297,7 +297,7 @@ def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
     tables = Tables(scanner.helpers, budget)
     pinned = pins.Pins(nsfs_dev, budget)
     registry = Registry(pinned, tables)
-    rereads = Rereads(registry, scanner, os.getpid())
+    rereads = Rereads(registry, scanner, os.getpid(), cpu_share=config.sweep_cpu / 2)
     sweeps = SweepProcess(os.getpid(), nsfs_dev, scanner.helpers)
     refresher = Refresher(sweeper(registry, sweeps, rereads.note, rereads.apply), config.interval, config.sweep_cpu)
     try:
