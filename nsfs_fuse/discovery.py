@@ -175,10 +175,12 @@ def process_sightings(
     """The namespaces a process is in (`links`, if its ns links were read already), and those
     its next children will get."""
     ns_dir = f"/proc/{pid}/ns"
+    holder = Holder(HolderKind.PROCESS, pid, text=comm, creds=creds)  # one for all its links: kept per process
     for link, key in (dict(_ns_links(ns_dir)) if links is None else links).items():
-        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.PROCESS, pid, text=comm, creds=creds))
+        yield Sighting(key, f"{ns_dir}/{link}", holder)
+    for_children = Holder(HolderKind.FOR_CHILDREN, pid, creds=creds)
     for link, key in _ns_links(ns_dir, ("pid_for_children", "time_for_children")):
-        yield Sighting(key, f"{ns_dir}/{link}", Holder(HolderKind.FOR_CHILDREN, pid, creds=creds))
+        yield Sighting(key, f"{ns_dir}/{link}", for_children)
 
 
 def thread_sightings(
@@ -198,9 +200,9 @@ def thread_sightings(
         if not differing:
             continue
         comm = _read_comm(f"{task}/comm")
-        own = creds(task, links.get("user", leader.get("user")))
+        holder = Holder(HolderKind.TASK, pid, tid, comm, creds=creds(task, links.get("user", leader.get("user"))))
         for link, key in differing:
-            yield Sighting(key, f"{task}/ns/{link}", Holder(HolderKind.TASK, pid, tid, comm, creds=own))
+            yield Sighting(key, f"{task}/ns/{link}", holder)
 
 
 @dataclass(frozen=True, slots=True)
