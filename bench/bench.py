@@ -99,12 +99,15 @@ class World:
         self.procs, self.scratch = procs, scratch
         self.fds: list[int] = []
         self.mounts: list[Path] = []
+        self.namespaces: set[str] = set()  # what the world made (its groups' and orphans' namespaces)
 
-    def build(self, processes: int, fds: int, orphans: int) -> None:
-        groups = max(1, processes // GROUP)
+    def build(self, processes: int, fds: int, orphans: int, group: int = GROUP) -> None:
+        """Add `processes` processes in groups of `group`, with `fds` fds among them, and
+        `orphans` namespaces held only by an fd or a bind mount. May be called again to grow."""
+        groups = max(1, processes // group)
         per_proc = min(FDS_PER_PROC_MAX, max(0, fds // max(1, processes)))
         opens = " ".join(f"{3 + i}</dev/null" for i in range(per_proc))
-        loop = f"exec {opens}; i=0; while [ $i -lt {GROUP - 1} ]; do sleep 3600 & i=$((i+1)); done; echo up; wait"
+        loop = f"exec {opens}; i=0; while [ $i -lt {group - 1} ]; do sleep 3600 & i=$((i+1)); done; echo up; wait"
         started = []
         for g in range(groups):
             flags = (
@@ -115,8 +118,11 @@ class World:
             started.append(self.procs.start("unshare", *flags, "bash", "-c", loop, stdout=subprocess.PIPE))
         for proc in started:
             assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
-        for i in range(orphans):
+            for link in ("user", "net", "uts", "ipc", "mnt"):
+                self.namespaces.add(os.readlink(f"/proc/{proc.pid}/ns/{link}"))
+        for i in range(len(self.fds) + len(self.mounts), len(self.fds) + len(self.mounts) + orphans):
             pid = self.procs.sleeper("--net")
+            self.namespaces.add(os.readlink(f"/proc/{pid}/ns/net"))
             if i % 2:
                 self.fds.append(os.open(f"/proc/{pid}/ns/net", os.O_RDONLY))
             else:
