@@ -11,7 +11,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static
 # What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
 KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 
-.PHONY: setup install uninstall run stop test test-kernel bench-kernel unit lint compare soak bench bench-daemons clean
+.PHONY: setup install uninstall run stop test test-kernel bench-kernel unit lint compare soak bench bench-scale bench-daemons clean
 
 # Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter,
 # setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too),
@@ -86,9 +86,15 @@ RATE ?= 200
 soak: setup
 	$(VENV)/bin/python -m bench.soak --seconds $(SOAK_SECONDS) --rate $(RATE)
 
-# The mount against lsns, a plain /proc scan and tmpfs, at 5,000 processes (BENCH_ARGS to resize).
+# The mount against lsns, a plain /proc scan and tmpfs, at 5,000 processes (BENCH_ARGS to resize);
+# then the scale series, 1,000 to 20,000 processes, written with its picture to docs/bench.
 bench: setup
 	$(VENV)/bin/python -m bench.bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.scale $(SCALE_ARGS)
+
+# The scale series alone (SCALE_ARGS='--sizes 1000,5000' for a short one).
+bench-scale: setup
+	$(VENV)/bin/python -m bench.scale $(SCALE_ARGS)
 
 # Three daemons at once: what only daemons pin is freed by the kernel as soon as with none.
 bench-daemons: setup

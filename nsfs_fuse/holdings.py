@@ -45,11 +45,14 @@ def _is_member(holders: tuple[Holder, ...]) -> bool:
 class _Held:
     """The direct holders of one namespace, by source (see the module's doc)."""
 
-    __slots__ = ("by_source", "members")
+    __slots__ = ("by_source", "members", "processes")
 
     def __init__(self) -> None:
         self.by_source: Map[Source, tuple[Holder, ...]] = Map()
         self.members = 0  # sources that are in the namespace (a process, a thread), not just holding it
+        # The sources that are processes: what the fd checks look at (a namespace an `ip netns`
+        # bind mount holds is held in every mount namespace copied from the host's since).
+        self.processes: set[int] = set()
 
     def __bool__(self) -> bool:
         return bool(self.by_source)
@@ -61,6 +64,8 @@ class _Held:
             return False
         self.by_source = self.by_source.set(source, holders)
         self.members += _is_member(holders) - (before is not None and _is_member(before))
+        if isinstance(source, int):
+            self.processes.add(source)
         return True
 
     def drop(self, source: Source) -> bool:
@@ -70,6 +75,8 @@ class _Held:
             return False
         self.by_source = self.by_source.delete(source)
         self.members -= _is_member(before)
+        if isinstance(source, int):
+            self.processes.discard(source)
         return True
 
 
@@ -129,9 +136,14 @@ class Holdings:
         return pid in self._processes
 
     def loose(self) -> list[tuple[NsKey, Holder]]:
-        """The holders of namespaces no process or thread is in: no event says when they go.
-        Costs what those holders number, not what the machine holds."""
-        return [(key, h) for key in self._loose for holders in self._held[key].by_source.values() for h in holders]
+        """What processes hold of namespaces no process or thread is in (their fds and sockets):
+        no event says when they go. Costs what those holders number, not what the machine holds,
+        nor how many mount tables hold the same namespaces (followed by the kernel's flag)."""
+        found: list[tuple[NsKey, Holder]] = []
+        for key in self._loose:
+            held = self._held[key]
+            found.extend((key, h) for pid in held.processes for h in held.by_source[pid])
+        return found
 
     # -- what changes ------------------------------------------------------------
 

@@ -101,3 +101,17 @@ def test_a_failed_first_read_holds_nothing() -> None:
     h, changed, _unheld = holdings()
     h.read(ProcessRead(1, 1.0, failed=True))
     assert list(h.keys()) == [] and changed == [] and not h.knows(1)
+
+
+def test_loose_lists_what_processes_hold_not_the_mount_tables_that_hold_the_same_namespace() -> None:
+    """An `ip netns` bind mount is copied into every mount namespace made since: the fd checks
+    must not walk one holder per mount table (each table is followed by the kernel's flag)."""
+    h, _changed, _unheld = holdings()
+    for inode in range(100, 400):
+        mnt = NsKey("mnt", inode)
+        h.mount_table(mnt, [Sighting(NET, "/run/netns/a", Holder(HolderKind.MOUNT, text="/run/netns/a", ns=mnt.name))])
+    h.read(fd(3, 1.0, NET, 7))
+    assert len(h.direct(NET)) == 301
+    assert h.loose() == [(NET, Holder(HolderKind.FD, 3, 7))]
+    h.read(ProcessRead(3, 2.0))  # the fd's process goes: the mount tables still hold it
+    assert h.loose() == []
