@@ -116,6 +116,11 @@ class Registry:
     def snapshot(self) -> Snapshot:
         return self._publisher.snapshot
 
+    def listed_since(self, generation: int, upto: int) -> set[str] | None:
+        """The names whose entries changed after snapshot generation `generation`, up to `upto`;
+        None if that is further back than is kept (any thread, no registry lock)."""
+        return self._publisher.changes.since(generation, upto)
+
     def _listing_changed(self) -> None:
         self.on_listing()  # looked up now: set after the registry is made
 
@@ -432,6 +437,7 @@ class _Publisher:
 
     def __init__(self, on_entries: Callable[[], None]) -> None:
         self.snapshot = EMPTY
+        self.changes = _Changes()
         self._on_entries = on_entries
         self._changed: set[NsKey] = set()  # whose holders may differ from the snapshot's
         self._entries_changed: set[NsKey] = set()  # whose entries may
@@ -473,12 +479,12 @@ class _Publisher:
         entries = before.entries.mutate()
         by_serial = before.by_serial.mutate()
         users = before.users.mutate()
-        moved = False
+        moved: set[str] = set()
         for key in keys:
             old, new = entries.get(key.name), shown(key)
             if old == new:
                 continue
-            moved = True
+            moved.add(key.name)
             if old is not None:
                 del entries[key.name], by_serial[old.serial]
                 users.pop(key.name, None)
@@ -489,4 +495,27 @@ class _Publisher:
         if not moved:
             return None
         self._generation += 1
+        self.changes.note(self._generation, moved)
         return Snapshot(entries.finish(), by_serial.finish(), holders, self._generation, users.finish())
+
+
+class _Changes:
+    """Which entries each of the last KEPT generations changed: what lets a follower of the
+    listing (watchers.py) work out what is new from what changed, not from the whole table."""
+
+    KEPT: Final = 512
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # noted under the registry's lock, read from the trio thread
+        self._by_generation: dict[int, frozenset[str]] = {}
+
+    def note(self, generation: int, names: Iterable[str]) -> None:
+        with self._lock:
+            self._by_generation[generation] = frozenset(names)
+            self._by_generation.pop(generation - self.KEPT, None)
+
+    def since(self, generation: int, upto: int) -> set[str] | None:
+        with self._lock:
+            if any(g not in self._by_generation for g in range(generation + 1, upto + 1)):
+                return None
+            return set().union(*(self._by_generation[g] for g in range(generation + 1, upto + 1)))

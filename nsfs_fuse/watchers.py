@@ -12,7 +12,9 @@ Each client sees what its listing of the mount would show (visibility.py): the d
 identifies it by SO_PEERCRED, as FUSE identifies a caller. A namespace whose inode is
 reused by a new one goes and comes back (`-` then `+`). A client that reads slowly is
 sent the difference between what it was last sent and what is listed now, so it never
-holds up the daemon or another client, and it never gets stale lines.
+holds up the daemon or another client, and it never gets stale lines. That difference is
+worked out from the entries that changed since (`Registry.listed_since`), so a client
+costs what changes, not what the machine holds.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import trio
 
 from .discovery import caller_sightings
 from .follow import Alarm
-from .model import NsKey
+from .model import NsKey, Snapshot
 from .registry import Registry
 from .visibility import Views, caller_userns
 
@@ -143,21 +145,51 @@ class Watchers:
     async def _follow(self, stream: trio.SocketStream, pid: int) -> None:
         userns = caller_userns(pid)
         own = frozenset(s.key.name for s in caller_sightings(pid)) if userns is not None else frozenset()
-        shown = self._shown(userns, own)
-        await stream.send_all("".join(f"= {s.name}\n" for s in sorted(shown)).encode())
+        snapshot = self._registry.snapshot
+        shown = self._shown(snapshot, userns, own)
+        await stream.send_all("".join(f"= {s.name}\n" for s in sorted(shown.values())).encode())
         while True:
             await self._changed.wait()
-            now = self._shown(userns, own)
-            lines = [f"- {s.name}\n" for s in sorted(shown - now)] + [f"+ {s.name}\n" for s in sorted(now - shown)]
-            shown = now
+            before, snapshot = snapshot, self._registry.snapshot
+            gone, new = self._difference(before, snapshot, shown, userns, own)
+            for s in gone:
+                del shown[s.name]
+            shown.update((s.name, s) for s in new)
+            lines = [f"- {s.name}\n" for s in sorted(gone)] + [f"+ {s.name}\n" for s in sorted(new)]
             if lines:
                 await stream.send_all("".join(lines).encode())
 
-    def _shown(self, userns: NsKey | None, own: frozenset[str]) -> frozenset[_Shown]:
-        snapshot = self._registry.snapshot
+    def _difference(
+        self, before: Snapshot, now: Snapshot, shown: dict[str, _Shown], userns: NsKey | None, own: frozenset[str]
+    ) -> tuple[list[_Shown], list[_Shown]]:
+        """What a client shown `shown` (as of `before`) no longer sees in `now`, and what it sees
+        anew: worked out from the entries that changed in between, unless a user namespace is
+        among them (what a client may see then changes beyond them) or they are no longer kept."""
+        changed = self._registry.listed_since(before.generation, now.generation)
+        if changed is None or any(name.startswith("user:") for name in changed):
+            listed = self._shown(now, userns, own)
+            return [s for n, s in shown.items() if listed.get(n) != s], [
+                s for n, s in listed.items() if shown.get(n) != s
+            ]
+        view = self._views.get(now, userns)
+        gone, new = [], []
+        for name in changed:
+            entry = now.entries.get(name)
+            then = shown.get(name)
+            if entry is not None and (view.sees_name(name) or name in own):
+                latest = _Shown(entry.key.inode, entry.key.type, entry.serial)
+                if latest != then:
+                    new.append(latest)
+                    if then is not None:
+                        gone.append(then)
+            elif then is not None:
+                gone.append(then)
+        return gone, new
+
+    def _shown(self, snapshot: Snapshot, userns: NsKey | None, own: frozenset[str]) -> dict[str, _Shown]:
         view = self._views.get(snapshot, userns)
         entries = list(view.listing) + [e for n in own if not view.sees_name(n) and (e := snapshot.entries.get(n))]
-        return frozenset(_Shown(e.key.inode, e.key.type, e.serial) for e in entries)
+        return {e.name: _Shown(e.key.inode, e.key.type, e.serial) for e in entries}
 
     @staticmethod
     async def _until_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
