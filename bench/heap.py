@@ -24,6 +24,16 @@ from nsfs_fuse.tables import Tables
 from nsfs_fuse.visibility import Views
 
 TOP = 12
+PER_PROCESS = ("holdings.py", "discovery.py")  # what is kept per process read: its sightings and holders
+
+
+def _ours(traceback: tracemalloc.Traceback) -> str:
+    """file:line of the innermost frame of the package (a dataclass's __init__ is `<string>`)."""
+    for frame in reversed(traceback):
+        if "/nsfs_fuse/" in frame.filename:
+            return f"{frame.filename.split('/nsfs_fuse/')[-1]}:{frame.lineno}"
+    frame = traceback[-1]
+    return f"{os.path.basename(frame.filename)}:{frame.lineno}"
 
 
 def main() -> int:
@@ -33,7 +43,7 @@ def main() -> int:
     scanner = discovery.Scanner(os.getpid(), nsfs_dev)
     budget = pins.Budget(pins.budget(hard, resource.RLIM_INFINITY))
     gc.collect()
-    tracemalloc.start(1)
+    tracemalloc.start(16)
     before = tracemalloc.take_snapshot()
     tables = Tables(scanner.helpers, budget)
     registry = Registry(pins.Pins(nsfs_dev, budget), tables)
@@ -50,26 +60,30 @@ def main() -> int:
     gc.collect()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
-    stats = after.compare_to(before, "lineno")
+    stats = after.compare_to(before, "traceback")
     total = sum(s.size_diff for s in stats)
     entries = len(snapshot.entries)
-    print(
-        f"heap of the index: {total / 2**20:.1f} MB for {len(processes)} processes and {entries} entries "
-        f"({total / len(processes):.0f} bytes a process, or {total / entries:.0f} an entry, all counted)"
-    )
-    by_file: dict[str, int] = {}
+    by_line: dict[str, list[int]] = {}  # the innermost line of the package that allocated: bytes, blocks
     for stat in stats:
-        name = stat.traceback[0].filename
-        short = name.split("/nsfs_fuse/")[-1] if "/nsfs_fuse/" in name else os.path.basename(name)
-        by_file[short] = by_file.get(short, 0) + stat.size_diff
+        where = _ours(stat.traceback)
+        tally = by_line.setdefault(where, [0, 0])
+        tally[0] += stat.size_diff
+        tally[1] += stat.count_diff
+    by_file: dict[str, int] = {}
+    for where, (size, _count) in by_line.items():
+        by_file[where.split(":")[0]] = by_file.get(where.split(":")[0], 0) + size
+    per_process = sum(by_file.get(f, 0) for f in PER_PROCESS)
+    per_entry = total - per_process
     print(
-        "by file: " + ", ".join(f"{f} {b / 2**20:.1f} MB" for f, b in sorted(by_file.items(), key=lambda i: -i[1])[:8])
+        f"heap of the index: {total / 2**20:.1f} MB for {len(processes)} processes and {entries} entries: "
+        f"{per_process / len(processes):.0f} bytes a process ({', '.join(PER_PROCESS)}: each process's last read), "
+        f"{per_entry / entries:.0f} bytes an entry (the rest: entries, pins, snapshot, views)"
     )
+    largest = sorted(by_file.items(), key=lambda i: -i[1])[:8]
+    print("by file: " + ", ".join(f"{f} {b / 2**20:.1f} MB" for f, b in largest))
     print(f"the {TOP} lines that hold the most:")
-    for stat in sorted(stats, key=lambda s: -s.size_diff)[:TOP]:
-        frame = stat.traceback[0]
-        where = frame.filename.split("/nsfs_fuse/")[-1] if "/nsfs_fuse/" in frame.filename else frame.filename
-        print(f"  {stat.size_diff / 2**20:6.1f} MB {stat.count_diff:>8} blocks  {where}:{frame.lineno}")
+    for where, (size, count) in sorted(by_line.items(), key=lambda i: -i[1][0])[:TOP]:
+        print(f"  {size / 2**20:6.1f} MB {count:>8} blocks  {where}")
     registry.close()
     tables.close_all()
     return 0

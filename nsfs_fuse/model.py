@@ -18,8 +18,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
-from immutables import Map
-
 from .mountinfo import escape
 
 # The eight namespace types, in the order lsns and the kernel document them.
@@ -344,16 +342,17 @@ def with_ancestors(entries: Mapping[NsKey, Entry], keys: Iterable[NsKey]) -> set
 class Snapshot:
     """What the filesystem shows, as of one moment. Never changes once published.
 
-    The registry publishes each snapshot from the last by changing what changed (the
-    mappings are immutables.Map, which share what did not): a process coming or going
-    costs the same with ten entries or ten thousand.
+    The registry publishes each snapshot from the last by changing what changed (its
+    mappings are immutables.Map, which share what did not: registry._Publisher): a process
+    coming or going costs the same with ten entries or ten thousand. Any mapping will do
+    here (the readers' side, which imports this module, does without the library).
     """
 
-    entries: Map[str, Entry]
-    by_serial: Map[int, Entry]
-    holders: Map[str, Holders]  # by entry name
+    entries: Mapping[str, Entry]
+    by_serial: Mapping[int, Entry]
+    holders: Mapping[str, Holders]  # by entry name
     generation: int  # changes when entries do (not when only holders do): views depend on nothing else
-    users: Map[str, Entry]  # the user namespaces among `entries`
+    users: Mapping[str, Entry]  # the user namespaces among `entries`
 
     def get(self, key: NsKey | None) -> Entry | None:
         return None if key is None else self.entries.get(key.name)
@@ -361,13 +360,8 @@ class Snapshot:
     @staticmethod
     def of(entries: Iterable[Entry], holders: Mapping[str, Holders], generation: int) -> Snapshot:
         by_name = {e.name: e for e in entries}
-        return Snapshot(
-            Map(by_name),
-            Map({e.serial: e for e in by_name.values()}),
-            Map(holders),
-            generation,
-            Map({n: e for n, e in by_name.items() if e.key.type == "user"}),
-        )
+        users = {n: e for n, e in by_name.items() if e.key.type == "user"}
+        return Snapshot(by_name, {e.serial: e for e in by_name.values()}, dict(holders), generation, users)
 
 
 EMPTY: Final = Snapshot.of((), {}, generation=0)

@@ -27,8 +27,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final, Protocol, TypeVar
 
 from immutables import Map
 
@@ -49,6 +49,9 @@ from .model import (
 )
 
 log = logging.getLogger("nsfs")
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 # Beside other nsfs daemons. A namespace another daemon pins would answer every probe
 # while that pin is open, so the daemons probe such namespaces at shared moments: each
@@ -455,7 +458,7 @@ class _Publisher:
         before = self.snapshot
         changed, self._changed = self._changed, set()
         entries_changed, self._entries_changed = self._entries_changed, set()
-        with before.holders.mutate() as holders:
+        with _map(before.holders).mutate() as holders:
             for key in changed:  # told only of real changes: comparing would cost what building does
                 if shown(key) is None:
                     holders.pop(key.name, None)
@@ -476,9 +479,9 @@ class _Publisher:
         self, before: Snapshot, keys: set[NsKey], shown: Callable[[NsKey], Entry | None], holders: Map[str, Holders]
     ) -> Snapshot | None:
         """`before` with the entries of `keys` as shown now; None if none of them changed."""
-        entries = before.entries.mutate()
-        by_serial = before.by_serial.mutate()
-        users = before.users.mutate()
+        entries = _map(before.entries).mutate()
+        by_serial = _map(before.by_serial).mutate()
+        users = _map(before.users).mutate()
         moved: set[str] = set()
         for key in keys:
             old, new = entries.get(key.name), shown(key)
@@ -497,6 +500,11 @@ class _Publisher:
         self._generation += 1
         self.changes.note(self._generation, moved)
         return Snapshot(entries.finish(), by_serial.finish(), holders, self._generation, users.finish())
+
+
+def _map(mapping: Mapping[_K, _V]) -> Map[_K, _V]:
+    """`mapping` as an immutables.Map: the empty snapshot's plain dicts are made one once."""
+    return mapping if isinstance(mapping, Map) else Map(mapping)
 
 
 class _Changes:
