@@ -26,8 +26,9 @@ one with 20 does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, KeysView
+from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
+from itertools import chain
 
 from immutables import Map
 
@@ -35,7 +36,8 @@ from .model import KINDS, Holder, HolderKind, NsKey, ProcessRead, Sighting
 
 Source = int | NsKey
 
-_NOTHING: Map[Source, tuple[Holder, ...]] = Map()
+_NO_PROCESSES: Map[int, tuple[Holder, ...]] = Map()
+_NO_TABLES: Map[NsKey, tuple[Holder, ...]] = Map()
 
 
 def _is_member(holders: tuple[Holder, ...]) -> bool:
@@ -43,49 +45,68 @@ def _is_member(holders: tuple[Holder, ...]) -> bool:
 
 
 class _Held:
-    """The direct holders of one namespace, by source (see the module's doc)."""
+    """The direct holders of one namespace, by source (see the module's doc): processes and
+    mount tables apart, since only what processes hold is checked one by one (`loose`), and an
+    `ip netns` bind mount is held in every mount namespace copied from the host's since."""
 
-    __slots__ = ("by_source", "members", "processes")
+    __slots__ = ("members", "processes", "tables")
 
     def __init__(self) -> None:
-        self.by_source: Map[Source, tuple[Holder, ...]] = Map()
+        self.processes: Map[int, tuple[Holder, ...]] = Map()
+        self.tables: Map[NsKey, tuple[Holder, ...]] = Map()
         self.members = 0  # sources that are in the namespace (a process, a thread), not just holding it
-        # The sources that are processes: what the fd checks look at (a namespace an `ip netns`
-        # bind mount holds is held in every mount namespace copied from the host's since).
-        self.processes: set[int] = set()
 
     def __bool__(self) -> bool:
-        return bool(self.by_source)
+        return bool(self.processes) or bool(self.tables)
+
+    def by_source(self) -> tuple[Map[int, tuple[Holder, ...]], Map[NsKey, tuple[Holder, ...]]]:
+        return self.processes, self.tables
 
     def put(self, source: Source, holders: tuple[Holder, ...]) -> bool:
         """Whether that changed anything."""
-        before = self.by_source.get(source)
-        if before == holders:
-            return False
-        self.by_source = self.by_source.set(source, holders)
-        self.members += _is_member(holders) - (before is not None and _is_member(before))
         if isinstance(source, int):
-            self.processes.add(source)
+            before = self.processes.get(source)
+            if before == holders:
+                return False
+            self.processes = self.processes.set(source, holders)
+        else:
+            before = self.tables.get(source)
+            if before == holders:
+                return False
+            self.tables = self.tables.set(source, holders)
+        self.members += _is_member(holders) - (before is not None and _is_member(before))
         return True
 
     def drop(self, source: Source) -> bool:
         """Whether `source` held it."""
-        before = self.by_source.get(source)
+        if isinstance(source, int):
+            before = self.processes.get(source)
+            if before is not None:
+                self.processes = self.processes.delete(source)
+        else:
+            before = self.tables.get(source)
+            if before is not None:
+                self.tables = self.tables.delete(source)
         if before is None:
             return False
-        self.by_source = self.by_source.delete(source)
         self.members -= _is_member(before)
-        if isinstance(source, int):
-            self.processes.discard(source)
         return True
 
 
 @dataclass(slots=True)
 class _Process:
+    """What is kept of one process's latest read: little, since there is one per process."""
+
     read_at: float  # of the read this state came from
-    keys: set[NsKey]  # what it holds (a tombstone, for a process that is gone, holds nothing)
-    sightings: tuple[Sighting, ...] = ()  # what that read found
-    whole: bool = True  # every namespace sighted is pinned (else the next read tries again)
+    keys: tuple[NsKey, ...]  # what it holds (a tombstone, for a process that is gone, holds nothing)
+    found: tuple[object, ...] = ()  # what that read found, as its key and holder pairs, flat (`_found`)
+    retry: tuple[Sighting, ...] = ()  # its sightings, kept only while some could not be pinned
+
+
+def _found(sightings: tuple[Sighting, ...]) -> tuple[object, ...]:
+    """Sightings as what decides whether two reads found the same: each key and holder (a
+    sighting's path follows from them), in one flat tuple rather than ten sightings and paths."""
+    return tuple(chain.from_iterable((s.key, s.holder) for s in sightings))
 
 
 class Holdings:
@@ -101,7 +122,7 @@ class Holdings:
         self._held: dict[NsKey, _Held] = {}
         self._loose: set[NsKey] = set()  # held, but by no process or thread in it
         self._processes: dict[int, _Process] = {}
-        self._mounts: dict[NsKey, set[NsKey]] = {}  # what each mount table holds, by mount namespace
+        self._mounts: dict[NsKey, tuple[NsKey, ...]] = {}  # what each mount table holds, by mount namespace
         self._daemons: dict[int, frozenset[NsKey]] = {}  # other nsfs daemons and what they pin
         self._threaded: set[int] = set()  # processes a thread of which holds a namespace alone
         self._dirty: set[int] = set()  # kept otherwise than the sweep's reader last read them
@@ -112,15 +133,16 @@ class Holdings:
         """Every namespace something is known to hold directly."""
         return self._held.keys()
 
-    def direct(self, key: NsKey) -> Map[Source, tuple[Holder, ...]]:
-        """The direct holders of `key`, by source: immutable, kept as it is by whoever takes it."""
+    def direct(self, key: NsKey) -> tuple[Mapping[int, tuple[Holder, ...]], Mapping[NsKey, tuple[Holder, ...]]]:
+        """The direct holders of `key`, by source (processes, then mount tables): immutable maps,
+        kept as they are by whoever takes them."""
         held = self._held.get(key)
-        return _NOTHING if held is None else held.by_source
+        return (_NO_PROCESSES, _NO_TABLES) if held is None else held.by_source()
 
     def members(self, mnt: NsKey) -> Iterator[int]:
         """Processes in mount namespace `mnt`."""
-        for source, holders in self.direct(mnt).items():
-            if isinstance(source, int) and any(h.kind is HolderKind.PROCESS for h in holders):
+        for source, holders in self.direct(mnt)[0].items():
+            if any(h.kind is HolderKind.PROCESS for h in holders):
                 yield source
 
     def daemon_pins(self) -> set[NsKey]:
@@ -142,7 +164,7 @@ class Holdings:
         found: list[tuple[NsKey, Holder]] = []
         for key in self._loose:
             held = self._held[key]
-            found.extend((key, h) for pid in held.processes for h in held.by_source[pid])
+            found.extend((key, h) for holders in held.processes.values() for h in holders)
         return found
 
     # -- what changes ------------------------------------------------------------
@@ -177,9 +199,11 @@ class Holdings:
             self._threaded.add(read.pid)
         else:
             self._threaded.discard(read.pid)
-        keys = self._replace(read.pid, read.sightings, set() if state is None else state.keys)
+        keys = self._replace(read.pid, read.sightings, () if state is None else state.keys)
         whole = len(keys) == len({s.key for s in read.sightings})
-        self._processes[read.pid] = _Process(read.read_at, keys, read.sightings, whole)
+        self._processes[read.pid] = _Process(
+            read.read_at, keys, _found(read.sightings), () if whole else read.sightings
+        )
 
     def touch(self, pid: int, read_at: float) -> bool:
         """The sweep's reader found process `pid` at `read_at` as it last read it. False if
@@ -192,8 +216,8 @@ class Holdings:
         if pid in self._dirty:
             return False
         state.read_at = read_at
-        if not state.whole:  # a pin could not be had last time: try again
-            self.read(ProcessRead(pid, read_at, state.sightings, self._daemons.get(pid, frozenset())), swept=True)
+        if state.retry:  # a pin could not be had last time: try again
+            self.read(ProcessRead(pid, read_at, state.retry, self._daemons.get(pid, frozenset())), swept=True)
         return True
 
     def take_dirty(self) -> set[int]:
@@ -204,14 +228,14 @@ class Holdings:
     def _same(self, state: _Process, read: ProcessRead) -> bool:
         """Whether `read` finds what the last read of its process found, all of it pinned."""
         return (
-            state.whole
-            and state.sightings == read.sightings
+            not state.retry
+            and state.found == _found(read.sightings)
             and self._daemons.get(read.pid, frozenset()) == read.daemon_pins
         )
 
     def mount_table(self, mnt: NsKey, mounts: Iterable[Sighting]) -> None:
         """The bind mounts in mount namespace `mnt` are now `mounts`."""
-        self._mounts[mnt] = self._replace(mnt, mounts, self._mounts.get(mnt, set()))
+        self._mounts[mnt] = self._replace(mnt, mounts, self._mounts.get(mnt, ()))
 
     def end_sweep(self, started: float) -> None:
         """Processes no read since `started` found are gone."""
@@ -225,7 +249,7 @@ class Holdings:
         state = self._processes.pop(pid, None)
         if state is not None:
             self._replace(pid, (), state.keys)
-        self._processes[pid] = _Process(now, set())
+        self._processes[pid] = _Process(now, ())
 
     def forget(self, key: NsKey) -> None:
         """`key` is dead: it holds nothing and nothing holds it."""
@@ -235,7 +259,7 @@ class Holdings:
 
     def forget_mounts(self, mnt: NsKey) -> None:
         """The bind mounts of `mnt` are no longer known (those it alone held become unheld)."""
-        mounts = self._mounts.pop(mnt, set())
+        mounts = self._mounts.pop(mnt, ())
         if mounts:
             self._replace(mnt, (), mounts)
 
@@ -245,7 +269,7 @@ class Holdings:
         self._threaded.clear()
         self._loose.clear()
 
-    def _replace(self, source: Source, sightings: Iterable[Sighting], before: set[NsKey]) -> set[NsKey]:
+    def _replace(self, source: Source, sightings: Iterable[Sighting], before: tuple[NsKey, ...]) -> tuple[NsKey, ...]:
         """Make `sightings` all that `source` holds; the keys it holds now."""
         by_key: dict[NsKey, list[Sighting]] = {}
         for sighting in sightings:
@@ -260,7 +284,9 @@ class Holdings:
                     holders = tuple(s.holder for s in found)
                 self._hold(key, source, holders)
                 now.add(key)
-        for key in before - now:
+        for key in before:
+            if key in now:
+                continue
             held = self._held.get(key)
             if held is not None and held.drop(source):
                 self._changed(key)
@@ -270,7 +296,7 @@ class Holdings:
                     del self._held[key]
                     self._loose.discard(key)
                     self._unheld(key)
-        return now
+        return tuple(now)
 
     def _hold(self, key: NsKey, source: Source, holders: tuple[Holder, ...]) -> None:
         held = self._held.setdefault(key, _Held())

@@ -203,31 +203,32 @@ class Holders:
 
     An initial namespace has a holder per process; sorting thousands of them every time a
     process comes or goes would cost more than following it. Its direct holders come as
-    the registry keeps them, an immutable map from each source (a pid, a mount namespace)
-    to what that source holds: taking them costs nothing, however many there are.
+    the registry keeps them, immutable maps from each source (a pid, a mount namespace) to
+    what that source holds: taking them costs nothing, however many there are.
     """
 
     __slots__ = ("_direct", "_parts", "_sorted")
 
     def __init__(
-        self, parts: tuple[tuple[Holder, ...], ...] = (), direct: Mapping[Any, tuple[Holder, ...]] | None = None
+        self, parts: tuple[tuple[Holder, ...], ...] = (), direct: tuple[Mapping[Any, tuple[Holder, ...]], ...] = ()
     ) -> None:
         self._parts = parts
-        self._direct: Mapping[Any, tuple[Holder, ...]] = {} if direct is None else direct
+        self._direct = direct  # maps from a source (a pid, a mount namespace) to what it holds
         self._sorted: tuple[Holder, ...] | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Holders) and self._parts == other._parts and self._direct == other._direct
 
     def __hash__(self) -> int:
-        return hash((self._parts, len(self._direct)))
+        return hash((self._parts, tuple(len(d) for d in self._direct)))
 
     def __iter__(self) -> Iterator[Holder]:
         """Every holder, in no order (a holder may come twice)."""
         for part in self._parts:
             yield from part
-        for part in self._direct.values():
-            yield from part
+        for direct in self._direct:
+            for part in direct.values():
+                yield from part
 
     def kinds(self) -> set[HolderKind]:
         return {h.kind for h in self}

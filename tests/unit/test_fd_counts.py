@@ -24,7 +24,7 @@ def rereads(share: float) -> tuple[Rereads, list[float], Applied]:
     applied = Applied()
     r = Rereads(registry=None, scanner=None, own_pid=os.getpid(), cpu_share=share)  # type: ignore[arg-type]
     r.charge = charged.append
-    r.apply = applied  # type: ignore[method-assign]
+    r.apply = applied  # type: ignore[method-assign,assignment]
     return r, charged, applied
 
 

@@ -59,7 +59,7 @@ class World:
 
 
 def kept(h: Holdings) -> dict[NsKey, set[Holder]]:
-    held = {key: {holder for part in h.direct(key).values() for holder in part} for key in KEYS}
+    held = {key: {holder for direct in h.direct(key) for part in direct.values() for holder in part} for key in KEYS}
     return {key: holders for key, holders in held.items() if holders}
 
 

@@ -16,7 +16,7 @@ KEYS = sorted(TREE)
 PIDS = (1, 2, 3, 4)
 
 # One step: a process read holding some namespaces, a process gone, or the probes confirmed.
-step = st.one_of(
+step: st.SearchStrategy[tuple[str, int, set[NsKey]]] = st.one_of(
     st.tuples(st.just("read"), st.sampled_from(PIDS), st.sets(st.sampled_from(KEYS), max_size=4)),
     st.tuples(st.just("gone"), st.sampled_from(PIDS), st.just(set())),
     st.tuples(st.just("confirm"), st.just(0), st.just(set())),
