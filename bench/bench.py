@@ -118,6 +118,7 @@ class World:
             started.append(self.procs.start("unshare", *flags, "bash", "-c", loop, stdout=subprocess.PIPE))
         for proc in started:
             assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+            proc.stdout.close()  # the bench's own fds stay few: a lookup miss reads the caller's
             for link in ("user", "net", "uts", "ipc", "mnt"):
                 self.namespaces.add(os.readlink(f"/proc/{proc.pid}/ns/{link}"))
         for i in range(len(self.fds) + len(self.mounts), len(self.fds) + len(self.mounts) + orphans):
@@ -240,6 +241,7 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=5000)
     parser.add_argument("--fds", type=int, default=50000)
     parser.add_argument("--orphans", type=int, default=200, help="namespaces held only by an fd or a bind mount")
+    parser.add_argument("--group", type=int, default=GROUP, help="processes per group of namespaces")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle CPU measurement")
     parser.add_argument("--only-lifetime", action="store_true", help="skip rows a) to e): rows f) to j) alone")
@@ -264,13 +266,12 @@ def main() -> int:
     rows: list[tuple[str, str, str, str]] = []
     try:
         t0 = time.perf_counter()
-        world.build(args.procs, args.fds, args.orphans)
+        world.build(args.procs, args.fds, args.orphans, args.group)
         built = time.perf_counter() - t0
         # The reference for rows f): the kernel's own pace, with no mount.
         reference = lifetime.reference_deaths(mess, args.reps, args.timeout)
-        with running_daemon(scratch / "mnt", interval=1.0, sweep_cpu=None) as nsfs:
-            enough = min(100, 3 * max(1, args.procs // GROUP))
-            wait_until(lambda: len(nsfs.names()) > enough, "the first listing", timeout=120)
+        with running_daemon(scratch / "mnt", interval=1.0, sweep_cpu=None, startup=600) as nsfs:
+            wait_until(lambda: world.namespaces <= nsfs.names(), "the first listing", timeout=300)
             time.sleep(3)
             names = sorted(nsfs.names())
             only = args.only_lifetime or args.only_readers or args.only_ecosystem
