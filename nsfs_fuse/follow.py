@@ -225,6 +225,7 @@ class Rereads:
         self._scanner = scanner
         self._own_pid = own_pid
         self._cpu_share = cpu_share  # of a core, that fd counts may use
+        self._told = False  # whether the log has said how long a round of fd counts lasts
         self._lock = threading.Lock()
         self._zombies: dict[int, tuple[float, float]] = {}  # pid -> (when to read it again, the delay after that)
         self._follow_ups: dict[int, list[float]] = {}  # pid -> when to read it again, soonest first
@@ -326,15 +327,23 @@ class Rereads:
     async def count_fds(self) -> None:
         """One round of fd counts, paced to `cpu_share` of a core chunk by chunk; then read
         again every process whose number of open fds changed since the last round."""
+        began = time.monotonic()
         pids, cpu = await trio.to_thread.run_sync(_timed, psutil.pids)
         self.charge(cpu)
         counts: dict[int, int] = {}
+        spent = cpu
         for at in range(0, len(pids), FD_COUNT_CHUNK):
             started = time.monotonic()
             cpu = await trio.to_thread.run_sync(self._count, pids[at : at + FD_COUNT_CHUNK], counts)
             self.charge(cpu)
+            spent += cpu
             await trio.sleep(max(0.0, cpu / self._cpu_share - (time.monotonic() - started)))
-        if changed := self._counted(counts):
+        changed = self._counted(counts)
+        if not self._told and self._fd_counts is not None:
+            self._told = True
+            took = time.monotonic() - began
+            log.info("a round of fd counts took %.1f s (%.3f s of CPU) over %d processes", took, spent, len(pids))
+        if changed:
             await trio.to_thread.run_sync(self.apply, changed)
 
     async def _count_rounds(self) -> None:
