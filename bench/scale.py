@@ -6,7 +6,8 @@ FDS_PER_PROC /dev/null fds each, one namespace in a hundred held only by an fd o
 bind mount). At each size a new daemon (the options of `make run`) is mounted and
 measured:
 
-- `ls -l` of the mount, of a tmpfs directory with the same names, and `lsns`;
+- `ls -l` of the mount, of a tmpfs directory with the same names, of a pyfuse3 filesystem
+  that answers the same names from a dict and does nothing else (bench/floorfs.py), and `lsns`;
 - a new namespace found and a dead one gone: from `unshare --net sleep` starting
   (or being killed) to a `stat` of its entry answering (or failing), polled every 2 ms;
 - the daemon's CPU while nothing happens (with its sweep helper), over IDLE seconds;
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.bench import World, median_time, rss_mb
+from bench.bench import World, floor_ls_l, median_time, rss_mb
 from bench.lifetime import cpu_seconds
 from harness import Daemon, Procs, running_daemon, wait_until
 from nsfs_fuse import discovery, kernel
@@ -63,6 +64,7 @@ class Point:
     ls_l: float  # seconds, medians
     ls_l_tmpfs: float
     lsns: float
+    ls_l_pyfuse3: float  # the same names on a pyfuse3 filesystem that does nothing else (the floor)
     found: float
     gone: float
     idle_cpu: float  # share of a core
@@ -192,6 +194,7 @@ def measure(processes: int, world: World, scratch: Path, reps: int, idle: float)
         fds=processes * FDS_PER_PROC,
         ls_l=ls_l,
         ls_l_tmpfs=ls_l_tmpfs(names, scratch, reps),
+        ls_l_pyfuse3=floor_ls_l(names, reps),
         lsns=median_time(["lsns"], min(reps, 3)),
         found=statistics.median(s[0] for s in samples),
         gone=statistics.median(s[1] for s in samples),
@@ -221,6 +224,7 @@ def table(points: list[Point]) -> str:
             row("processes / entries / fds", lambda p: f"{p.processes} / {p.entries} / {p.fds // 1000}k"),
             row("ls -l (lsns)", lambda p: f"{p.ls_l * 1e3:.0f} ms ({p.lsns:.2f} s)"),
             row("lsns / ls -l, ls -l / tmpfs", lambda p: f"{p.lsns / p.ls_l:.1f}x, {p.ls_l / p.ls_l_tmpfs:.1f}x"),
+            row("do-nothing pyfuse3 fs / tmpfs", lambda p: f"{p.ls_l_pyfuse3 / p.ls_l_tmpfs:.1f}x"),
             row("new namespace found (median)", lambda p: f"{p.found * 1e3:.0f} ms"),
             row("dead namespace gone (median)", lambda p: f"{p.gone * 1e3:.0f} ms"),
             row("daemon CPU per process event", lambda p: f"{p.event_cpu * 1e3:.2f} ms"),
@@ -264,6 +268,7 @@ def draw(points: list[Point], path: Path) -> None:
             [
                 ("ls -l of the mount", [p.ls_l * 1e3 for p in points]),
                 ("ls -l of tmpfs, same names", [p.ls_l_tmpfs * 1e3 for p in points]),
+                ("ls -l of a do-nothing pyfuse3 fs", [p.ls_l_pyfuse3 * 1e3 for p in points]),
                 ("lsns", [p.lsns * 1e3 for p in points]),
             ],
             "log",
@@ -281,6 +286,7 @@ def draw(points: list[Point], path: Path) -> None:
             [
                 ("lsns / ls -l", [p.lsns / p.ls_l for p in points]),
                 ("ls -l / tmpfs", [p.ls_l / p.ls_l_tmpfs for p in points]),
+                ("do-nothing pyfuse3 / tmpfs", [p.ls_l_pyfuse3 / p.ls_l_tmpfs for p in points]),
             ],
             None,
         ),
