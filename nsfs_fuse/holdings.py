@@ -18,10 +18,11 @@ pinned; what changes is told to `changed`, and a namespace that loses its last
 direct holder to `unheld`.
 
 An initial namespace has a holder per process. Each namespace's holders are kept
-in an immutable map by source (immutables.Map, a hash array mapped trie): a process
-coming or going changes it in O(log n), and a snapshot takes the map as it is, with
-no copy, so publishing the holders of a namespace with 20,000 costs what publishing
-one with 20 does.
+in immutable maps by source, processes apart from mount tables (immutables.Map, a
+hash array mapped trie): a process coming or going changes one in O(log n), and a
+snapshot takes the maps as they are, with no copy, so publishing the holders of a
+namespace with 20,000 costs what publishing one with 20 does. What is kept of each
+process is small (`_Process`): there is one per process.
 """
 
 from __future__ import annotations
