@@ -65,11 +65,19 @@ def holders_if_listed(nsfs: Daemon, name: str) -> list[str] | None:
 
 
 def link_inode(path: Path) -> int | None:
-    """The inode an `ns` link opens; None while the entry has no link."""
+    """The inode an `ns` link opens; None while the entry has no link, or while its pin is
+    suspended for a probe (the link read just before then leads to a placeholder socket, which
+    /proc will not open: ENXIO; a stat of it would succeed and name the socket)."""
     try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        return None
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENXIO):
+            return None
+        raise
+    try:
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
 
 
 def comm(pid: int, tid: int | None = None) -> str:
