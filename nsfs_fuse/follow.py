@@ -299,19 +299,18 @@ class Rereads:
     def verify(self) -> None:
         """Check each fd and socket that holds a namespace no process is in; read again the
         processes whose fd changed (blocking)."""
-        cpu = time.thread_time()
-        stale = {h.pid for key, h in self._registry.loose_holders() if discovery.still_holds(key, h) is False}
-        self.charge(time.thread_time() - cpu)
+        stale, cpu = _timed(
+            lambda: {h.pid for key, h in self._registry.loose_holders() if discovery.still_holds(key, h) is False}
+        )
+        self.charge(cpu)
         if stale:
             self.apply(stale)
 
-    def _count(self, pids: list[int], counts: dict[int, int]) -> float:
-        """Count the open fds of `pids` into `counts` (blocking); the CPU time it took."""
-        cpu = time.thread_time()
+    def _count(self, pids: list[int], counts: dict[int, int]) -> None:
+        """Count the open fds of `pids` into `counts` (blocking)."""
         for pid in pids:
             if pid != self._own_pid:
                 counts[pid] = discovery.fd_count(pid)
-        return time.thread_time() - cpu
 
     def _counted(self, counts: dict[int, int]) -> list[int]:
         """A round of counts is complete: the processes whose count changed since the last."""
@@ -334,7 +333,8 @@ class Rereads:
         spent = cpu
         for at in range(0, len(pids), FD_COUNT_CHUNK):
             started = time.monotonic()
-            cpu = await trio.to_thread.run_sync(self._count, pids[at : at + FD_COUNT_CHUNK], counts)
+            chunk = functools.partial(self._count, pids[at : at + FD_COUNT_CHUNK], counts)
+            _, cpu = await trio.to_thread.run_sync(_timed, chunk)
             self.charge(cpu)
             spent += cpu
             await trio.sleep(max(0.0, cpu / self._cpu_share - (time.monotonic() - started)))

@@ -187,7 +187,8 @@ class Holdings:
             return
         if swept:
             self._dirty.discard(read.pid)
-        if state is not None and self._same(state, read):
+        found = _found(read.sightings)
+        if state is not None and self._same(state, read, found):
             state.read_at = read.read_at  # nothing to do but note the time
             return
         if not swept:
@@ -202,9 +203,7 @@ class Holdings:
             self._threaded.discard(read.pid)
         keys = self._replace(read.pid, read.sightings, () if state is None else state.keys)
         whole = len(keys) == len({s.key for s in read.sightings})
-        self._processes[read.pid] = _Process(
-            read.read_at, keys, _found(read.sightings), () if whole else read.sightings
-        )
+        self._processes[read.pid] = _Process(read.read_at, keys, found, () if whole else read.sightings)
 
     def touch(self, pid: int, read_at: float) -> bool:
         """The sweep's reader found process `pid` at `read_at` as it last read it. False if
@@ -226,13 +225,10 @@ class Holdings:
         dirty, self._dirty = self._dirty, set()
         return dirty
 
-    def _same(self, state: _Process, read: ProcessRead) -> bool:
-        """Whether `read` finds what the last read of its process found, all of it pinned."""
-        return (
-            not state.retry
-            and state.found == _found(read.sightings)
-            and self._daemons.get(read.pid, frozenset()) == read.daemon_pins
-        )
+    def _same(self, state: _Process, read: ProcessRead, found: tuple[object, ...]) -> bool:
+        """Whether `read` (which `found` what it found, `_found`) finds what the last read of its
+        process found, all of it pinned."""
+        return not state.retry and state.found == found and self._daemons.get(read.pid, frozenset()) == read.daemon_pins
 
     def mount_table(self, mnt: NsKey, mounts: Iterable[Sighting]) -> None:
         """The bind mounts in mount namespace `mnt` are now `mounts`."""

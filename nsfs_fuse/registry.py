@@ -523,6 +523,8 @@ class _Changes:
             self._by_generation.pop(generation - self.KEPT, None)
 
     def since(self, generation: int, upto: int) -> set[str] | None:
+        if upto - generation >= self.KEPT:
+            return None  # further back than is kept, however far
         with self._lock:
             if any(g not in self._by_generation for g in range(generation + 1, upto + 1)):
                 return None

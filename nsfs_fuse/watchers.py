@@ -33,7 +33,7 @@ import trio
 
 from .discovery import caller_sightings
 from .follow import Alarm
-from .model import NsKey, Snapshot
+from .model import Entry, NsKey, Snapshot
 from .registry import Registry
 from .visibility import Views, caller_userns
 
@@ -50,6 +50,10 @@ class _Shown:
     inode: int
     type: str
     serial: int  # a recycled inode is a new entry
+
+    @staticmethod
+    def of(entry: Entry) -> _Shown:
+        return _Shown(entry.key.inode, entry.key.type, entry.serial)
 
     @property
     def name(self) -> str:
@@ -177,7 +181,7 @@ class Watchers:
             entry = now.entries.get(name)
             then = shown.get(name)
             if entry is not None and (view.sees_name(name) or name in own):
-                latest = _Shown(entry.key.inode, entry.key.type, entry.serial)
+                latest = _Shown.of(entry)
                 if latest != then:
                     new.append(latest)
                     if then is not None:
@@ -189,7 +193,7 @@ class Watchers:
     def _shown(self, snapshot: Snapshot, userns: NsKey | None, own: frozenset[str]) -> dict[str, _Shown]:
         view = self._views.get(snapshot, userns)
         entries = list(view.listing) + [e for n in own if not view.sees_name(n) and (e := snapshot.entries.get(n))]
-        return {e.name: _Shown(e.key.inode, e.key.type, e.serial) for e in entries}
+        return {e.name: _Shown.of(e) for e in entries}
 
     @staticmethod
     async def _until_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
