@@ -133,9 +133,7 @@ class Watchers:
                 with contextlib.suppress(trio.BrokenResourceError):
                     await stream.send_all(b"! too many clients follow this mount\n")
                 return
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._until_closed, stream, nursery.cancel_scope)
-                await self._follow(stream, _peer_pid(conn))
+            await self._follow_until_closed(stream, _peer_pid(conn))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went
         except Exception:
@@ -145,6 +143,18 @@ class Watchers:
             self._clients -= 1
             with contextlib.suppress(OSError):
                 await stream.aclose()
+
+    async def _follow_until_closed(self, stream: trio.SocketStream, pid: int) -> None:
+        """Follow for the client until it closes its end. A client that went (its end closed
+        before a send) is normal; whatever else failed is raised as itself, not as a group."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._until_closed, stream, nursery.cancel_scope)
+                await self._follow(stream, pid)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except* Exception as group:
+            raise group.exceptions[0] from None
 
     async def _follow(self, stream: trio.SocketStream, pid: int) -> None:
         userns = caller_userns(pid)
