@@ -304,6 +304,7 @@ class NsFs(pyfuse3.Operations):
         self._kinds: dict[Kind, int] = {}  # of reader
         self._kind_numbers = itertools.count(1)  # never reused
         self._stated = Statements()  # see _content
+        self._dir_attrs: dict[int, tuple[Entry, EntryAttributes]] = {}  # by serial: see _dir_attr
 
     # -- who is asking ------------------------------------------------------
 
@@ -398,15 +399,26 @@ class NsFs(pyfuse3.Operations):
     def _root_attr(self) -> EntryAttributes:
         return self._attr(ROOT, stat.S_IFDIR | 0o555, 0, 0, self._mounted_ns)
 
+    def _dir_attr(self, snapshot: Snapshot, entry: Entry) -> EntryAttributes:
+        """An entry's directory: the same for every caller (the kernel maps uid for each) and
+        for the entry's life (its owner was indexed before it), so made once per entry. Only
+        reachable through a lookup, which is never cached: the kernel may keep these a while."""
+        made = self._dir_attrs.get(entry.serial)
+        if made is not None and made[0] is entry:
+            return made[1]
+        attr = self._attr(
+            entry.serial * SLOTS, stat.S_IFDIR | 0o555, 0, self._owner_uid(snapshot, entry), entry.first_seen_ns
+        )
+        attr.attr_timeout = DIR_ATTR_TIMEOUT
+        if len(self._dir_attrs) > 2 * len(snapshot.entries) + 1024:  # drop those of entries gone
+            self._dir_attrs = {s: kept for s, kept in self._dir_attrs.items() if s in snapshot.by_serial}
+        self._dir_attrs[entry.serial] = (entry, attr)
+        return attr
+
     def _entry_attr(self, req: Request, entry: Entry, file: EntryFile | None) -> EntryAttributes:
-        uid = self._owner_uid(req.snapshot, entry)
-        inode = entry.serial * SLOTS
         if file is None:
-            attr = self._attr(inode, stat.S_IFDIR | 0o555, 0, uid, entry.first_seen_ns)
-            # The same for every caller (the kernel maps uid for each), and only reachable
-            # through a lookup, which is never cached: the kernel may keep these a while.
-            attr.attr_timeout = DIR_ATTR_TIMEOUT
-            return attr
+            return self._dir_attr(req.snapshot, entry)
+        uid = self._owner_uid(req.snapshot, entry)
         inode = self._inode(req, entry, file)
         if file.is_link:
             size = len(self._encode(file.content(entry, req)))
@@ -442,20 +454,24 @@ class NsFs(pyfuse3.Operations):
             raise FUSEError(errno.ENAMETOOLONG)
         text = name.decode("ascii", "replace")
         if parent_inode == ROOT:
-            if (key := parse_ns_name(text)) is None:
+            # A name a listing gave is the index's own spelling, the one spelling parse_ns_name
+            # accepts: found as it is, it needs no parsing (`ls -l` looks up thousands).
+            if text not in self._registry.snapshot.entries and parse_ns_name(text) is None:
                 raise FUSEError(errno.ENOENT)  # not a name this directory could hold: no need to know who asks
             req = self._request(ctx)
             if req.view.userns is None:
                 raise FUSEError(errno.ENOENT)
             # A name the caller may not see is, to it, not in the snapshot: it takes the miss's
             # path, so that no timing tells it from a name that does not exist (README, Who sees what).
-            entry = req.snapshot.entries.get(key.name)
-            if entry is None or not req.sees_name(key.name):
+            entry = req.snapshot.entries.get(text)
+            if entry is None or not req.sees_name(text):
+                key = parse_ns_name(text)
+                assert key is not None  # a name of the index, or one just parsed
                 req = await self._find(req, key, ctx.uid)
-                entry = req.snapshot.entries.get(key.name)
-            if entry is None or not req.sees_name(entry.name):
-                raise FUSEError(errno.ENOENT)
-            return self._entry_attr(req, entry, None)
+                entry = req.snapshot.entries.get(text)
+                if entry is None or not req.sees_name(text):
+                    raise FUSEError(errno.ENOENT)
+            return self._dir_attr(req.snapshot, entry)
         req = self._request(ctx)
         entry, file = self._entry(req, parent_inode)
         if file is not None:
