@@ -79,6 +79,7 @@ lint: setup
 	$(VENV)/bin/ruff check nsfs_fuse tests bench harness.py
 	$(VENV)/bin/ruff format --check nsfs_fuse tests bench harness.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Namespaces made and destroyed at RATE a second for SOAK_SECONDS while readers check every answer.
 SOAK_SECONDS ?= 60

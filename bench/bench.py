@@ -431,7 +431,7 @@ def sweeping_floor(nsfs: Daemon, reps: int) -> list[tuple[float, float]]:
     """`ls -l` of the idle daemon without and with a sweep helper of no daemon's reading /proc
     back to back at idle priority, in turn (the helper stopped, then running): what the
     sweeps' reading alone costs a reader on this machine, whoever folds them."""
-    helper = f"yes $'idle\\n' | exec {sys.executable} -m nsfs_fuse.sweeping {nsfs.pid} {nsfs_device()} >/dev/null"
+    helper = f"yes $'idle\\n' | exec {sys.executable} -m nsfs_fuse.sweeps {nsfs.pid} {nsfs_device()} >/dev/null"
     proc = subprocess.Popen(["bash", "-c", helper], start_new_session=True)
     try:
         time.sleep(2)

@@ -19,8 +19,8 @@ import tracemalloc
 import psutil
 
 from nsfs_fuse import discovery, kernel, pins
+from nsfs_fuse.mount_tables import Tables
 from nsfs_fuse.registry import Registry
-from nsfs_fuse.tables import Tables
 from nsfs_fuse.visibility import Views
 
 TOP = 12

@@ -45,7 +45,7 @@ from bench.bench import World, floor_ls_l, median_time, rss_mb
 from bench.lifetime import cpu_seconds
 from harness import Daemon, Procs, running_daemon, wait_until
 from nsfs_fuse import discovery, kernel
-from nsfs_fuse.follow import FD_COUNTS_EVERY
+from nsfs_fuse.rereads import FD_COUNTS_EVERY
 
 GROUP = 10  # processes per group of namespaces
 FDS_PER_PROC = 10
@@ -92,7 +92,7 @@ def per_process_costs() -> tuple[float, float]:
 
 def freshness(read_cpu: float, count_cpu: float, processes: int, budget: float = 0.01) -> tuple[float, float]:
     """Seconds between two fd counts of a process, and between two sweeps, at `processes` under
-    the daemon's rules (follow.FD_COUNTS_EVERY, fd counts at most half of `sweep_cpu`, sweeps
+    the daemon's rules (rereads.FD_COUNTS_EVERY, fd counts at most half of `sweep_cpu`, sweeps
     the rest)."""
     round_cpu = processes * count_cpu
     counts_every = max(FD_COUNTS_EVERY, round_cpu / (budget / 2))

@@ -13,412 +13,34 @@ then stats the mountpoint, which only succeeds once requests are being served.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import logging.handlers
-import math
 import os
-import shutil
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from . import __version__, kernel, mountinfo
+from . import __version__, kernel
+from .checks import WATCHDOG, SetupError, check_can_mount, check_paths, fuse_options, reason, watchdog_found
 from .discovery import DAEMON_COMM, FUSE_DEVICE
-from .mounted import events_socket
-from .shown import cell
+from .options import HELP, USAGE, Args, UsageError, parse_args
+from .readers.shown import cell
 
 if TYPE_CHECKING:  # the service (pyfuse3, trio) is imported only when a daemon starts
     from .service import Config
 
-log = logging.getLogger("nsfs")
-
-USAGE = "usage: nsfs [SOURCE] MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]"
-HELP = f"""{USAGE}
-
-Mount a directory that lists every namespace of the machine as TYPE:[INODE].
-
-  -f, --foreground   stay in the foreground and log to stderr
-  -d, --debug        foreground with debug logging (same as -o debug)
-  -o OPTIONS         comma-separated mount options:
-                       interval=SECONDS   pause between full sweeps (default 1)
-                       sweep_cpu=PERCENT  most of a core sweeps and fd counts may
-                                          use while process events are followed
-                                          (default 1)
-                       logfile=PATH       log here when in the background (default
-                                          syslog, else /var/log/nsfs.log)
-                       metrics=[ADDR:]PORT  serve Prometheus metrics at
-                                          http://ADDR:PORT/metrics (every address
-                                          if no ADDR)
-                       metrics_file=PATH  write them to PATH every 10 s (for
-                                          node_exporter's textfile collector)
-                       events=PATH        serve namespaces coming and going at this
-                                          unix socket (lsnsfs --watch; default
-                                          /run/nsfs/MOUNTPOINT-WITH-DASHES.events)
-                       debug              as -d
-                     generic mount options (rw, ro, nosuid, defaults, ...) are
-                     accepted; the filesystem is always read-only, nosuid, nodev
-  -V, --version      print the version
-  -h, --help         print this help
-
-Usually run by mount(8):  mount -t fuse nsfs /run/namespaces
-fstab:                    nsfs  /run/namespaces  fuse  defaults  0 0
-"""
-
-# Options mount(8), mount.fuse3, systemd or fstab may pass that change nothing here:
-# the mount is always read-only, nosuid, nodev and noexec.
-GENERIC_OPTIONS = frozenset(
-    [
-        "rw",
-        "ro",
-        "defaults",
-        "auto",
-        "noauto",
-        "user",
-        "nouser",
-        "users",
-        "owner",
-        "group",
-        "nofail",
-        "_netdev",
-        "dev",
-        "nodev",
-        "suid",
-        "nosuid",
-        "exec",
-        "noexec",
-        "atime",
-        "noatime",
-        "diratime",
-        "nodiratime",
-        "relatime",
-        "norelatime",
-        "strictatime",
-        "nostrictatime",
-        "lazytime",
-        "nolazytime",
-        "sync",
-        "async",
-        "dirsync",
-        "mand",
-        "nomand",
-        "silent",
-        "loud",
-        "iversion",
-        "noiversion",
-        "symfollow",
-        "nosymfollow",
-        "allow_other",
-        "default_permissions",
-        "auto_unmount",  # on wherever fusermount3 is (WATCHDOG)
-    ]
-)
-GENERIC_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
-
-MIN_INTERVAL, MAX_INTERVAL = 0.01, 86400.0
-PATH_OPTIONS = frozenset({"logfile", "metrics_file", "events"})  # also the names of Args' fields
-
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit status 2."""
-
-
-class SetupError(Exception):
-    """The mount cannot be made here: printed as one line, exit status 1."""
-
-
-@dataclass
-class Args:
-    mountpoint: str = ""
-    foreground: bool = False
-    debug: bool = False
-    interval: float = 1.0
-    sweep_cpu: float = 1.0  # percent
-    logfile: str | None = None
-    metrics_address: tuple[str, int] | None = None
-    metrics_file: str | None = None
-    events: str | None = None
-    show: str | None = None  # "help" or "version"
-    extra_fuse: set[str] = field(default_factory=set)
-
-
-def _apply_option(args: Args, option: str) -> None:
-    name, eq, value = option.partition("=")
-    if name == "interval" and eq:
-        try:
-            interval = float(value)
-        except ValueError:
-            interval = math.nan
-        if not MIN_INTERVAL <= interval <= MAX_INTERVAL:  # also false for nan
-            raise UsageError(f"interval must be seconds between {MIN_INTERVAL} and {MAX_INTERVAL:g}, not {value!r}")
-        args.interval = interval
-    elif name == "sweep_cpu" and eq:
-        try:
-            percent = float(value)
-        except ValueError:
-            percent = math.nan
-        if not 0.1 <= percent <= 100:  # also false for nan
-            raise UsageError(f"sweep_cpu must be a percentage between 0.1 and 100, not {value!r}")
-        args.sweep_cpu = percent
-    elif name in PATH_OPTIONS and eq:
-        if not value:
-            raise UsageError(f"{name} needs a path")
-        # Absolute now: the daemon in the background runs in /, not where it was started.
-        setattr(args, name, os.path.abspath(value))
-    elif name == "metrics" and eq:
-        args.metrics_address = parse_listen(value)
-    elif option == "debug":
-        args.debug = args.foreground = True
-    elif option in GENERIC_OPTIONS or option.startswith(GENERIC_PREFIXES) or option == "":
-        pass
-    else:
-        raise UsageError(f"unknown mount option {option!r}")
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`PORT`, `ADDR:PORT` or `[ADDR6]:PORT` -> (address, port); every address if none given."""
-    address, colon, port = text.rpartition(":")
-    if not colon:
-        address = ""
-    if address.startswith("[") and address.endswith("]"):
-        address = address[1:-1]
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"metrics must be [ADDRESS:]PORT with a port between 1 and 65535, not {text!r}")
-    return address or "0.0.0.0", int(port)
-
-
-def parse_args(argv: Sequence[str]) -> Args:
-    args = Args()
-    positional: list[str] = []
-    words = iter(argv)
-    for word in words:
-        if word in ("-h", "--help"):
-            args.show = "help"
-        elif word in ("-V", "--version"):
-            args.show = "version"
-        elif word in ("-f", "--foreground"):
-            args.foreground = True
-        elif word in ("-d", "--debug"):
-            args.debug = args.foreground = True
-        elif word.startswith("-o"):
-            options = word[2:] or next(words, None)
-            if options is None:
-                raise UsageError("-o needs a list of options")
-            for option in options.split(","):
-                _apply_option(args, option.strip())
-        elif word == "--":
-            positional.extend(words)
-        elif word.startswith("-") and word != "-":
-            raise UsageError(f"unknown argument {word!r}")
-        else:
-            positional.append(word)
-    if args.show:
-        return args
-    if not positional:
-        raise UsageError("no mountpoint given")
-    if len(positional) > 2:
-        raise UsageError(f"too many arguments: {' '.join(positional)}")
-    args.mountpoint = positional[-1]  # a SOURCE before it, if any, is only a label
-    if not args.mountpoint:  # realpath("") would be the current directory
-        raise UsageError("the mountpoint is an empty path")
-    return args
-
-
-def _mounts() -> list[mountinfo.Mount]:
-    # Lines end at newlines only: a path may hold a \r, which mountinfo leaves as it is.
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-        return list(mountinfo.parse(f))
-
-
-def _mounted_at(path: str) -> str | None:
-    """The fstype mounted exactly at `path`, if anything is."""
-    return next((m.fstype for m in _mounts() if m.mountpoint == path), None)
-
-
-def _filesystem_of(path: str) -> str | None:
-    """The fstype of the mount `path` (absolute, no symlinks) is on: the longest mountpoint
-    above it, the last one mounted there."""
-    found, length = None, -1
-    for mount in _mounts():
-        above = path == mount.mountpoint or path.startswith(mount.mountpoint.rstrip("/") + "/")
-        if above and len(mount.mountpoint) >= length:
-            found, length = mount.fstype, len(mount.mountpoint)
-    return found
-
-
-def check_proc_is_ours() -> None:
-    """SetupError unless /proc numbers processes as this process's pid namespace does.
-
-    FUSE names each caller by its pid in the daemon's pid namespace, and the daemon reads the
-    caller's namespaces from /proc/PID: under another pid namespace's /proc that pid is some
-    other process, and the caller would be shown what that process may see.
-    """
-    try:
-        shown = int(os.readlink("/proc/self"))
-    except (OSError, ValueError):
-        shown = None
-    if shown != os.getpid():
-        raise SetupError(
-            "/proc is not this pid namespace's: callers could not be told apart"
-            " (mount a proc for it, as unshare --pid --fork --mount-proc does)"
-        )
-
-
-def check_can_mount(mountpoint: str) -> str:
-    """The absolute mountpoint, or SetupError saying in one line why not."""
-    if os.geteuid() != 0:
-        raise SetupError("must be run as root: only root can read every process's namespaces")
-    check_proc_is_ours()
-    try:
-        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
-    except OSError as exc:
-        raise SetupError(f"cannot open /dev/fuse: {exc.strerror} (is the fuse module loaded?)") from None
-    path = os.path.realpath(mountpoint)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise SetupError(f"mountpoint {mountpoint} does not exist") from None
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:  # a FUSE mount whose daemon is gone
-            raise SetupError(f"{mountpoint} is a dead mount: run 'umount {mountpoint}' first") from None
-        raise SetupError(f"cannot use {mountpoint}: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise SetupError(f"mountpoint {mountpoint} is not a directory")
-    fstype = _mounted_at(path)
-    if fstype is not None:
-        raise SetupError(f"{mountpoint} is already mounted ({fstype}): umount it first")
-    if _filesystem_of(path) == "proc":
-        # The daemon reads /proc: mounted over /proc/sys it waited on its own mount for ever,
-        # over /proc/1 it hid pid 1 from everyone.
-        raise SetupError(f"mountpoint {mountpoint} is on a proc filesystem, which the daemon reads itself")
-    return path
-
-
-def check_paths(args: Args, mountpoint: str) -> None:
-    """SetupError, in one line, for a path or address the daemon could not use, found before
-    anything is mounted: in the background the daemon could only say so in its log. Each says
-    what the daemon itself would say."""
-    if args.logfile is not None:
-        _check_appendable(args.logfile, f"cannot log to {args.logfile}")
-    if args.metrics_file is not None:
-        _check_replaceable(args.metrics_file, f"cannot write metrics to {args.metrics_file}")
-    events = args.events or events_socket(mountpoint)
-    _check_socket_path(events, f"cannot serve events at {events}", make_directory=args.events is None)
-    if args.metrics_address is not None:
-        address, port = args.metrics_address
-        _check_listen(address, port, f"cannot mount {mountpoint}: metrics cannot listen on {address}:{port}")
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)  # some OSErrors have no errno ("AF_UNIX path too long")
-
-
-def _check_can_create(path: str, failure: str) -> None:
-    """Whether a file can be made in `path`'s directory: one is, with no name, and let go."""
-    try:
-        with tempfile.TemporaryFile(dir=os.path.dirname(path)):
-            pass
-    except OSError as exc:
-        raise SetupError(f"{failure}: {_reason(exc)}") from None
-
-
-def _check_appendable(path: str, failure: str) -> None:
-    """The log is opened for appending, and made if missing (a FIFO needs its reader now)."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC))
-    except FileNotFoundError:
-        _check_can_create(path, failure)
-    except OSError as exc:
-        raise SetupError(f"{failure}: {_reason(exc)}") from None
-
-
-def _check_replaceable(path: str, failure: str) -> None:
-    """The metrics file is written aside in its directory, then renamed over `path`: which
-    would take the place of whatever is there, a directory's or a device's too."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise SetupError(f"{failure}: {_reason(exc)}") from None
-    else:
-        if not stat.S_ISREG(st.st_mode):
-            raise SetupError(f"{failure}: it is not a regular file, and writing would replace it")
-    _check_can_create(path, failure)
-
-
-# A unix socket's path is at most this many bytes (sun_path, less its final NUL).
-_SUN_PATH = 107
-
-
-def _check_socket_path(path: str, failure: str, make_directory: bool) -> None:
-    """The events socket replaces a stale socket, nothing else, and no daemon's live one. Only
-    its default directory (/run/nsfs) is made."""
-    if len(os.fsencode(path)) > _SUN_PATH:
-        raise SetupError(f"{failure}: longer than a unix socket's {_SUN_PATH} bytes")
-    try:
-        if make_directory:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise SetupError(f"{failure}: {_reason(exc)}") from None
-    if st is not None and not stat.S_ISSOCK(st.st_mode):
-        raise SetupError(f"{failure}: it exists and is not a socket")
-    if st is not None and _answers(path):
-        raise SetupError(f"{failure}: another daemon serves it")
-    _check_can_create(path, failure)
-
-
-def _answers(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
-        try:
-            sock.connect(path)
-        except OSError:
-            return False  # stale: left by a daemon that was killed
-    return True
-
-
-def _check_listen(address: str, port: int, failure: str) -> None:
-    """Bind where the metrics server will (its first address, address reuse on), and let go."""
-    try:
-        found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, where = found[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(where)
-    except OSError as exc:
-        raise SetupError(f"{failure}: {_reason(exc)}") from None
-
-
-# Asked for auto_unmount, libfuse mounts through this program (looked for in /usr/bin, libfuse's
-# directory on Debian, then in PATH), which then stays as the mount's watchdog: when the daemon's
-# end of its socket closes without an unmount (SIGKILL, a fault), it unmounts a mount that no
-# longer answers. What no signal handler can do. It leaves a mount that answers alone.
-WATCHDOG = "fusermount3"
-
-
-def _watchdog_found() -> bool:
-    return shutil.which(WATCHDOG, path=os.pathsep.join(["/usr/bin", os.environ.get("PATH", os.defpath)])) is not None
-
-
-def fuse_options(args: Args, watchdog: bool) -> frozenset[str]:
-    options = {"fsname=nsfs", "subtype=nsfs", "ro", "nosuid", "nodev", "noexec", "allow_other"}
-    if watchdog:
-        options.add("auto_unmount")
-    return frozenset(options | args.extra_fuse)
+log = logging.getLogger(__name__)
+# Every module logs to a logger of its own (getLogger(__name__)) under the package's, which
+# has the handler: `-o debug=PART` raises one part's alone.
+PACKAGE_LOG: Final = logging.getLogger(__package__)
 
 
 def config(mountpoint: str, args: Args) -> Config:
     from .service import Config
 
-    watchdog = _watchdog_found()
+    watchdog = watchdog_found()
     if not watchdog:
         log.warning("no %s (Debian's fuse3): if this daemon is killed, %s stays mounted, dead", WATCHDOG, mountpoint)
     return Config(
@@ -487,9 +109,11 @@ def _setup_logging(args: Args, handler: logging.Handler | None = None) -> None:
         handler = logging.StreamHandler(sys.stderr)
         formatter = _JournalFormatter if _stderr_is_the_journal() else logging.Formatter
         handler.setFormatter(formatter("nsfs: %(levelname)s: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if args.debug else logging.INFO)
-    log.propagate = False
+    PACKAGE_LOG.handlers[:] = [handler]
+    PACKAGE_LOG.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    PACKAGE_LOG.propagate = False
+    for part in args.debug_parts:
+        logging.getLogger(f"{__package__}.{part}").setLevel(logging.DEBUG)
 
 
 def _background_handler(args: Args) -> logging.Handler:
@@ -499,7 +123,7 @@ def _background_handler(args: Args) -> logging.Handler:
         try:
             handler: logging.Handler = logging.FileHandler(args.logfile)
         except OSError as exc:
-            raise SetupError(f"cannot log to {args.logfile}: {_reason(exc)}") from None
+            raise SetupError(f"cannot log to {args.logfile}: {reason(exc)}") from None
         handler.setFormatter(_FILE_FORMAT)
         return handler
     if os.path.exists("/dev/log"):

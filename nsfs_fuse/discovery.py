@@ -4,7 +4,7 @@ Each `*_sightings` function looks at one kind of holder and yields a Sighting fo
 every namespace it names: the key, a way to open the namespace while the holder
 lasts (`open_namespace`), and the holder itself; a holder that names a process
 carries that process's credentials (`process_creds`), which decide who may see it.
-Bind mounts come from mount tables (`table_sightings`), which tables.py follows.
+Bind mounts come from mount tables (`table_sightings`), which mount_tables.py follows.
 The scan is `readlink`, `listdir` and one read of each process's status over /proc;
 the only namespaces it opens are those behind sockets it has not met before, to
 learn which network namespace they belong to. Nothing here knows about the
@@ -430,7 +430,7 @@ class Scanner:
         """Read every process, CHUNK at a time, handing each chunk to `each`.
 
         `each` returns False to abandon the sweep; the result says whether it ran to the end.
-        Bind mounts are not swept: every mount table is followed (tables.py).
+        Bind mounts are not swept: every mount table is followed (mount_tables.py).
         """
         self._sockets_met = set()
         pids = psutil.pids()

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Final, ParamSpec, TypeVar
 
-log = logging.getLogger("nsfs")
+log = logging.getLogger(__name__)
 
 GONE: Final = frozenset(
     {

@@ -6,7 +6,7 @@ everything it held before, whole, so a recycled pid, an exec or an exit is never
 mixed with the past; a read older than the last one kept is dropped, so a slow
 sweep never overwrites an event's fresher read.
 
-A sweep's reader (sweeping.py) sends only the processes that changed since it last
+A sweep's reader (sweeps.py) sends only the processes that changed since it last
 read them; for the rest it says "the same as my last read of it, as of now" (`touch`).
 That holds only while what is kept here is that last read: every pid whose kept read
 may differ from it (changed by an event's read, or a sweep's read dropped for a later
@@ -181,7 +181,7 @@ class Holdings:
         if read.failed:
             # It says nothing for sure: what was kept stays, as of now, so that a sweep does
             # not take the process for gone. The sweep's reader does not remember such a read
-            # (sweeping.Memory), so nothing is dirty for it.
+            # (sweeps.Memory), so nothing is dirty for it.
             if state is not None:
                 state.read_at = read.read_at
             return

@@ -344,7 +344,7 @@ class Snapshot:
     """What the filesystem shows, as of one moment. Never changes once published.
 
     The registry publishes each snapshot from the last by changing what changed (its
-    mappings are immutables.Map, which share what did not: registry._Publisher): a process
+    mappings are immutables.Map, which share what did not: publisher.Publisher): a process
     coming or going costs the same with ten entries or ten thousand. Any mapping will do
     here (the readers' side, which imports this module, does without the library).
     """

@@ -29,7 +29,7 @@ from typing import Final
 from . import discovery, errors, kernel
 from .model import HIERARCHICAL, NsKey, Opened, Sighting
 
-log = logging.getLogger("nsfs")
+log = logging.getLogger(__name__)
 
 # No fd to be had just now: the process or the system is at its limit, or memory is short.
 _NO_FD: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
@@ -57,7 +57,7 @@ def budget(soft_limit: int, unlimited: int) -> int:
 
 
 class Budget:
-    """The fds that may hold namespaces: pins, and the readers of mount tables (tables.py)."""
+    """The fds that may hold namespaces: pins, and the readers of mount tables (mount_tables.py)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -93,7 +93,13 @@ class Budget:
 class Pins:
     """Opens, counts and closes pins. Not thread-safe: the registry calls it under its lock."""
 
-    def __init__(self, nsfs_dev: int, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        nsfs_dev: int,
+        budget: Budget,
+        clock: Callable[[], float] = time.monotonic,
+        on_retire: Callable[[], None] = lambda: None,
+    ) -> None:
         self._nsfs_dev = nsfs_dev
         self._nsfs_mount_id: int | None = None  # read at the first bind mount met without handles
         self._told_refused = False  # whether the log said that some handles are refused
@@ -103,7 +109,7 @@ class Pins:
         # fails (ENXIO), so an `ns` link followed just then opens nothing at all.
         self._placeholder = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._retired: deque[tuple[float, int]] = deque()  # (when, fd number), oldest first
-        self.on_retire: Callable[[], None] = lambda: None  # told when a number is retired (any thread)
+        self.on_retire = on_retire  # told when a number is retired (any thread)
 
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
         """Pin `key` through the first sighting that still leads to it, with its owner and

@@ -39,7 +39,7 @@ from typing import Final
 
 import trio
 
-log = logging.getLogger("nsfs")
+log = logging.getLogger(__name__)
 
 
 class Action(enum.Enum):
@@ -181,9 +181,10 @@ class Signals:
             self._terminate()
 
     def _reopen(self, signum: int) -> None:
-        if not log.handlers:
+        handlers = logging.getLogger(__package__).handlers  # the daemon's, on the package's logger (cli.py)
+        if not handlers:
             log.info("%s: no log file to reopen", name(signum))
-        for handler in log.handlers:
+        for handler in handlers:
             try:
                 done = reopen(handler)
             except OSError as exc:

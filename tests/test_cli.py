@@ -17,12 +17,15 @@ from harness import (
     LSNSFS,
     NSFS,
     Daemon,
+    Procs,
     daemon_serving,
     gone,
     is_mounted,
     kill_with_watchdog,
     mounts,
+    ns_of,
     run,
+    running_daemon,
     wait_until,
 )
 from nsfs_fuse import __version__
@@ -117,6 +120,7 @@ BAD_OPTIONS = [
     (["-o", "sweep_cpu=1%"], "nsfs: sweep_cpu must be a percentage between 0.1 and 100, not '1%'"),
     (["--frobnicate"], "nsfs: unknown argument '--frobnicate'"),
     (["-o"], "nsfs: -o needs a list of options"),
+    (["-o", "debug=nothing"], "nsfs: debug= names a part of the daemon (attributes, checks, cli, "),
 ]
 
 
@@ -388,3 +392,16 @@ def test_lsnsfs_says_a_write_error_in_one_line(nsfs: Daemon) -> None:
     assert (done.returncode, done.stderr) == (1, "lsnsfs: write error: No space left on device\n")
     closed = run(["sh", "-c", 'exec "$0" -m "$1" >&-', LSNSFS, str(nsfs.mountpoint)])
     assert (closed.returncode, closed.stderr) == (1, "lsnsfs: write error: Bad file descriptor\n")
+
+
+def test_one_part_logs_at_debug_level_alone(public_dir: Path, procs: Procs) -> None:
+    """`-o debug=entries`: the entries' debug lines (a namespace released), and no other part's."""
+    with running_daemon(public_dir / "mnt", "debug=entries") as daemon:
+        pid = procs.sleeper("--net")
+        net = ns_of(pid, "net")
+        wait_until(lambda: net in daemon.names(), "the namespace listed")
+        procs.end(pid)
+        wait_until(lambda: net not in daemon.names(), "the namespace gone")
+        wait_until(lambda: f"DEBUG: released {net}" in daemon.log.read_text(), "its release logged")
+    debug = [line for line in daemon.log.read_text().splitlines() if "DEBUG:" in line]
+    assert debug and all(line.startswith("nsfs: DEBUG: released ") for line in debug), debug

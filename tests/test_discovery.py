@@ -37,7 +37,7 @@ from harness import (
 from nsfs_fuse import kernel
 from nsfs_fuse.discovery import Scanner
 from nsfs_fuse.model import HolderKind, ProcessRead
-from nsfs_fuse.sweeping import Each, SweepProcess
+from nsfs_fuse.sweeps import Each, SweepProcess
 
 
 def holders(nsfs: Daemon, name: str) -> list[str]:
@@ -450,7 +450,7 @@ def test_lsns_lists_nothing_the_filesystem_does_not(nsfs: Daemon, procs: Procs, 
 
 
 def test_a_sweep_in_its_own_process_reads_what_a_sweep_in_the_daemon_reads(procs: Procs) -> None:
-    """Sweeps read /proc in a helper process and send their reads back (sweeping.py)."""
+    """Sweeps read /proc in a helper process and send their reads back (sweeps.py)."""
     pids = {procs.sleeper("--net"), procs.sleeper("--user", "--uts")}
     fd_holder = procs.sleeper("--net")
     held = os.open(f"/proc/{fd_holder}/ns/net", os.O_RDONLY)

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from harness import PATIENCE, Daemon, Procs, own_namespaces, run, running_daemon
-from nsfs_fuse.service import Pace, Refresher
+from nsfs_fuse.sweeps import Pace, Refresher
 
 SLOW = 60.0
 

@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 from harness import SOCKET_ONLY, THREAD, Procs, run, wait_until
-from nsfs_fuse import discovery, errors, kernel, mountinfo, tables
+from nsfs_fuse import discovery, errors, kernel, mount_tables, mountinfo
 from nsfs_fuse.model import Holder, HolderKind, NsKey, ProcessRead, Snapshot, parse_ns_name
 from nsfs_fuse.pins import RETIRE_SECONDS, Budget, Pins
 from nsfs_fuse.registry import Registry
@@ -178,7 +178,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 class Scan:
     scanner: discovery.Scanner
     registry: Registry
-    tables: tables.Tables
+    tables: mount_tables.Tables
 
 
 class Clock:
@@ -198,7 +198,7 @@ def scanning() -> Iterator[Scan]:
     budget = Budget(1 << 20)
     clock = Clock()
     pins = Pins(nsfs_dev, budget, clock)
-    followed = tables.Tables(scanner.helpers, budget)
+    followed = mount_tables.Tables(scanner.helpers, budget)
     registry = Registry(pins, followed)
     try:
         yield Scan(scanner, registry, followed)
@@ -395,7 +395,11 @@ class Call:
             _inject_kernel(func, target, injection, monkeypatch)
         else:
             _inject_os(
-                discovery if where == "discovery" else tables, func, world.roles[self.item], injection, monkeypatch
+                discovery if where == "discovery" else mount_tables,
+                func,
+                world.roles[self.item],
+                injection,
+                monkeypatch,
             )
         return injection
 
@@ -409,7 +413,7 @@ CALLS = [
     Call("discovery.open", "fd"),
     Call("discovery.read", "fd"),
     Call("discovery.read", "other_daemon"),  # its comm and status: what says it is a daemon
-    # /proc, as tables.py reads a mount table (through a process in it)
+    # /proc, as mount_tables.py reads a mount table (through a process in it)
     Call("tables.open", "mount"),
     Call("tables.read", "mount"),
     # a socket's network namespace: read by the scanner, opened by the pins
@@ -589,7 +593,7 @@ def test_a_mount_table_whose_read_faults_keeps_its_bind_mounts(world: World, mon
     with scanning() as scan:
         before = listing(sweep(scan, world, monkeypatch))
         assert [h.ns for h in before[net_g][1]] == [mnt_g]
-        monkeypatch.setattr(tables, "os", _Os("read", read))
+        monkeypatch.setattr(mount_tables, "os", _Os("read", read))
         faults = errors.TALLY.counts().get(("mountinfo_read", errno.EIO), 0)
         netns = f"/proc/{world.roles['net_uts']}/ns/net"
         assert run([*in_mnt_g, "mount", "--bind", netns, str(bound)]).returncode == 0

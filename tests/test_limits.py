@@ -74,7 +74,7 @@ def test_an_unexpected_exception_in_a_handler_is_eio_and_logged(caplog: pytest.L
     async def handler() -> None:
         raise ValueError("a bug")
 
-    with caplog.at_level(logging.ERROR, logger="nsfs"), pytest.raises(FUSEError) as raised:
+    with caplog.at_level(logging.ERROR, logger="nsfs_fuse"), pytest.raises(FUSEError) as raised:
         trio.run(handler)
     assert raised.value.errno == errno.EIO
     assert "handler failed" in caplog.text and "ValueError: a bug" in caplog.text

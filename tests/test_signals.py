@@ -160,10 +160,10 @@ def test_sighup_reopens_the_log_file_logrotate_moved_away(public_dir: Path) -> N
 
 
 def sweep_helper(daemon: int) -> int:
-    """The process that reads /proc for `daemon`'s sweeps (sweeping.py), once it has started."""
+    """The process that reads /proc for `daemon`'s sweeps (sweeps.py), once it has started."""
     for pid in children_of(daemon):
         try:
-            if "nsfs_fuse.sweeping" in Path(f"/proc/{pid}/cmdline").read_text().split("\0"):
+            if "nsfs_fuse.sweeps" in Path(f"/proc/{pid}/cmdline").read_text().split("\0"):
                 return pid
         except OSError:
             pass

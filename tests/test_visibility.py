@@ -316,7 +316,7 @@ def test_a_child_user_namespace_reads_the_lines_of_its_own_processes_only(nsfs: 
 def lsnsfs_as(uid: int, nsfs: Daemon, *args: str) -> list[dict[str, Any]]:
     """`lsnsfs -J` as `uid`: this checkout's, run by the system's Python (the suite's is under /root)."""
     checkout = Path(nsfs_fuse.__file__).resolve().parents[1]
-    argv = [SYSTEM_PYTHON, "-m", "nsfs_fuse.lsnsfs", "-m", str(nsfs.mountpoint), "-J", *args]
+    argv = [SYSTEM_PYTHON, "-m", "nsfs_fuse.readers.lsnsfs", "-m", str(nsfs.mountpoint), "-J", *args]
     done = run([*as_uid(uid), "env", f"PYTHONPATH={checkout}", *argv])
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     rows: list[dict[str, Any]] = json.loads(done.stdout)["namespaces"]

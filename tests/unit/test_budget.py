@@ -19,7 +19,7 @@ def test_fds_are_taken_and_given_back(caplog: pytest.LogCaptureFixture) -> None:
     fds = Budget(3)
     assert fds.take() and fds.take(2)
     assert not fds.room
-    with caplog.at_level(logging.WARNING, logger="nsfs"):
+    with caplog.at_level(logging.WARNING, logger="nsfs_fuse"):
         assert not fds.take()
         assert not fds.take()
     assert len(caplog.records) == 1 and "fd limit reached (3 fds hold namespaces)" in caplog.records[0].getMessage()

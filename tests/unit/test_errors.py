@@ -46,14 +46,14 @@ def part(path: str, code: int) -> str:
 
 
 def test_or_default_skips_gone_silently(caplog: pytest.LogCaptureFixture, tally: errors.Tally) -> None:
-    with caplog.at_level(logging.DEBUG, logger="nsfs"):
+    with caplog.at_level(logging.DEBUG, logger="nsfs_fuse"):
         assert read("/proc/1/fd/3", errno.ENOENT) == "fallback"
     assert caplog.records == []
     assert tally.counts() == {}
 
 
 def test_or_default_skips_denied_and_says_so_at_debug_level(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="nsfs"):
+    with caplog.at_level(logging.DEBUG, logger="nsfs_fuse"):
         assert read("/proc/1/fd/3", errno.EACCES) == "fallback"
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.DEBUG, "readlink of /proc/1/fd/3: error 13: skipped")
@@ -63,7 +63,7 @@ def test_or_default_skips_denied_and_says_so_at_debug_level(caplog: pytest.LogCa
 def test_a_fault_is_skipped_too_logged_once_per_operation_and_errno_and_counted(
     caplog: pytest.LogCaptureFixture, tally: errors.Tally
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="nsfs"):
+    with caplog.at_level(logging.DEBUG, logger="nsfs_fuse"):
         assert read("/proc/1/fd/3", errno.EIO) == "fallback"
         assert read("/proc/2/fd/4", errno.EIO) == "fallback"  # the same again: counted, not logged
         assert read("/proc/2/fd/4", errno.EMFILE) == "fallback"  # another errno: logged
@@ -131,7 +131,7 @@ def test_what_a_helper_process_counted_is_counted_and_logged_here(
     faults = helper.take()
     assert faults == [("readlink", errno.EIO, "/proc/7/fd/1", 2)]
     assert helper.take() == []  # each is handed over once
-    with caplog.at_level(logging.WARNING, logger="nsfs"):
+    with caplog.at_level(logging.WARNING, logger="nsfs_fuse"):
         errors.add_faults(faults)
         errors.add_faults([("readlink", errno.EIO, "/proc/9/fd/1", 1)])
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["readlink of /proc/7/fd/1"]

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from nsfs_fuse.follow import FD_COUNT_CHUNK, Rereads
+from nsfs_fuse.rereads import FD_COUNT_CHUNK, Rereads
 
 
 class Applied:
@@ -22,8 +22,7 @@ class Applied:
 def rereads(share: float) -> tuple[Rereads, list[float], Applied]:
     charged: list[float] = []
     applied = Applied()
-    r = Rereads(registry=None, scanner=None, own_pid=os.getpid(), cpu_share=share)  # type: ignore[arg-type]
-    r.charge = charged.append
+    r = Rereads(registry=None, scanner=None, own_pid=os.getpid(), cpu_share=share, charge=charged.append)  # type: ignore[arg-type]
     r.apply = applied  # type: ignore[method-assign,assignment]
     return r, charged, applied
 
@@ -33,8 +32,8 @@ def test_a_round_is_paced_to_its_share_and_charged_to_the_budget(monkeypatch: py
     core: a round over this machine's processes lasts (in trio's clock) what its CPU time
     divided by the share says, and every bit of that CPU time is charged."""
     pids = list(range(1, 5 * FD_COUNT_CHUNK + 1))
-    monkeypatch.setattr("nsfs_fuse.follow.psutil.pids", lambda: pids)
-    monkeypatch.setattr("nsfs_fuse.follow.discovery.fd_count", lambda pid: sum(range(2000)) % 7 + pid % 3)
+    monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: pids)
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", lambda pid: sum(range(2000)) % 7 + pid % 3)
     r, charged, applied = rereads(0.001)
     clock = trio.testing.MockClock(autojump_threshold=0)
 
@@ -52,8 +51,8 @@ def test_a_round_is_paced_to_its_share_and_charged_to_the_budget(monkeypatch: py
 
 def test_a_second_round_reads_again_exactly_the_processes_whose_count_changed(monkeypatch: pytest.MonkeyPatch) -> None:
     counts = {10: 3, 11: 4, 12: 5}
-    monkeypatch.setattr("nsfs_fuse.follow.psutil.pids", lambda: sorted(counts))
-    monkeypatch.setattr("nsfs_fuse.follow.discovery.fd_count", counts.__getitem__)
+    monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: sorted(counts))
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", counts.__getitem__)
     r, _charged, applied = rereads(1.0)
     trio.run(r.count_fds)
     counts.update({11: 5, 13: 9})  # 11 opened one; 13 is new (no count to compare with)
@@ -63,8 +62,8 @@ def test_a_second_round_reads_again_exactly_the_processes_whose_count_changed(mo
 
 
 def test_a_kernel_that_counts_no_fds_stops_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("nsfs_fuse.follow.psutil.pids", lambda: [10, 11])
-    monkeypatch.setattr("nsfs_fuse.follow.discovery.fd_count", lambda pid: 0)
+    monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: [10, 11])
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", lambda pid: 0)
     r, _charged, applied = rereads(1.0)
 
     async def rounds() -> bool:

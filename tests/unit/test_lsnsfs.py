@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from nsfs_fuse.cli import UsageError, parse_listen
-from nsfs_fuse.lsnsfs import Row, as_json, as_json_tree, command_line, row_of, table, tree_order, with_owners
 from nsfs_fuse.model import NsKey
-from nsfs_fuse.mounted import Listed, comm_of, events_socket, holder_lines, summary
-from nsfs_fuse.shown import cell, dot_label, json_text
+from nsfs_fuse.options import UsageError, parse_listen
+from nsfs_fuse.readers.formats import as_json, as_json_tree, table, tree_order, with_owners
+from nsfs_fuse.readers.mounted import Listed, comm_of, events_socket, holder_lines, summary
+from nsfs_fuse.readers.rows import Row, command_line, row_of
+from nsfs_fuse.readers.shown import cell, dot_label, json_text
 
 HOST = NsKey("user", 4026531837)
 HOST_NET = NsKey("net", 4026531840)

@@ -155,9 +155,9 @@ class FakeTables:
         self.followed.discard(mnt)
 
 
-def world(pins: FakePins, tables: FakeTables | None = None) -> Registry:
+def world(pins: FakePins, tables: FakeTables | None = None, on_suspend: Callable[[], None] = lambda: None) -> Registry:
     """pid 1 in the initial namespaces; pid 50 in the nested ones."""
-    registry = Registry(pins, tables)
+    registry = Registry(pins, tables, on_suspend=on_suspend)
     registry.update([read(1, 1.0, *INITIAL), read(50, 1.0, USER2, PID2, NET1, UTS1)])
     return registry
 
@@ -202,9 +202,8 @@ def test_what_lost_its_last_holder_is_suspended_then_probed_once_the_kernel_let_
 def test_what_the_kernel_freed_at_once_is_released_without_waiting_for_the_probe() -> None:
     pins = FakePins(alive={NET1})  # an fd no scan saw holds NET1 (and so USER2, USER1)
     pins.freed_at_once = True
-    registry = world(pins)
     woken: list[bool] = []
-    registry.on_suspend = lambda: woken.append(True)
+    registry = world(pins, on_suspend=lambda: woken.append(True))
     registry.update([ProcessRead(50, 2.0)])
     # The first look found PID2 and UTS1 gone, then PID1 (its last child gone): released
     # now. NET1 still opened: suspended, and the prober told.
@@ -441,7 +440,7 @@ def test_a_suspended_namespace_held_again_stays_the_same_entry() -> None:
 
 
 def test_a_process_that_exited_unread_is_noted_gone_and_a_late_sweep_read_cannot_bring_it_back() -> None:
-    from nsfs_fuse.follow import Rereads
+    from nsfs_fuse.rereads import Rereads
 
     pins = FakePins()
     registry = world(pins)

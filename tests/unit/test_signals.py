@@ -113,7 +113,7 @@ def test_signals_before_the_loop_wait_for_it_and_an_end_terminates_once(caplog: 
                 signal.raise_signal(signal.SIGTERM)
                 await trio.sleep_forever()
 
-    with caplog.at_level(logging.DEBUG, logger="nsfs"), signals.installed():
+    with caplog.at_level(logging.DEBUG, logger="nsfs_fuse"), signals.installed():
         signal.raise_signal(signal.SIGUSR1)  # no loop yet: noted, not acted on
         signal.raise_signal(signal.SIGALRM)
         assert caplog.records == []
@@ -145,7 +145,7 @@ def test_an_end_before_the_mount_ends_the_loop_as_it_starts(caplog: pytest.LogCa
 
                 nursery.start_soon(signals.follow, terminate)
 
-    with caplog.at_level(logging.INFO, logger="nsfs"), signals.installed():
+    with caplog.at_level(logging.INFO, logger="nsfs_fuse"), signals.installed():
         signal.raise_signal(signal.SIGQUIT)
         signal.raise_signal(signal.SIGINT)
         signals.act()

@@ -3,7 +3,7 @@ those of open files whatever comes after."""
 
 from __future__ import annotations
 
-from nsfs_fuse.fs import STATED_BYTES, STATED_KEPT, Stated, Statements
+from nsfs_fuse.statements import STATED_BYTES, STATED_KEPT, Stated, Statements
 
 
 def stated(content: bytes = b"x\n") -> Stated:

@@ -1,4 +1,4 @@
-"""A sweep's reader sends only what changed since its last read (sweeping.Memory), and the
+"""A sweep's reader sends only what changed since its last read (sweeps.Memory), and the
 registry notes the time of the rest (Holdings.touch). Whatever events read in between, and in
 whatever order their reads arrive, what is kept must be what the latest read of each process
 found: the same as if every read had been sent whole."""
@@ -12,7 +12,7 @@ import pytest
 
 from nsfs_fuse.holdings import Holdings
 from nsfs_fuse.model import Holder, HolderKind, NsKey, ProcessRead, Sighting
-from nsfs_fuse.sweeping import Memory
+from nsfs_fuse.sweeps import Memory
 
 KEYS = [NsKey("net", i) for i in range(1, 3)]  # few: a process often comes back to what it held
 

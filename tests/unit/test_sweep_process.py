@@ -12,7 +12,7 @@ import pytest
 
 from nsfs_fuse import errors
 from nsfs_fuse.model import ProcessRead
-from nsfs_fuse.sweeping import SweepProcess
+from nsfs_fuse.sweeps import SweepProcess
 
 # A helper that answers every sweep with one chunk: a failed read of pid 7, and the faults it met.
 FAKE_HELPER = """
@@ -46,7 +46,7 @@ def test_the_helpers_faults_are_counted_and_logged_by_the_daemon(
         got.append((changed, same))
         return True
 
-    with caplog.at_level(logging.WARNING, logger="nsfs"):
+    with caplog.at_level(logging.WARNING, logger="nsfs_fuse"):
         assert helper.sweep(each)
         assert helper.sweep(each)
     assert got == [([ProcessRead(7, 1.0, failed=True)], [(8, 1.0)])] * 2

@@ -1,14 +1,15 @@
 """What a follower of the listing is sent after each change, worked out from what changed,
-is what comparing the whole listing before and after would send (watchers.py)."""
+is what comparing the whole listing before and after would send (events_socket.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nsfs_fuse.events_socket import EventsSocket
 from nsfs_fuse.model import NsKey, ProcessRead
 from nsfs_fuse.registry import Registry
-from nsfs_fuse.watchers import Watchers
+from nsfs_fuse.tasks import Alarm
 
 from .test_registry import TREE, USER0, USER1, FakePins, read
 
@@ -30,7 +31,7 @@ def test_the_difference_from_what_changed_is_the_difference_of_the_whole_listing
 ) -> None:
     registry = Registry(FakePins())
     registry.update([read(9, 0.0, USER0)])
-    watchers = Watchers(registry, listener=None)  # type: ignore[arg-type]  # only its arithmetic is used
+    watchers = EventsSocket(registry, None, Alarm())  # type: ignore[arg-type]  # only its arithmetic is used
     owned = frozenset({"net:[30]"} if own else set())
     snapshot = registry.snapshot
     shown = watchers._shown(snapshot, userns, owned)

@@ -1,9 +1,14 @@
-"""Sweeps read /proc in a process of their own: the daemon's FUSE loop never waits on them.
+"""Sweeps: a safety net that reads every process, for what no event or re-read sees.
+
+The daemon's side (Refresher, `sweeper`) runs one every interval, or sooner when process
+events were lost; while events flow a sweep is paced to `sweep_cpu` of a core, and
+without them sweeps run at full speed. Each sweep reads /proc in a process of its own
+(SweepProcess and this module's `main`): the daemon's FUSE loop never waits on them.
 
 A sweep reads every process (`discovery.Scanner.sweep`): seconds of Python at 5,000
 processes. In the daemon's process that Python would take turns with the FUSE loop
 for the one interpreter lock, and every request made during a sweep would wait. So a
-helper process (`python -m nsfs_fuse.sweeping DAEMON_PID NSFS_DEV`) reads, and sends
+helper process (`python -m nsfs_fuse.sweeps DAEMON_PID NSFS_DEV`) reads, and sends
 each chunk of `ProcessRead`s down a pipe; the daemon only folds them into the
 registry. The pins stay in the daemon: it opens each namespace itself, through the
 paths the reads name, as it would after a read of its own.
@@ -33,18 +38,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import IO, TypeVar
+from typing import IO, Final, TypeVar
+
+import trio
 
 from . import discovery, errors, kernel
 from .model import ProcessRead
+from .registry import Registry
+from .tasks import Charges
 
-log = logging.getLogger("nsfs")
+log = logging.getLogger(__name__)
 
 HELPER_NAME = discovery.HELPER_PREFIX + "sweep"
 _LENGTH = struct.Struct("<I")
@@ -99,7 +111,7 @@ class SweepProcess:
     """
 
     def __init__(self, own_pid: int, nsfs_dev: int, helpers: set[int]) -> None:
-        self._argv = [sys.executable, "-m", "nsfs_fuse.sweeping", str(own_pid), str(nsfs_dev)]
+        self._argv = [sys.executable, "-m", "nsfs_fuse.sweeps", str(own_pid), str(nsfs_dev)]
         self._helpers = helpers
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -208,6 +220,160 @@ def main() -> None:
         memory.end_sweep()
         out.write(_LENGTH.pack(0))
         out.flush()
+
+
+# After an unpaced sweep the daemon waits at least this long, and at least as
+# long as the sweep's CPU time: neither the interval nor a stream of lost process
+# events can keep it sweeping more than half the time.
+MIN_PAUSE: Final = 0.02
+
+# pace(cpu, elapsed) -> whether to go on: called by a sweep after each chunk of
+# processes with the CPU time and wall time it has taken so far; it may sleep.
+Pace = Callable[[float, float], bool]
+
+
+def sweeper(
+    registry: Registry,
+    source: SweepProcess,
+    note: Callable[[list[ProcessRead]], None],
+    reread: Callable[[list[int]], None],
+) -> Callable[[Pace], float]:
+    """A full sweep into `registry`, paced by its argument: blocking, for a worker thread.
+    `note` is told the reads that changed; `reread` reads again, at once, the processes
+    whose kept read the sweep's reader cannot vouch for (`Registry.touch`).
+
+    Returns the CPU time the sweep took, the reading process's and this thread's: what it
+    cost the machine, which waiting for the registry lock, the GIL or the pace would
+    inflate on the wall clock.
+    """
+
+    told = False  # whether the log has said how long a paced sweep lasts
+
+    def sweep(pace: Pace) -> float:
+        nonlocal told
+        started, cpu, reader_cpu = time.monotonic(), time.thread_time(), source.cpu()
+
+        def spent() -> float:
+            return time.thread_time() - cpu + max(0.0, source.cpu() - reader_cpu)
+
+        def each(reads: list[ProcessRead], same: list[tuple[int, float]]) -> bool:
+            registry.update(reads, swept=True)
+            note(reads)
+            if same and (stale := registry.touch(same)):
+                reread(stale)
+            return pace(spent(), time.monotonic() - started)
+
+        done = source.sweep(each, background=pace is not full_speed, forget=registry.take_dirty())
+        if done:
+            registry.end_sweep(started)
+        cost = spent()
+        if done and pace is not full_speed and not told:
+            told = True
+            log.info("a paced sweep took %.0f s (%.2f s of CPU)", time.monotonic() - started, cost)
+        log.debug(
+            "sweep %s in %.3f s (%.3f s of CPU), %d namespaces",
+            "done" if done else "abandoned",
+            time.monotonic() - started,
+            cost,
+            len(registry.snapshot.entries),
+        )
+        return cost
+
+    return sweep
+
+
+def full_speed(_cpu: float, _elapsed: float) -> bool:
+    return True
+
+
+class Refresher:
+    """Runs sweeps: one `interval` after another, or sooner when asked (`rescan`: process
+    events were lost).
+
+    While `following_events` is set a sweep is paced to `sweep_cpu` of a core,
+    unless someone waits for it. A sweep asked for runs at full speed, but never
+    sooner after the last one than that one's CPU time, so a stream of requests
+    cannot keep the daemon sweeping without pause.
+    """
+
+    def __init__(
+        self, sweep: Callable[[Pace], float], interval: float, sweep_cpu: float = 0.01, charges: Charges | None = None
+    ) -> None:
+        self.sweep = sweep
+        self.interval = interval
+        self.sweep_cpu = sweep_cpu
+        self.following_events = False
+        self._started = 0  # sweeps begun
+        self._merged = 0  # sweeps ended (done or abandoned)
+        self._wake = trio.Event()
+        self._merged_event = trio.Event()
+        self._urgent = False  # someone waits for the next sweep
+        self._abandon = threading.Event()  # tells a paced sweep to stop: someone waits for the next one
+        self._last_end = -math.inf
+        self._last_cost = 0.0
+        self.last_length = 0.0  # wall time of the last sweep that ended (metrics.py)
+        self._charges = Charges() if charges is None else charges  # other background work's CPU time
+        self._charged_before = 0.0  # ... up to the start of the sweep under way
+
+    @property
+    def sweeps(self) -> int:
+        """Sweeps ended since the loop started."""
+        return self._merged
+
+    @property
+    def last_cost(self) -> float:
+        """The CPU time of the last sweep that ended."""
+        return self._last_cost
+
+    async def rescan(self) -> None:
+        """Return once a sweep that started after this call has ended.
+
+        Concurrent callers share that sweep.
+        """
+        target = self._started + 1
+        while self._merged < target:
+            merged = self._merged_event
+            self._urgent = True
+            self._abandon.set()
+            self._wake.set()
+            await merged.wait()
+
+    def stop(self) -> None:
+        """End a sweep under way at its next chunk: the daemon is exiting, and trio waits for its thread."""
+        self._abandon.set()
+
+    def _pace(self, cpu: float, elapsed: float) -> bool:
+        """Between two chunks of a paced sweep (in its thread): sleep to stay within the budget."""
+        wait = (cpu + self._charges.total - self._charged_before) / self.sweep_cpu - elapsed
+        if wait > 0:
+            self._abandon.wait(wait)
+        return not self._abandon.is_set()
+
+    async def run(self) -> None:
+        # The first sweep ran before the loop started.
+        self._last_end = trio.current_time()
+        while True:
+            with trio.move_on_at(self._last_end + self.interval):
+                await self._wake.wait()
+            if self._urgent or not self.following_events:
+                await trio.sleep_until(self._last_end + max(MIN_PAUSE, self._last_cost))
+            paced = self.following_events and not self._urgent
+            self._wake = trio.Event()
+            self._urgent = False
+            self._abandon.clear()
+            self._started += 1
+            self._charged_before = self._charges.total
+            began = trio.current_time()
+            try:
+                self._last_cost = await trio.to_thread.run_sync(self.sweep, self._pace if paced else full_speed)
+            except Exception:
+                # Whatever went wrong, the last snapshot is still true enough to serve.
+                log.exception("sweep failed; serving the previous snapshot")
+            self._last_end = trio.current_time()
+            self.last_length = self._last_end - began
+            self._merged = self._started
+            self._merged_event.set()
+            self._merged_event = trio.Event()
 
 
 if __name__ == "__main__":

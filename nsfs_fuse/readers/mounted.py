@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import errors
-from .model import HolderKind, NsKey, parse_ns_name
-from .mountinfo import unescape
+from .. import errors
+from ..model import HolderKind, NsKey, parse_ns_name
+from ..mountinfo import unescape
 
 DEFAULT_MOUNT = "/run/namespaces"
 EVENTS_DIR = "/run/nsfs"

@@ -33,7 +33,7 @@ from .pins import Budget
 # The fds a helper costs the daemon: its stdin and stdout pipes.
 HELPER_FDS = 2
 
-log = logging.getLogger("nsfs")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Which mount tables the registry follows: every held mount namespace's, through a reader.
 
 A mount namespace's table is read when it is first followed and again whenever the
-kernel flags a change (tables.py, seen here as a `TableStore`); what it holds goes to
+kernel flags a change (mount_tables.py, seen here as a `TableStore`); what it holds goes to
 `Holdings` as that namespace's bind mounts. A reader holds its mount namespace, so it
 is closed before the namespace is suspended, and the table is followed again if the
 probe finds the namespace alive.
@@ -19,7 +19,7 @@ from typing import Protocol
 from .holdings import Holdings
 from .model import NsKey, Sighting
 
-log = logging.getLogger("nsfs")
+log = logging.getLogger(__name__)
 
 
 class TableStore(Protocol):

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import trio
 
 from .discovery import caller_sightings
-from .follow import Alarm
 from .model import Entry, NsKey, Snapshot
 from .registry import Registry
+from .tasks import Alarm
 from .visibility import Views, caller_userns
 
-log = logging.getLogger("nsfs")
+log = logging.getLogger(__name__)
 
 MAX_WATCHERS = 128  # connections past this get one line saying so, and are closed
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -95,16 +95,16 @@ def _remove_stale(path: str) -> None:
     os.unlink(path)
 
 
-class Watchers:
+class EventsSocket:
     """Serves the socket: one task per client, woken when the listing changes."""
 
-    def __init__(self, registry: Registry, listener: socket.socket) -> None:
+    def __init__(self, registry: Registry, listener: socket.socket, alarm: Alarm) -> None:
         self._registry = registry
         self._listener = listener
         self._views = Views()
         self._changed = trio.Event()  # set, and replaced, each time the listing changes
         self._clients = 0
-        self.alarm = Alarm()  # rung by the registry (any thread) when the listing changes
+        self.alarm = alarm  # rung by the registry (any thread) when the listing changes
 
     async def run(self) -> None:
         listener = trio.socket.from_stdlib_socket(self._listener)
