@@ -31,8 +31,8 @@ from harness import (
     wait_until,
 )
 from nsfs_fuse import kernel
+from nsfs_fuse.detaching import Detacher
 from nsfs_fuse.model import NsKey
-from nsfs_fuse.pins import Budget, Pins
 
 RARE = 60.0
 
@@ -275,8 +275,7 @@ def test_a_pin_through_a_bind_mount_is_opened_again_on_the_kernels_own_mount(nst
             kernels_mount = kernel.mount_id(own)
             os.close(own)
             assert kernel.mount_id(through_mount) != kernels_mount  # it holds the bind mount
-            pins = Pins(os.stat(link).st_dev, Budget(10))
-            again = pins._entered_again(through_mount, NsKey(nstype, os.stat(link).st_ino))
+            again = Detacher().entered_again(through_mount, NsKey(nstype, os.stat(link).st_ino))
             try:
                 assert again != through_mount and os.fstat(again).st_ino == os.stat(link).st_ino
                 assert kernel.mount_id(again) == kernels_mount
