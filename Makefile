@@ -76,8 +76,8 @@ unit:
 	$(VENV)/bin/python -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check nsfs_fuse tests bench harness.py
-	$(VENV)/bin/ruff format --check nsfs_fuse tests bench harness.py
+	$(VENV)/bin/ruff check nsfs_fuse tests bench
+	$(VENV)/bin/ruff format --check nsfs_fuse tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

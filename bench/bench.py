@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from bench import lifetime
-from harness import Daemon, Procs, run, running_daemon, wait_until
 from nsfs_fuse.kernel import nsfs_device
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.procs import Procs
+from tests.support.waiting import run, wait_until
 
 _T = TypeVar("_T")
 

@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from harness import HAS, Daemon, link_exists, ns_alive, ns_handle, run
+from tests.support.daemon import Daemon
+from tests.support.features import has
+from tests.support.oracles import link_exists, ns_alive, ns_handle
+from tests.support.waiting import run
 
 Row = tuple[str, str, str, str]
 Sample = float | None  # seconds; None: timed out
@@ -535,7 +538,7 @@ def death_rows(
 ) -> list[Row]:
     rows = []
     for kind in KINDS:
-        if kind == "zombie" and not HAS["ns_handles"]:  # its witness is the namespace's file handle
+        if kind == "zombie" and not has("ns_handles"):  # its witness is the namespace's file handle
             rows.append((f"f) death, {KIND_LABELS[kind]}", "left out", "no nsfs file handles here", ""))
             continue
         got = measure_deaths(kind, mess, nsfs, reps=reps, timeout=timeout, discover=discover)

@@ -18,17 +18,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import (
-    INTERVAL,
-    SOCKET_ONLY,
-    THREAD,
-    UNSHARE_TIME_NO_EXEC,
-    Procs,
-    children,
-    ns_of,
-    run,
-    running_daemon,
-)
+from tests.support.daemon import running_daemon
+from tests.support.oracles import children, ns_of
+from tests.support.procs import Procs
+from tests.support.programs import SOCKET_ONLY, THREAD, UNSHARE_TIME_NO_EXEC
+from tests.support.waiting import INTERVAL, run
 
 
 class World:

@@ -43,9 +43,11 @@ import psutil
 
 from bench.bench import World, floor_ls_l, median_time, rss_mb
 from bench.lifetime import cpu_seconds
-from harness import Daemon, Procs, running_daemon, wait_until
 from nsfs_fuse import discovery, kernel
 from nsfs_fuse.rereads import FD_COUNTS_EVERY
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.procs import Procs
+from tests.support.waiting import wait_until
 
 GROUP = 10  # processes per group of namespaces
 FDS_PER_PROC = 10

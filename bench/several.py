@@ -32,7 +32,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bench.soak import soak
-from harness import Daemon, link_exists, ns_alive, ns_handle, run, running_daemon
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.oracles import link_exists, ns_alive, ns_handle
+from tests.support.waiting import run
 
 POLL = 0.005
 TIMEOUT = 10.0

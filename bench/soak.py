@@ -25,7 +25,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import HAS, NS_GET_ID, NS_GET_USERNS, Daemon, related_fd, running_daemon, wait_until
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.features import has
+from tests.support.oracles import NS_GET_ID, NS_GET_USERNS, related_fd
+from tests.support.waiting import wait_until
 
 # Makes namespaces at a rate, each held one way for 0.1 to 1 s, then undone.
 CHURN = r"""
@@ -123,7 +126,7 @@ def check_entry(nsfs: Daemon, name: str) -> list[str]:
     try:
         if os.fstat(fd).st_ino != inode:
             return [*wrong, f"{name}: ns opens inode {os.fstat(fd).st_ino}"]
-        if HAS["ns_id"]:
+        if has("ns_id"):
             buf = bytearray(8)
             fcntl.ioctl(fd, NS_GET_ID, buf, True)
             if nsfs.read(name, "id") != f"{int.from_bytes(buf, 'little')}\n":

@@ -15,26 +15,28 @@ from pathlib import Path
 
 import pytest
 
-from harness import FEATURES, HAS, Daemon, Procs, running_daemon
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.features import FEATURES, has
+from tests.support.procs import Procs
 
 UNIT = Path(__file__).parent / "unit"  # pure tests: no root, no /dev/fuse
 LACKS = "this kernel lacks "  # how a test left out for a missing kernel feature is skipped
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "needs(feature): runs only where the kernel has it (harness.FEATURES)")
+    config.addinivalue_line("markers", "needs(feature): runs only where the kernel has it (tests/support/features.py)")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Any test outside tests/unit mounts the real filesystem: without root and /dev/fuse, refuse
     to run. A test marked `needs(FEATURE)` is left out, and says why, where the running kernel
-    lacks FEATURE (probed as the harness loads); where it has it, the test runs like any other."""
+    lacks FEATURE (probed at the first ask); where it has it, the test runs like any other."""
     for item in items:
         for mark in item.iter_markers("needs"):
             (feature,) = mark.args
             if feature not in FEATURES:
                 raise pytest.UsageError(f"{item.nodeid}: unknown kernel feature {feature!r}")
-            if not HAS[feature]:
+            if not has(feature):
                 item.add_marker(pytest.mark.skip(reason=f"{LACKS}{feature}: {FEATURES[feature]}"))
     if all(item.path.is_relative_to(UNIT) for item in items):
         return

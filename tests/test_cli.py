@@ -13,23 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    LSNSFS,
-    NSFS,
-    Daemon,
-    Procs,
-    daemon_serving,
-    gone,
-    is_mounted,
-    kill_with_watchdog,
-    mounts,
-    ns_of,
-    run,
-    running_daemon,
-    wait_until,
-)
 from nsfs_fuse import __version__
 from nsfs_fuse.mountinfo import unescape
+from tests.support.daemon import LSNSFS, NSFS, Daemon, running_daemon
+from tests.support.oracles import ns_of
+from tests.support.procs import Procs, daemon_serving, gone, kill_with_watchdog
+from tests.support.waiting import is_mounted, mounts, run, wait_until
 
 HELPER = Path("/usr/local/sbin/nsfs")
 

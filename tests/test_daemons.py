@@ -18,19 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    Daemon,
-    Procs,
-    assert_released,
-    link_exists,
-    ns_alive,
-    ns_handle,
-    ns_of,
-    run,
-    running_daemon,
-    veth_into,
-    wait_until,
-)
+from tests.support.daemon import Daemon, assert_released, running_daemon
+from tests.support.oracles import link_exists, ns_alive, ns_handle, ns_of, veth_into
+from tests.support.procs import Procs
+from tests.support.waiting import run, wait_until
 
 
 @pytest.fixture

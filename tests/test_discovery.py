@@ -19,25 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    SOCKET_ONLY,
-    THREAD,
-    UNSHARE_TIME_NO_EXEC,
-    Daemon,
-    Procs,
-    all_process_namespaces,
-    assert_released,
-    children,
-    ns_id,
-    ns_of,
-    run,
-    running_daemon,
-    wait_until,
-)
 from nsfs_fuse import kernel
 from nsfs_fuse.discovery import Scanner
 from nsfs_fuse.model import HolderKind, ProcessRead
 from nsfs_fuse.sweeps import Each, SweepProcess
+from tests.support.daemon import Daemon, assert_released, running_daemon
+from tests.support.oracles import all_process_namespaces, children, ns_id, ns_of
+from tests.support.procs import Procs
+from tests.support.programs import SOCKET_ONLY, THREAD, UNSHARE_TIME_NO_EXEC
+from tests.support.waiting import run, wait_until
 
 
 def holders(nsfs: Daemon, name: str) -> list[str]:

@@ -19,23 +19,11 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import (
-    LSNSFS,
-    NSFS,
-    PATIENCE,
-    SLOWDOWN,
-    Daemon,
-    Procs,
-    all_process_namespaces,
-    is_mounted,
-    kill_with_watchdog,
-    lsns_json,
-    netns_added,
-    ns_of,
-    run,
-    running_daemon,
-    wait_until,
-)
+from tests.support.daemon import LSNSFS, NSFS, Daemon, netns_added, running_daemon
+from tests.support.lsns import lsns_json
+from tests.support.oracles import all_process_namespaces, ns_of
+from tests.support.procs import Procs, kill_with_watchdog
+from tests.support.waiting import PATIENCE, SLOWDOWN, is_mounted, run, wait_until
 
 ROOT = Path(__file__).parent.parent
 NS_LINKS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")

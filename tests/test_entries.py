@@ -9,21 +9,11 @@ import time
 
 import pytest
 
-from harness import (
-    INTERVAL,
-    NS_GET_PARENT,
-    NS_GET_USERNS,
-    Daemon,
-    Procs,
-    all_process_namespaces,
-    files,
-    leaving,
-    ns_id,
-    ns_of,
-    related,
-    run,
-    wait_until,
-)
+from tests.support.daemon import Daemon, leaving
+from tests.support.features import files
+from tests.support.oracles import NS_GET_PARENT, NS_GET_USERNS, all_process_namespaces, ns_id, ns_of, related
+from tests.support.procs import Procs
+from tests.support.waiting import INTERVAL, run, wait_until
 
 TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 ALL_NEW = ("--user", "--map-root-user", "--cgroup", "--ipc", "--mount", "--net", "--pid", "--uts", "--time", "--fork")

@@ -10,21 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    HAS,
-    INTERVAL,
-    NSFS,
-    PATIENCE,
-    SLOWDOWN,
-    Daemon,
-    Procs,
-    children,
-    ns_handle,
-    ns_of,
-    run,
-    running_daemon,
-    wait_until,
-)
+from tests.support.daemon import NSFS, Daemon, running_daemon
+from tests.support.features import has
+from tests.support.oracles import children, ns_handle, ns_of
+from tests.support.procs import Procs
+from tests.support.waiting import INTERVAL, PATIENCE, SLOWDOWN, run, wait_until
 
 RARE = 60.0  # a refresh period no test waits for: what happens sooner comes from events
 SWEEPS = 5  # a namespace is listed (and unlisted) within this many sweep intervals where sweeps are all there is
@@ -77,7 +67,7 @@ def test_where_no_events_arrive_the_daemon_scans_and_says_so_once(public_dir: Pa
         # daemon's pid namespace (ESTALE), though the daemon holds it: it is pinned as on a
         # kernel without handles. That ESTALE once failed every sweep, and nothing new was listed.
         wait_until(lambda: net in listed(), "a scan to list it", timeout=SWEEPS * INTERVAL)
-        refused = HAS["ns_handles"] and _handle_refused(in_its_namespaces, f"/proc/{pid}/ns/net")
+        refused = has("ns_handles") and _handle_refused(in_its_namespaces, f"/proc/{pid}/ns/net")
         procs.end(pid)
         wait_until(lambda: net not in listed(), "a scan to unlist it", timeout=SWEEPS * INTERVAL)
         said = wait_until(

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from harness import PATIENCE, Daemon, Procs, own_namespaces, run, running_daemon
 from nsfs_fuse.sweeps import Pace, Refresher
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.oracles import own_namespaces
+from tests.support.procs import Procs
+from tests.support.waiting import PATIENCE, run
 
 SLOW = 60.0
 

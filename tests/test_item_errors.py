@@ -29,11 +29,13 @@ from typing import Any, NamedTuple
 import psutil
 import pytest
 
-from harness import SOCKET_ONLY, THREAD, Procs, run, wait_until
 from nsfs_fuse import discovery, errors, kernel, mount_tables, mountinfo
 from nsfs_fuse.model import Holder, HolderKind, NsKey, ProcessRead, Snapshot, parse_ns_name
 from nsfs_fuse.pins import RETIRE_SECONDS, Budget, Pins
 from nsfs_fuse.registry import Registry
+from tests.support.procs import Procs
+from tests.support.programs import SOCKET_ONLY, THREAD
+from tests.support.waiting import run, wait_until
 
 ERRNOS = [
     errno.ENOENT,

@@ -17,22 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    THREAD,
-    Daemon,
-    Procs,
-    link_exists,
-    ns_alive,
-    ns_handle,
-    ns_of,
-    run,
-    running_daemon,
-    veth_into,
-    wait_until,
-)
 from nsfs_fuse import kernel
 from nsfs_fuse.detaching import Detacher
 from nsfs_fuse.model import NsKey
+from tests.support.daemon import Daemon, running_daemon
+from tests.support.oracles import link_exists, ns_alive, ns_handle, ns_of, veth_into
+from tests.support.procs import Procs
+from tests.support.programs import THREAD
+from tests.support.waiting import run, wait_until
 
 RARE = 60.0
 

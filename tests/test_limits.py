@@ -12,8 +12,12 @@ import pytest
 import trio
 from pyfuse3 import FUSEError
 
-from harness import NSFS, Procs, files, is_mounted, kill_with_watchdog, ns_of, run, running_daemon, wait_until
 from nsfs_fuse.fs import guarded
+from tests.support.daemon import NSFS, running_daemon
+from tests.support.features import files
+from tests.support.oracles import ns_of
+from tests.support.procs import Procs, kill_with_watchdog
+from tests.support.waiting import is_mounted, run, wait_until
 
 FD_LIMIT = 128  # the daemon keeps 64 of them for itself: at most 64 pins
 

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import SLOWDOWN, Daemon, Procs, files, ns_of, run, wait_until
+from tests.support.daemon import Daemon
+from tests.support.features import files
+from tests.support.oracles import ns_of
+from tests.support.procs import Procs
+from tests.support.waiting import SLOWDOWN, run, wait_until
 
 AS_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # for programs run as other uids: the suite's interpreter is under /root

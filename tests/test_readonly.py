@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from harness import Daemon, ns_of
+from tests.support.daemon import Daemon
+from tests.support.oracles import ns_of
 
 
 def _net(nsfs: Daemon) -> str:

@@ -19,21 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    NSFS,
-    PATIENCE,
-    SLOWDOWN,
-    Daemon,
-    children_of,
-    daemon_serving,
-    gone,
-    is_mounted,
-    run,
-    running_daemon,
-    wait_until,
-    watchdog_of,
-)
 from nsfs_fuse.signals import name
+from tests.support.daemon import NSFS, Daemon, running_daemon
+from tests.support.procs import children_of, daemon_serving, gone, watchdog_of
+from tests.support.waiting import PATIENCE, SLOWDOWN, is_mounted, run, wait_until
 
 ENDING = [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGXCPU, signal.SIGPWR]
 IGNORED = [

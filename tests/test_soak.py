@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import SLOWDOWN, run
+from tests.support.waiting import SLOWDOWN, run
 
 
 def figure(report: str, label: str) -> int:

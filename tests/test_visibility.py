@@ -13,9 +13,13 @@ from typing import Any
 import pytest
 
 import nsfs_fuse
-from harness import NSFS, PATIENCE, SLOWDOWN, Daemon, Procs, children, files, ns_of, own_namespaces, run, wait_until
 from nsfs_fuse.model import NS_TYPES
 from nsfs_fuse.visibility import caller_userns
+from tests.support.daemon import NSFS, Daemon
+from tests.support.features import files
+from tests.support.oracles import children, ns_of, own_namespaces
+from tests.support.procs import Procs
+from tests.support.waiting import PATIENCE, SLOWDOWN, run, wait_until
 
 # Run inside a caller's namespaces: what each operation on each path gives.
 PROBE = """

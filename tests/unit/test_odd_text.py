@@ -15,12 +15,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import lsns_json
 from nsfs_fuse.model import Creds, Holder, HolderKind, NsKey, holder_line
 from nsfs_fuse.mountinfo import escape
 from nsfs_fuse.readers.formats import as_json, dot, table
 from nsfs_fuse.readers.mounted import Listed, holder_lines
 from nsfs_fuse.readers.rows import Row, command_line, row_of
+from tests.support.lsns import lsns_json
 
 PID = 4242
 UTS = NsKey("uts", 4026532311)
