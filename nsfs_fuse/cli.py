@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 from . import __version__, kernel
 from .checks import WATCHDOG, SetupError, check_can_mount, check_paths, fuse_options, reason, watchdog_found
-from .discovery import DAEMON_COMM, FUSE_DEVICE
+from .daemons import DAEMON_COMM, FUSE_DEVICE
 from .options import HELP, USAGE, Args, UsageError, parse_args
 from .readers.shown import cell
 
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mountpoint = check_can_mount(args.mountpoint)
         check_paths(args, mountpoint)
         # Other daemons recognise us by this name, our root credentials and an open /dev/fuse,
-        # and do not count our pins as holders (discovery.is_nsfs_daemon): from before the
+        # and do not count our pins as holders (daemons.is_nsfs_daemon): from before the
         # first scan pins anything until the process ends.
         kernel.set_process_name(DAEMON_COMM)
         _fuse_mark = os.open(FUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC)

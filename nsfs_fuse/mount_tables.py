@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from . import discovery, errors
+from . import daemons, discovery, errors
 from .model import NsKey, Sighting
 from .pins import Budget
 
@@ -207,7 +207,7 @@ class Tables:
             return None
         helper = None
         try:
-            helper = None if pin is None else discovery.enter_mount_namespace(pin)
+            helper = None if pin is None else daemons.enter_mount_namespace(pin)
         except OSError as exc:  # no process to be had just now (EAGAIN, ENOMEM, EMFILE)
             errors.judge(exc, "helper_start", mnt.name)
         if helper is None:
@@ -221,7 +221,7 @@ class Tables:
         return helper
 
     def _end(self, helper: subprocess.Popen[bytes]) -> None:
-        discovery.end_helper(helper)
+        daemons.end_helper(helper)
         self._budget.give(HELPER_FDS)
         self._helpers.discard(helper.pid)
 

@@ -12,6 +12,7 @@ from typing import Any, Final, TypeVar
 
 from . import discovery, errors, kernel
 from .model import Creds, Entry, NsKey, Snapshot
+from .procfs import read_status
 from .visibility import Caller, Ptrace, View, caller_confined, caller_pidns, map_uid
 
 _T = TypeVar("_T")
@@ -81,7 +82,7 @@ class Request:
 
     def _read_caller(self) -> Caller | None:
         try:
-            status = discovery.read_status(f"/proc/{self.pid}/status") if self.pid > 0 else None
+            status = read_status(f"/proc/{self.pid}/status") if self.pid > 0 else None
         except errors.Skip:  # judged: a caller that cannot be read is one that cannot be identified
             return None
         if status is None or self.view.userns is None:

@@ -51,14 +51,14 @@ from typing import IO, Final, TypeVar
 
 import trio
 
-from . import discovery, errors, kernel
+from . import daemons, discovery, errors, kernel
 from .model import ProcessRead
 from .registry import Registry
 from .tasks import Charges
 
 log = logging.getLogger(__name__)
 
-HELPER_NAME = discovery.HELPER_PREFIX + "sweep"
+HELPER_NAME = daemons.HELPER_PREFIX + "sweep"
 _LENGTH = struct.Struct("<I")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -174,7 +174,7 @@ class SweepProcess:
     def close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            discovery.end_helper(proc)
+            daemons.end_helper(proc)
             self._helpers.discard(proc.pid)
 
     def _started(self) -> subprocess.Popen[bytes]:
@@ -196,7 +196,7 @@ def _read_exactly(pipe: IO[bytes], size: int) -> bytes:
 def main() -> None:
     """The helper: sweep each time the daemon asks, until its pipe closes."""
     own_pid, nsfs_dev = int(sys.argv[1]), int(sys.argv[2])
-    kernel.set_process_name(HELPER_NAME)  # every daemon's scan knows it as a helper (discovery.is_nsfs_helper)
+    kernel.set_process_name(HELPER_NAME)  # every daemon's scan knows it as a helper (daemons.is_nsfs_helper)
     scanner = discovery.Scanner(own_pid, nsfs_dev)
     memory = Memory()
     out = sys.stdout.buffer

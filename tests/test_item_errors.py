@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import psutil
 import pytest
 
-from nsfs_fuse import discovery, errors, kernel, mount_tables, mountinfo
+from nsfs_fuse import discovery, errors, kernel, mount_tables, mountinfo, procfs
 from nsfs_fuse.model import Holder, HolderKind, NsKey, ProcessRead, Snapshot, parse_ns_name
 from nsfs_fuse.pins import RETIRE_SECONDS, Budget, Pins
 from nsfs_fuse.registry import Registry
@@ -213,14 +213,13 @@ def scanning() -> Iterator[Scan]:
 
 def sweep(scan: Scan, world: World, monkeypatch: pytest.MonkeyPatch) -> Snapshot:
     """A sweep of the test's processes (Scanner.sweep, as the sweep's helper runs it), into the registry."""
-    monkeypatch.setattr(psutil, "pids", lambda: list(world.pids))
     started = time.monotonic()
 
     def each(reads: list[ProcessRead]) -> bool:
         scan.registry.update(reads)
         return True
 
-    assert scan.scanner.sweep(each)
+    assert scan.scanner.sweep(each, pids=list(world.pids))
     return scan.registry.end_sweep(started)
 
 
@@ -396,13 +395,9 @@ class Call:
             target = world.names[role] if role in _NAMESPACE_ROLES else str(world.roles[role])
             _inject_kernel(func, target, injection, monkeypatch)
         else:
-            _inject_os(
-                discovery if where == "discovery" else mount_tables,
-                func,
-                world.roles[self.item],
-                injection,
-                monkeypatch,
-            )
+            # /proc as discovery reads it: its own calls, and the file reads of procfs it makes.
+            for module in (discovery, procfs) if where == "discovery" else (mount_tables,):
+                _inject_os(module, func, world.roles[self.item], injection, monkeypatch)
         return injection
 
 

@@ -33,10 +33,13 @@ def test_more_namespaces_than_fds(public_dir: Path, procs: Procs) -> None:
         linked = {n for n in names if os.path.lexists(nsfs.path(n, "ns"))}
         assert len(names) > FD_LIMIT
         assert 0 < len(linked) <= FD_LIMIT - 64
-        for name in names - linked:  # listed in full, but for the link
+        # The test's own namespaces, which its sleepers keep: others on the machine may go
+        # meanwhile (one being probed has no link, then no entry).
+        assert len(made - linked) >= len(made) - (FD_LIMIT - 64)
+        for name in (names - linked) & made:  # listed in full, but for the link
             assert nsfs.read(name, "nstype") == name.split(":")[0] + "\n"
             assert sorted(os.listdir(nsfs.path(name)))[:2] == files("holders", "nstype")[:2]
-        for name in linked:
+        for name in linked & made:
             assert os.stat(nsfs.path(name, "ns")).st_ino == int(name.split("[")[1][:-1])
         assert nsfs.fd_count() <= FD_LIMIT
         warnings = [line for line in nsfs.log.read_text().splitlines() if "fd limit reached" in line]

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from nsfs_fuse.discovery import Status, process_creds, read_status
 from nsfs_fuse.model import Creds, Entry, NsKey, Snapshot
+from nsfs_fuse.procfs import Status, process_creds, read_status
 from nsfs_fuse.visibility import CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, Caller, Ptrace, confined
 
 HOST = NsKey("user", 100)
