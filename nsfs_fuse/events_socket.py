@@ -28,6 +28,7 @@ import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
 
 import trio
 
@@ -38,6 +39,8 @@ from .tasks import Alarm
 from .visibility import Views, caller_userns
 
 log = logging.getLogger(__name__)
+# What a client sends is read and dropped (it has nothing to say): this much at a time.
+CLIENT_READ: Final = 4096
 
 MAX_WATCHERS = 128  # connections past this get one line saying so, and are closed
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -208,7 +211,7 @@ class EventsSocket:
     @staticmethod
     async def _until_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
         """Clients only listen: anything they send is ignored, and their end of file ends them."""
-        while await stream.receive_some(4096):
+        while await stream.receive_some(CLIENT_READ):
             pass
         scope.cancel()
 

@@ -34,7 +34,7 @@ from typing import Any, Final, NoReturn, ParamSpec, Protocol, TypeVar
 import pyfuse3
 from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
-from .attributes import ENTRY_BITS, Directories, Inodes, attributes, encode, owner_uid
+from .attributes import BLOCK_SIZE, ENTRY_BITS, Directories, Inodes, attributes, encode, owner_uid
 from .files import BY_NAME, BY_SLOT, SLOTS, EntryFile, files_of
 from .model import Entry, NsKey, Snapshot, parse_ns_name
 from .registry import Registry
@@ -314,7 +314,7 @@ class NsFs(pyfuse3.Operations):
         many namespaces the host has, and when it makes more."""
         req = self._request(ctx)
         data = pyfuse3.StatvfsData()
-        data.f_bsize = data.f_frsize = 4096
+        data.f_bsize = data.f_frsize = BLOCK_SIZE
         data.f_blocks = data.f_bfree = data.f_bavail = 0
         data.f_files = 0 if req.view.userns is None else len(req.listing())
         data.f_ffree = data.f_favail = 0

@@ -308,6 +308,10 @@ def rtnetlink() -> socket.socket:
     return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
 
 
+# RTM_GETNSID's reply is one small message: a page holds it whole.
+_NETNSID_REPLY: Final = 4096
+
+
 def netnsid(sock: socket.socket, ns_fd: int) -> int:
     """The id the caller's network namespace gives the network namespace open at `ns_fd`
     (RTM_GETNSID), or NSID_NOT_ASSIGNED if it gave it none."""
@@ -317,7 +321,7 @@ def netnsid(sock: socket.socket, ns_fd: int) -> int:
         + _RTATTR.pack(_RTATTR.size + 4, _NETNSA_FD)
         + struct.pack("=i", ns_fd)
     )
-    reply = sock.recv(4096)
+    reply = sock.recv(_NETNSID_REPLY)
     _length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(reply)
     if kind == _NLMSG_ERROR:
         (error,) = struct.unpack_from("=i", reply, _NLMSGHDR.size)
