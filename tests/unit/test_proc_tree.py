@@ -15,17 +15,9 @@ import pytest
 from nsfs_fuse import discovery
 from nsfs_fuse.model import Holder, HolderKind, NsKey, ProcessRead, Sighting, parse_ns_name
 
-PROC = str(Path(__file__).parent / "proc")
-HOST = {
-    "cgroup": 4026531835,
-    "ipc": 4026531839,
-    "mnt": 4026531841,
-    "net": 4026531840,
-    "pid": 4026531836,
-    "time": 4026531834,
-    "user": 4026531837,
-    "uts": 4026531838,
-}
+from .make_proc_tree import HOST, ROOT
+
+PROC = ROOT
 TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 
