@@ -11,7 +11,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static
 # What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
 KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 
-.PHONY: setup install uninstall run stop test test-kernel bench-kernel unit lint compare soak bench bench-scale bench-daemons clean
+.PHONY: setup install uninstall run stop test test-kernel bench-kernel unit lint compare soak bench bench-scale bench-daemons clean image
 
 # Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter,
 # setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too),
@@ -106,4 +106,13 @@ compare: setup
 	$(VENV)/bin/python -m bench.lsns_compare $(COUNT)
 
 clean:
-	rm -rf $(VENV) .system-deps .kernel-deps .kernels .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .system-deps .kernel-deps .kernels .image .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The fleet's image (image/Containerfile, scripts/make-image): a base made by debootstrap from
+# Debian's packages, the project's wheels built here; no registry but the package registries.
+IMAGE ?= localhost/nsfs-fuse:latest
+IMAGE_APT_PACKAGES := debootstrap podman
+image: setup
+	@dpkg -s $(IMAGE_APT_PACKAGES) >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_APT_PACKAGES); }
+	IMAGE=$(IMAGE) scripts/make-image
