@@ -27,9 +27,13 @@ def _mounts() -> list[mountinfo.Mount]:
         return list(mountinfo.parse(f))
 
 
-def _mounted_at(path: str) -> str | None:
-    """The fstype mounted exactly at `path`, if anything is."""
-    return next((m.fstype for m in _mounts() if m.mountpoint == path), None)
+def _mounted_at(path: str) -> mountinfo.Mount | None:
+    """What is mounted exactly at `path`, if anything is: the last mount there, the one seen."""
+    found = None
+    for mount in _mounts():
+        if mount.mountpoint == path:
+            found = mount
+    return found
 
 
 def _filesystem_of(path: str) -> str | None:
@@ -81,9 +85,12 @@ def check_can_mount(mountpoint: str) -> str:
         raise SetupError(f"cannot use {mountpoint}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise SetupError(f"mountpoint {mountpoint} is not a directory")
-    fstype = _mounted_at(path)
-    if fstype is not None:
-        raise SetupError(f"{mountpoint} is already mounted ({fstype}): umount it first")
+    # A whole file system mounted there would be hidden: refused. A directory bind-mounted onto
+    # it (its mount's root is that directory, not "/") is a place to mount on: a container's
+    # volume is one (the DaemonSet's hostPath /run/namespaces), and the daemon mounts over it.
+    mounted = _mounted_at(path)
+    if mounted is not None and mounted.root == "/":
+        raise SetupError(f"{mountpoint} is already mounted ({mounted.fstype}): umount it first")
     if _filesystem_of(path) == "proc":
         # The daemon reads /proc: mounted over /proc/sys it waited on its own mount for ever,
         # over /proc/1 it hid pid 1 from everyone.

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from nsfs_fuse import __version__
+from nsfs_fuse import __version__, mountinfo
 from nsfs_fuse.mountinfo import unescape
 from tests.support.daemon import LSNSFS, NSFS, Daemon, running_daemon
 from tests.support.oracles import ns_of
 from tests.support.procs import Procs, daemon_serving, gone, kill_with_watchdog
-from tests.support.waiting import is_mounted, mounts, run, wait_until
+from tests.support.waiting import PATIENCE, is_mounted, mounts, run, wait_until
 
 HELPER = Path("/usr/local/sbin/nsfs")
 
@@ -166,6 +166,35 @@ def test_mountpoint_already_mounted(mountpoint: Path) -> None:
         refuse([*NSFS, str(mountpoint)], f"nsfs: {mountpoint} is already mounted (tmpfs): umount it first")
     finally:
         run(["umount", str(mountpoint)])
+
+
+def test_a_directory_bind_mounted_onto_the_mountpoint_is_mounted_over(public_dir: Path) -> None:
+    """As a container's volume is (the DaemonSet's hostPath /run/namespaces): the daemon mounts
+    over it, serves, and on SIGTERM takes away its own mount only."""
+    volume, mountpoint = public_dir / "volume", public_dir / "mnt"
+    volume.mkdir()
+    mountpoint.mkdir()
+    assert run(["mount", "--bind", str(volume), str(mountpoint)]).returncode == 0
+
+    def at_mountpoint() -> list[mountinfo.Mount]:
+        table = Path("/proc/self/mountinfo").read_text().splitlines()
+        return [m for m in mountinfo.parse(table) if m.mountpoint == str(mountpoint)]
+
+    try:
+        (bind,) = at_mountpoint()
+        daemon = subprocess.Popen([*NSFS, str(mountpoint), "-f"], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: len(at_mountpoint()) == 2, "the daemon's mount over the bind mount")
+            assert at_mountpoint()[-1].fstype == "fuse.nsfs"
+            assert ns_of(os.getpid(), "net") in os.listdir(mountpoint)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            _, stderr = daemon.communicate(timeout=PATIENCE)
+        assert daemon.returncode == 0, stderr
+        assert at_mountpoint() == [bind]
+    finally:
+        assert run(["umount", str(mountpoint)]).returncode == 0
+    assert at_mountpoint() == []
 
 
 def test_not_root(mountpoint: Path) -> None:
