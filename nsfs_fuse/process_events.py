@@ -7,7 +7,10 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import socket
+import threading
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import trio
@@ -33,6 +36,9 @@ GATHER: Final = 0.05
 
 # What one recv of the proc connector's socket takes at most: many events at once.
 RECV_SIZE: Final = 65536
+# The initial network namespace, where the proc connector answers: kthreadd's (pid 2 of the host's
+# pid namespace, which the daemon reads: hostPID in a DaemonSet), as every kernel thread's is.
+HOST_NET: Final = "/proc/2/ns/net"
 
 
 class Sweeps(Protocol):
@@ -57,17 +63,11 @@ class ProcessEvents:
         Without them (no proc connector, or a daemon outside the initial pid and
         user namespaces) the sweeps are all there is, and the log says so once.
         """
-        try:
-            sock = kernel.proc_events()
-        except OSError as exc:
-            log.warning("process events unavailable (%s): sweeping every %g s instead", exc.strerror, sweeps.interval)
+        sock, why = await _subscribed()
+        if sock is None:
+            log.warning("process events unavailable (%s): sweeping every %g s instead", why, sweeps.interval)
             return
         with sock:
-            # Outside the initial pid and user namespaces the kernel accepts the
-            # subscription and sends nothing: see one event arrive before relying on them.
-            if not await _events_arrive(sock):
-                log.warning("process events unavailable (none arrive): sweeping every %g s instead", sweeps.interval)
-                return
             sweeps.following_events = True
             log.info("following process events")
             try:
@@ -134,3 +134,64 @@ async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:
             if any(what == kernel.PROC_EVENT_EXIT and pid == child.pid for what, pid, _tgid in events):
                 return True
     return False
+
+
+async def _subscribed(host: str = HOST_NET) -> tuple[socket.socket | None, str]:
+    """The proc connector's socket, once an event was seen to arrive on it; else None and why.
+
+    The connector serves the initial network namespace only: elsewhere it refuses, or takes the
+    subscription and sends nothing. So a daemon in a network namespace of its own (a
+    container's, a pod's without hostNetwork) tries `host`'s too: the initial one, where the
+    kernel's own threads are. Outside the initial pid and user namespaces nothing arrives either
+    way, and sweeps are all there is."""
+    why = ""
+    openers: list[Callable[[], socket.socket]] = [kernel.proc_events]
+    if _elsewhere(host):
+        openers.append(functools.partial(_in_network_of, host, kernel.proc_events))
+    for opener in openers:
+        try:
+            sock = await trio.to_thread.run_sync(opener)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            continue
+        # See one event arrive before relying on them.
+        if await _events_arrive(sock):
+            if opener is not kernel.proc_events:
+                log.info("process events from the host's network namespace (this daemon is in one of its own)")
+            return sock, ""
+        sock.close()
+        why = "none arrive"
+    return None, why
+
+
+def _in_network_of(host: str, open_socket: Callable[[], socket.socket]) -> socket.socket:
+    """`open_socket()` in the network namespace `host` names, from a thread that enters it and
+    ends there (the socket stays in that namespace; nothing else moves)."""
+    opened: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def enter() -> None:
+        try:
+            fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                kernel.setns(fd, kernel.CLONE_FLAGS["net"])
+            finally:
+                os.close(fd)
+            opened.append(open_socket())
+        except OSError as exc:
+            failed.append(exc)
+
+    entering = threading.Thread(target=enter, name="nsfs-events", daemon=True)
+    entering.start()
+    entering.join()
+    if failed:
+        raise failed[0]
+    return opened[0]
+
+
+def _elsewhere(host: str) -> bool:
+    """Whether this daemon's network namespace is not `host`'s."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino != os.stat(host).st_ino
+    except OSError:
+        return False

@@ -41,6 +41,24 @@ def test_a_new_process_is_listed_and_its_exit_unlisted_without_a_scan(rare: Daem
         assert not names & rare.pinned()
 
 
+def test_a_daemon_in_a_network_namespace_of_its_own_follows_events_from_the_hosts(
+    public_dir: Path, procs: Procs
+) -> None:
+    """As in a container or a pod without hostNetwork: the proc connector answers only in the
+    initial network namespace, so the daemon opens its socket there (through pid 1's), and
+    a namespace still comes and goes with its process, with no sweep for a minute."""
+    with running_daemon(public_dir / "mnt", interval=RARE, prefix=("unshare", "--net")) as daemon:
+        assert ns_of(daemon.pid, "net") != ns_of(os.getpid(), "net")
+        pid = procs.sleeper("--uts")
+        uts = ns_of(pid, "uts")
+        wait_until(lambda: uts in set(os.listdir(daemon.mountpoint)), "exec to list it", timeout=5)
+        procs.end(pid)
+        wait_until(lambda: uts not in set(os.listdir(daemon.mountpoint)), "exit to unlist it", timeout=5)
+        log = daemon.log.read_text()
+    assert "process events from the host's network namespace" in log and "following process events" in log, log
+    assert "unavailable" not in log, log
+
+
 def test_where_no_events_arrive_the_daemon_scans_and_says_so_once(public_dir: Path, procs: Procs) -> None:
     # In a child pid namespace the kernel takes the subscription and sends nothing. The daemon
     # there has a /proc of its own (and so a mount namespace): its world is that pid namespace.
