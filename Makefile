@@ -51,7 +51,7 @@ run: setup
 stop:
 	@! mountpoint -q $(MOUNTPOINT) || umount $(MOUNTPOINT)
 
-test: setup
+test: setup image
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The suite on Debian's own Linux KERNEL, booted under qemu with this checkout visible
@@ -111,7 +111,7 @@ clean:
 # The fleet's image (image/Containerfile, scripts/make-image): a base made by debootstrap from
 # Debian's packages, the project's wheels built here; no registry but the package registries.
 IMAGE ?= localhost/nsfs-fuse:latest
-IMAGE_APT_PACKAGES := debootstrap podman
+IMAGE_APT_PACKAGES := debootstrap podman runc
 image: setup
 	@dpkg -s $(IMAGE_APT_PACKAGES) >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_APT_PACKAGES); }
