@@ -141,13 +141,14 @@ async def _subscribed(host: str = HOST_NET) -> tuple[socket.socket | None, str]:
 
     The connector serves the initial network namespace only: elsewhere it refuses, or takes the
     subscription and sends nothing. So a daemon in a network namespace of its own (a
-    container's, a pod's without hostNetwork) tries `host`'s too: the initial one, where the
-    kernel's own threads are. Outside the initial pid and user namespaces nothing arrives either
+    container's, a pod's without hostNetwork) subscribes from `host`'s: the initial one, where
+    the kernel's own threads are. Outside the initial pid and user namespaces nothing arrives either
     way, and sweeps are all there is."""
     why = ""
+    # In a network namespace of its own a socket of its own hears nothing: the host's alone.
     openers: list[Callable[[], socket.socket]] = [kernel.proc_events]
     if _elsewhere(host):
-        openers.append(functools.partial(_in_network_of, host, kernel.proc_events))
+        openers = [functools.partial(_in_network_of, host, kernel.proc_events)]
     for opener in openers:
         try:
             sock = await trio.to_thread.run_sync(opener)

@@ -105,6 +105,9 @@ class Node:
         assert started.returncode == 0, started.stderr
         wait_until(lambda: fstypes_at(self.namespaces)[-1:] == ["fuse.nsfs"], "the container's mount on the node")
         wait_until(lambda: ns_of(os.getpid(), "net") in self.listed(), "the node's namespaces listed")
+        # Ready as a node needs it: following the kernel's process events (from the node's
+        # network namespace: the pod's has none), not sweeping.
+        wait_until(lambda: "following process events" in run([*PODMAN, "logs", name]).stderr, "process events")
         return name
 
 
