@@ -49,6 +49,8 @@ def test_a_daemon_in_a_network_namespace_of_its_own_follows_events_from_the_host
     a namespace still comes and goes with its process, with no sweep for a minute."""
     with running_daemon(public_dir / "mnt", interval=RARE, prefix=("unshare", "--net")) as daemon:
         assert ns_of(daemon.pid, "net") != ns_of(os.getpid(), "net")
+        # It subscribes once it serves: what comes before that waits for a sweep.
+        wait_until(lambda: "following process events" in daemon.log.read_text(), "the subscription")
         pid = procs.sleeper("--uts")
         uts = ns_of(pid, "uts")
         wait_until(lambda: uts in set(os.listdir(daemon.mountpoint)), "exec to list it", timeout=5)
