@@ -144,25 +144,20 @@ async def _subscribed(host: str = HOST_NET) -> tuple[socket.socket | None, str]:
     container's, a pod's without hostNetwork) subscribes from `host`'s: the initial one, where
     the kernel's own threads are. Outside the initial pid and user namespaces nothing arrives either
     way, and sweeps are all there is."""
-    why = ""
     # In a network namespace of its own a socket of its own hears nothing: the host's alone.
-    openers: list[Callable[[], socket.socket]] = [kernel.proc_events]
-    if _elsewhere(host):
-        openers = [functools.partial(_in_network_of, host, kernel.proc_events)]
-    for opener in openers:
-        try:
-            sock = await trio.to_thread.run_sync(opener)
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-            continue
-        # See one event arrive before relying on them.
-        if await _events_arrive(sock):
-            if opener is not kernel.proc_events:
-                log.info("process events from the host's network namespace (this daemon is in one of its own)")
-            return sock, ""
+    elsewhere = _elsewhere(host)
+    opener = functools.partial(_in_network_of, host, kernel.proc_events) if elsewhere else kernel.proc_events
+    try:
+        sock = await trio.to_thread.run_sync(opener)
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    # See one event arrive before relying on them.
+    if not await _events_arrive(sock):
         sock.close()
-        why = "none arrive"
-    return None, why
+        return None, "none arrive"
+    if elsewhere:
+        log.info("process events from the host's network namespace (this daemon is in one of its own)")
+    return sock, ""
 
 
 def _in_network_of(host: str, open_socket: Callable[[], socket.socket]) -> socket.socket:
