@@ -22,12 +22,24 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import errors, kernel, mountinfo
 from .daemons import FUSE_DEVICE, is_nsfs_daemon, is_nsfs_helper
-from .model import NS_TYPES, Creds, Holder, HolderKind, NsKey, ProcessRead, Sighting, parse_ns_name
-from .procfs import PROC, Status, listdir, process_creds, read_comm, read_status, readlink, root_uid
+from .model import NS_TYPES, Container, Creds, Holder, HolderKind, NsKey, ProcessRead, Sighting, parse_ns_name
+from .procfs import (
+    PROC,
+    Status,
+    listdir,
+    process_creds,
+    read_cgroup,
+    read_cmdline,
+    read_comm,
+    read_status,
+    readlink,
+    root_uid,
+)
+from .workloads import Names, Placed, cgroup_path, placed_by_cgroup, placed_by_monitor
 
 # What SIOCGSKNS says of an fd that is no longer a socket, or a socket with no namespace to tell.
 NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
@@ -48,21 +60,32 @@ def _ns_links(directory: str, links: Iterable[str] = NS_TYPES) -> Iterator[tuple
 
 
 def process_sightings(
-    pid: int, comm: str = "", creds: Creds | None = None, links: dict[str, NsKey] | None = None, proc: str = PROC
+    pid: int,
+    comm: str = "",
+    creds: Creds | None = None,
+    links: dict[str, NsKey] | None = None,
+    *,
+    proc: str = PROC,
+    container: Container | None = None,
 ) -> Iterator[Sighting]:
     """The namespaces a process is in (`links`, if its ns links were read already), and those
     its next children will get."""
     ns_dir = f"{proc}/{pid}/ns"
-    holder = Holder(HolderKind.PROCESS, pid, text=comm, creds=creds)  # one for all its links: kept per process
+    # One holder for all its links: kept per process.
+    holder = Holder(HolderKind.PROCESS, pid, text=comm, creds=creds, container=container)
     for link, key in (dict(_ns_links(ns_dir)) if links is None else links).items():
         yield Sighting(key, f"{ns_dir}/{link}", holder)
-    for_children = Holder(HolderKind.FOR_CHILDREN, pid, creds=creds)
+    for_children = Holder(HolderKind.FOR_CHILDREN, pid, creds=creds, container=container)
     for link, key in _ns_links(ns_dir, ("pid_for_children", "time_for_children")):
         yield Sighting(key, f"{ns_dir}/{link}", for_children)
 
 
 def thread_sightings(
-    pid: int, leader: dict[str, NsKey], creds: Callable[[str, NsKey | None], Creds | None], proc: str = PROC
+    pid: int,
+    leader: dict[str, NsKey],
+    creds: Callable[[str, NsKey | None], Creds | None],
+    proc: str = PROC,
+    container: Container | None = None,
 ) -> Iterator[Sighting]:
     """Namespaces of threads that differ from their leader's (a thread may unshare or setns alone).
 
@@ -78,7 +101,8 @@ def thread_sightings(
         if not differing:
             continue
         comm = read_comm(f"{task}/comm")
-        holder = Holder(HolderKind.TASK, pid, tid, comm, creds=creds(task, links.get("user", leader.get("user"))))
+        task_creds = creds(task, links.get("user", leader.get("user")))
+        holder = Holder(HolderKind.TASK, pid, tid, comm, creds=task_creds, container=container)
         for link, key in differing:
             yield Sighting(key, f"{task}/ns/{link}", holder)
 
@@ -92,7 +116,7 @@ class Fds:
     fuse: bool  # whether it has /dev/fuse open: one mark of an nsfs daemon
 
 
-def fd_sightings(pid: int, creds: Creds | None = None, proc: str = PROC) -> Fds:
+def fd_sightings(pid: int, creds: Creds | None = None, proc: str = PROC, container: Container | None = None) -> Fds:
     """Open fds on namespace files, the (fd, socket inode) of every socket, and whether
     /dev/fuse is among them.
 
@@ -111,7 +135,8 @@ def fd_sightings(pid: int, creds: Creds | None = None, proc: str = PROC) -> Fds:
         elif target.startswith("socket:["):
             sockets.append((int(name), int(target[8:-1])))
         elif (key := parse_ns_name(target)) is not None:
-            namespaces.append(Sighting(key, path, Holder(HolderKind.FD, pid, int(name), creds=creds)))
+            holder = Holder(HolderKind.FD, pid, int(name), creds=creds, container=container)
+            namespaces.append(Sighting(key, path, holder))
     return Fds(namespaces, sockets, fuse)
 
 
@@ -155,6 +180,10 @@ def table_sightings(mnt: NsKey, lines: Iterable[str], root: str) -> list[Sightin
     ]
 
 
+# How far up a process's ancestors its container's monitor is looked for: a container's
+# processes are rarely deeper than this below its first process.
+MONITOR_HOPS = 8
+
 # Processes read between two calls of a sweep's `each`: small enough that a paced
 # sweep is smooth and that the registry sees a sweep's findings as it goes.
 CHUNK = 64
@@ -166,9 +195,15 @@ class Scanner:
     `read` may run in several threads at once (process events and a sweep).
     """
 
-    def __init__(self, own_pid: int, nsfs_dev: int, proc: str = PROC) -> None:
+    def __init__(self, own_pid: int, nsfs_dev: int, proc: str = PROC, names: Names | None = None) -> None:
         self._own_pid = own_pid
         self._proc = proc  # where /proc is: unit tests give a tree of their own
+        self._names = Names() if names is None else names  # containers' names, from the engines' state
+        own = read_status(f"{proc}/self/status")
+        self._depth = 1 if own is None else own.depth  # how many pid namespaces number the daemon
+        # Since the sweep began: what each process walked through on the way up to a
+        # container's monitor led to (a container's processes share one), by pid.
+        self._monitors: dict[int, Placed | None] = {}
         self.helpers: set[int] = set()  # the daemon's own helper processes: never holders
         self._nsfs_dev = nsfs_dev
         # The daemon's user namespace: whose root is uid 0 as /proc numbers uids for it.
@@ -204,7 +239,8 @@ class Scanner:
             return ProcessRead(pid, read_at)
         leader = dict(_ns_links(f"{at}/ns"))  # read once: its user namespace decides its credentials
         creds = self._creds(at, status, leader.get("user"))
-        sightings = list(process_sightings(pid, comm, creds, leader, self._proc))
+        container = None if status is None else self.container(pid, status)
+        sightings = list(process_sightings(pid, comm, creds, leader, proc=self._proc, container=container))
         mnt = leader.get("mnt")
         # An exiting process has let go of the namespaces its nsproxy held (mnt among
         # them) but, until reaped, still holds its pid and user namespaces.
@@ -212,14 +248,14 @@ class Scanner:
         if pid == self._own_pid:
             return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
         if exiting:
-            sightings.extend(thread_sightings(pid, leader, self.creds, self._proc))
+            sightings.extend(thread_sightings(pid, leader, self.creds, self._proc, container))
             return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt, exiting=True)
-        fds = fd_sightings(pid, creds, self._proc)
+        fds = fd_sightings(pid, creds, self._proc, container)
         if is_nsfs_daemon(comm, fds.fuse, status):
             return ProcessRead(pid, read_at, tuple(sightings), frozenset(s.key for s in fds.namespaces), mnt)
-        sightings.extend(thread_sightings(pid, leader, self.creds, self._proc))
+        sightings.extend(thread_sightings(pid, leader, self.creds, self._proc, container))
         sightings.extend(fds.namespaces)
-        sightings.extend(self._socket_sightings(pid, fds.sockets, creds))
+        sightings.extend(self._socket_sightings(pid, fds.sockets, creds, container))
         return ProcessRead(pid, read_at, tuple(sightings), mnt=mnt)
 
     def creds(self, path: str, userns: NsKey | None) -> Creds | None:
@@ -233,6 +269,47 @@ class Scanner:
         root = 0 if userns == self._userns else root_uid(f"{path}/uid_map")
         return process_creds(status, userns, root, self._userns)
 
+    def container(self, pid: int, status: Status) -> Container | None:
+        """The container (or service) process `pid` belongs to: its cgroup says, or, for a
+        process below the daemon's pid namespace that no cgroup places, the monitor that
+        started its container (the first ancestor outside its pid namespace). None if neither
+        does. Never fails the process's read: what cannot be read places nothing."""
+        placed = placed_by_cgroup(cgroup_path(read_cgroup(f"{self._proc}/{pid}/cgroup")))
+        if placed is None and status.depth > self._depth:
+            placed = self._monitor(status.ppid, status.depth)
+        return None if placed is None else self._names.container(placed)
+
+    def _monitor(self, ppid: int, depth: int) -> Placed | None:
+        """What the first of a process's ancestors that a shallower pid namespace numbers (its
+        container's monitor: conmon, a containerd shim, runc) says of the container, from its
+        arguments. None if no ancestor up to MONITOR_HOPS is one."""
+        walked: list[int] = []
+        placed: Placed | None = None
+        for _hop in range(MONITOR_HOPS):
+            if ppid <= 0:
+                break
+            if ppid in self._monitors:
+                placed = self._monitors[ppid]
+                break
+            walked.append(ppid)
+            try:
+                status = read_status(f"{self._proc}/{ppid}/status")
+            except errors.Skip:  # judged: this process's container is not known this time
+                return None
+            if status is None:
+                break
+            if status.depth < depth:
+                placed = placed_by_monitor(read_cmdline(f"{self._proc}/{ppid}/cmdline"))
+                if placed is not None and status.uids[1] != 0:
+                    # Anyone may run a process named conmon: a user's monitor names only what
+                    # that user's own storage holds.
+                    placed = replace(placed, uid=status.uids[1])
+                break
+            ppid = status.ppid
+        for pid in walked:  # its descendants met on the way share its answer
+            self._monitors[pid] = placed
+        return placed
+
     def pids(self) -> list[int]:
         """Every process /proc lists, in order."""
         return sorted(int(name) for name in listdir(self._proc) if name.isdigit())
@@ -244,6 +321,7 @@ class Scanner:
         Bind mounts are not swept: every mount table is followed (mount_tables.py).
         """
         self._sockets_met = set()
+        self._monitors = {}  # a pid read last sweep may be another process now
         if pids is None:
             pids = self.pids()
         for start in range(0, len(pids), CHUNK):
@@ -253,7 +331,9 @@ class Scanner:
         self._socket_ns = {inode: key for inode, key in self._socket_ns.items() if inode in met}
         return True
 
-    def _socket_sightings(self, pid: int, sockets: list[tuple[int, int]], creds: Creds | None) -> list[Sighting]:
+    def _socket_sightings(
+        self, pid: int, sockets: list[tuple[int, int]], creds: Creds | None, container: Container | None
+    ) -> list[Sighting]:
         sightings = []
         for fd, inode in sockets:
             self._sockets_met.add(inode)
@@ -263,7 +343,7 @@ class Scanner:
                 if key is None:
                     continue
                 self._socket_ns[inode] = key
-            holder = Holder(HolderKind.SOCKET, pid, fd, f"socket:[{inode}]", creds=creds)
+            holder = Holder(HolderKind.SOCKET, pid, fd, f"socket:[{inode}]", creds=creds, container=container)
             sightings.append(Sighting(key, f"{self._proc}/{pid}/fd/{fd}", holder))
         return sightings
 

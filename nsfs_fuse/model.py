@@ -108,6 +108,31 @@ class Creds(NamedTuple):
     undumpable: NsKey | None
 
 
+@dataclass(frozen=True, slots=True)
+class Container:
+    """The workload a process belongs to: a container (a pod's among them) or a systemd service.
+
+    Found from what the host shows (workloads.py): the process's cgroup, or the monitor that
+    started it, then the engine's own state for the name and pod."""
+
+    # docker, containerd, cri-o, podman, runc, lxc, systemd-nspawn, systemd; kubernetes for a
+    # pod's container whose engine's state was not found
+    engine: str
+    id: str  # the engine's id (a unit's name, for systemd)
+    name: str = ""  # "" where the engine's state could not be read
+    pod: str = ""  # "NAMESPACE/NAME" of a Kubernetes pod; "" where there is none
+
+    def line(self) -> str:
+        """Its line in a `containers` file: engine, id, then name and pod where known, escaped
+        as `holders` escapes (an unknown name before a known pod is "-")."""
+        words = [self.engine, self.id]
+        if self.name or self.pod:
+            words.append(self.name or "-")
+        if self.pod:
+            words.append(self.pod)
+        return " ".join(escape(word) for word in words)
+
+
 class Holder(NamedTuple):
     """One thing that holds one namespace. Which fields a kind uses is in its KINDS row."""
 
@@ -117,6 +142,7 @@ class Holder(NamedTuple):
     text: str = ""  # a command name (process, task), a mountpoint (mount) or the fd's link (socket: "socket:[N]")
     ns: str = ""  # a mount's mount namespace, or the namespace owned (owner-of, parent-of)
     creds: Creds | None = None  # kinds whose audience is PROCESS: the process's (the thread's, for a task)
+    container: Container | None = None  # kinds whose audience is PROCESS: the process's workload, if any
 
 
 class Field(enum.Enum):
@@ -244,6 +270,15 @@ class Holders:
         lines = (holder_line(h, reader) for h in self.ordered())
         return "".join(f"{line}\n" for line in lines if line is not None)
 
+    def containers(self, reader: Reader) -> list[Container]:
+        """The containers of the holders `reader` may see (a container is shown only with a
+        holder of it the reader may see), each once, by engine, pod, name and id."""
+        found: set[Container] = set()
+        for holder in self.ordered():
+            if holder.container is not None and holder.container not in found and holder_line(holder, reader):
+                found.add(holder.container)
+        return sorted(found, key=lambda c: (c.engine, c.pod, c.name, c.id))
+
 
 # -- what discovery finds -----------------------------------------------------
 
@@ -337,6 +372,24 @@ def with_ancestors(entries: Mapping[NsKey, Entry], keys: Iterable[NsKey]) -> set
         found.add(key)
         stack.extend(k for k in (entry.owner, entry.parent) if k is not None)
     return found
+
+
+def charged_uid(user: NsKey | None, users: Mapping[NsKey, tuple[NsKey | None, int | None]]) -> int:
+    """The uid of the top user namespace that the kernel counts a namespace against, for its
+    limits (/proc/sys/user/max_*_namespaces: the count goes up through every user namespace
+    above): `user` is the namespace's owner (itself, for a user namespace); `users` gives each
+    user namespace known its parent and its creator's uid. Below the top, that is the creator
+    of the top's child it descends from; a namespace the top owns is counted against whoever
+    made it, which no namespace records: taken to be root (0), as making one takes
+    CAP_SYS_ADMIN there."""
+    uid = 0
+    while user is not None and (known := users.get(user)) is not None:
+        parent, creator = known
+        if parent is None:
+            break
+        uid = uid if creator is None else creator
+        user = parent
+    return uid
 
 
 @dataclass(frozen=True)

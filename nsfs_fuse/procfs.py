@@ -1,5 +1,6 @@
 """Reads of one /proc file each, as a process's read needs them: a namespace link, a command
-name, a status (a process's or thread's credentials, and who owns its files), a uid_map.
+name, a status (a process's or thread's credentials, and who owns its files), a uid_map, a
+cgroup file and a command line (what places a process in a container: workloads.py).
 Each is a part of a process's read: a fault raises errors.Skip, for the whole read to fail
 (discovery.Scanner.read), while a gone or denied part is just missing.
 
@@ -21,6 +22,10 @@ PROC: Final = "/proc"
 # A /proc status file is a few kilobytes: read whole in one read.
 STATUS_READ: Final = 16384
 COMM_READ: Final = 64
+# A cgroup file is a line per hierarchy; a command line is read as far as a container
+# monitor's options go.
+CGROUP_READ: Final = 8192
+CMDLINE_READ: Final = 16384
 
 
 @errors.or_skip("readlink", None)
@@ -56,6 +61,9 @@ class Status:
     # The file's owner: the effective uid and gid while the process is dumpable; the root of
     # the user namespace it last exec'd in (or the initial one's) while it is not.
     owner: tuple[int, int]
+    # How many pid namespaces number it, from the daemon's down (NSpid's words): a process
+    # below the daemon's pid namespace has more than the daemon has. 1 where NSpid is missing.
+    depth: int = 1
 
     @property
     def root(self) -> bool:
@@ -63,7 +71,7 @@ class Status:
         return not any(self.uids)
 
 
-_STATUS_FIELDS = (b"Tgid", b"PPid", b"Uid", b"Gid", b"CapPrm", b"CapEff")
+_STATUS_FIELDS = (b"Tgid", b"PPid", b"Uid", b"Gid", b"NSpid", b"CapPrm", b"CapEff")
 
 
 @errors.or_skip("status_read", None)
@@ -89,7 +97,8 @@ def read_status(path: str) -> Status | None:
     # Missing (a read cut short): taken as none effective and all permitted, which shows less.
     permitted, caps = int(fields.get(b"CapPrm", b"ffffffffffffffff"), 16), int(fields.get(b"CapEff", b"0"), 16)
     tgid, ppid = int(fields.get(b"Tgid", b"0")), int(fields.get(b"PPid", b"0"))
-    return Status(tgid, ppid, uids, gids, permitted, caps, (stat.st_uid, stat.st_gid))
+    depth = max(1, len(fields.get(b"NSpid", b"").split()))
+    return Status(tgid, ppid, uids, gids, permitted, caps, (stat.st_uid, stat.st_gid), depth)
 
 
 def _ids(value: bytes | None) -> tuple[int, int, int, int] | None:
@@ -98,6 +107,28 @@ def _ids(value: bytes | None) -> tuple[int, int, int, int] | None:
         return None
     real, effective, saved, fs = (int(word) for word in words)
     return real, effective, saved, fs
+
+
+def _read_small(path: str, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+@errors.or_default("cgroup_read", "")
+def read_cgroup(path: str) -> str:
+    """A process's /proc/PID/cgroup; "" if it is gone. Not a part of its read that can fail it:
+    a fault costs only knowing its container (judged, as errors.py says)."""
+    return _read_small(path, CGROUP_READ).decode("utf-8", "surrogateescape")
+
+
+@errors.or_default("cmdline_read", ())
+def read_cmdline(path: str) -> tuple[str, ...]:
+    """A process's arguments from /proc/PID/cmdline (as far as CMDLINE_READ); () if it is gone."""
+    data = _read_small(path, CMDLINE_READ)
+    return tuple(arg.decode("utf-8", "surrogateescape") for arg in data.rstrip(b"\0").split(b"\0")) if data else ()
 
 
 @errors.or_skip("uid_map_read", 0)
