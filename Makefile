@@ -111,7 +111,9 @@ clean:
 # The fleet's image (image/Containerfile, scripts/make-image): a base made by debootstrap from
 # Debian's packages, the project's wheels built here; no registry but the package registries.
 IMAGE ?= localhost/nsfs-fuse:latest
-IMAGE_APT_PACKAGES := debootstrap podman runc
+# The image's tools; with systemd-nspawn and uidmap (rootless podman), the engines whose
+# containers tests/test_containers.py names.
+IMAGE_APT_PACKAGES := debootstrap podman runc uidmap systemd-container
 image: setup
 	@dpkg -s $(IMAGE_APT_PACKAGES) >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_APT_PACKAGES); }

@@ -30,6 +30,9 @@ class Reading(Protocol):
     def holders(self, entry: Entry) -> str:
         """The holders file of `entry` as the reader sees it."""
 
+    def containers(self, entry: Entry) -> str:
+        """The containers file of `entry` as the reader sees it."""
+
 
 @dataclass(frozen=True, slots=True)
 class EntryFile:
@@ -75,6 +78,7 @@ FILES: Final[tuple[EntryFile, ...]] = (
         lambda e, r: None if e.pin is None else r.pin_path(e.pin),
     ),
     EntryFile("holders", False, _always, lambda e, r: r.holders(e), per_reader=True),
+    EntryFile("containers", False, _always, lambda e, r: r.containers(e), per_reader=True),
 )
 
 # An entry's directory is inode serial * SLOTS; its files follow it, in table order.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from . import discovery, errors, kernel
-from .model import Creds, Entry, NsKey, Snapshot
+from .model import Creds, Entry, NsKey, Reader, Snapshot
 from .procfs import read_status
 from .visibility import Caller, Ptrace, View, caller_confined, caller_pidns, map_uid
 
@@ -110,7 +110,15 @@ class Request:
 
     def holders(self, entry: Entry) -> str:
         holders = self.snapshot.holders.get(entry.name)
-        return "" if holders is None else holders.render(_HolderReader(self, self._pid_translator()))
+        return "" if holders is None else holders.render(self.holder_reader())
+
+    def containers(self, entry: Entry) -> str:
+        holders = self.snapshot.holders.get(entry.name)
+        return "" if holders is None else "".join(f"{c.line()}\n" for c in holders.containers(self.holder_reader()))
+
+    def holder_reader(self) -> Reader:
+        """The caller as model.Holders sees a reader of holders."""
+        return _HolderReader(self, self._pid_translator())
 
     def _pid_translator(self) -> Callable[[int], int | None]:
         return self._once("pids", self._translator)

@@ -45,8 +45,9 @@ def _pid_in_own_pidns() -> int:
 
 
 def files(*names: str) -> list[str]:
-    """An entry directory's listing, sorted: `names`, and `id` where the kernel has NS_GET_ID."""
-    return sorted((*names, "id") if has("ns_id") else names)
+    """An entry directory's listing, sorted: `names`, `containers` (every entry has it), and `id`
+    where the kernel has NS_GET_ID."""
+    return sorted((*names, "containers", "id") if has("ns_id") else (*names, "containers"))
 
 
 def has(feature: str) -> bool:

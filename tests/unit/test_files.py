@@ -25,6 +25,9 @@ class Reading:
     def holders(self, entry: Entry) -> str:
         return f"process 1 for {entry.name}\n"
 
+    def containers(self, entry: Entry) -> str:
+        return f"podman 3f2a web for {entry.name}\n"
+
 
 def entry(
     key: NsKey,
@@ -55,6 +58,7 @@ def test_slots_are_stable_and_fit() -> None:
         (5, "id"),
         (6, "ns"),
         (7, "holders"),
+        (8, "containers"),
     ]
     assert len(FILES) < SLOTS
     assert all(BY_SLOT[SLOT_OF[f.name]] is f is BY_NAME[f.name] for f in FILES)
@@ -71,12 +75,13 @@ def test_a_user_namespace_seen_from_its_parent() -> None:
         "id": "99\n",
         "ns": "/proc/42/fd/7",
         "holders": "process 1 for user:[2]\n",
+        "containers": "podman 3f2a web for user:[2]\n",
     }
 
 
 def test_a_container_sees_no_link_to_what_it_cannot_see() -> None:
     e = entry(USER1, owner=USER0, parent=USER0, creator_uid=1000)
-    assert names(e, Reading({USER1}, {})) == ["nstype", "owner_uid", "id", "ns", "holders"]
+    assert names(e, Reading({USER1}, {})) == ["nstype", "owner_uid", "id", "ns", "holders", "containers"]
     assert content(e, Reading({USER1}, {}))["owner_uid"] == "65534\n"
 
 
@@ -89,8 +94,16 @@ def test_a_pid_namespace_has_a_parent_other_types_do_not() -> None:
         "id",
         "ns",
         "holders",
+        "containers",
     ]
-    assert names(entry(NsKey("net", 5), owner=USER0), everything) == ["nstype", "owner", "id", "ns", "holders"]
+    assert names(entry(NsKey("net", 5), owner=USER0), everything) == [
+        "nstype",
+        "owner",
+        "id",
+        "ns",
+        "holders",
+        "containers",
+    ]
 
 
 def test_without_id_or_pin_there_is_no_id_or_ns() -> None:
@@ -98,6 +111,7 @@ def test_without_id_or_pin_there_is_no_id_or_ns() -> None:
         "nstype",
         "owner",
         "holders",
+        "containers",
     ]
 
 
@@ -106,6 +120,6 @@ def test_owner_uid_of_a_reader_gone_is_none() -> None:
     assert BY_NAME["owner_uid"].content(e, Reading({USER1}, None)) is None
 
 
-def test_only_owner_uid_and_holders_differ_by_reader_and_only_owner_parent_ns_are_links() -> None:
-    assert [f.name for f in FILES if f.per_reader] == ["owner_uid", "holders"]
+def test_only_owner_uid_holders_and_containers_differ_by_reader_and_only_owner_parent_ns_are_links() -> None:
+    assert [f.name for f in FILES if f.per_reader] == ["owner_uid", "holders", "containers"]
     assert [f.name for f in FILES if f.is_link] == ["owner", "parent", "ns"]
