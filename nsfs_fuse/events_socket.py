@@ -4,9 +4,13 @@ The kernel has no event for a namespace's birth or death; the daemon knows both 
 moment its listing changes. A client connects to the daemon's socket (`lsnsfs
 --watch`) and reads lines:
 
-    = net:[4026531840]      listed when it connected (one line each, first)
-    + net:[4026532290]      listed since
-    - net:[4026532290]      no longer listed
+    = net:[4026531840]                  listed when it connected (one line each, first)
+    + net:[4026532290] podman:web       listed since
+    - net:[4026532290] podman:web       no longer listed
+
+After the name, a word ENGINE:LABEL for each container holding it as the client would read
+it from its `containers` file when it was listed (the label as lsnsfs's CONTAINER column
+shows it, escaped: [POD_NAMESPACE/POD_NAME/]NAME, or the id's start if the name is not known).
 
 Each client sees what its listing of the mount would show (visibility.py): the daemon
 identifies it by SO_PEERCRED, as FUSE identifies a caller. A namespace whose inode is
@@ -26,17 +30,19 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import trio
 
 from .discovery import caller_sightings
-from .model import Entry, NsKey, Snapshot
+from .model import Container, Entry, NsKey, Snapshot
+from .mountinfo import escape
 from .registry import Registry
+from .requests import Request
 from .tasks import Alarm
-from .visibility import Views, caller_userns
+from .visibility import Views, caller_pidns, caller_userns
 
 log = logging.getLogger(__name__)
 # What a client sends is read and dropped (it has nothing to say): this much at a time.
@@ -53,6 +59,7 @@ class _Shown:
     inode: int
     type: str
     serial: int  # a recycled inode is a new entry
+    containers: str = field(default="", compare=False)  # " ENGINE:LABEL" for each, as the client saw them
 
     @staticmethod
     def of(entry: Entry) -> _Shown:
@@ -61,6 +68,17 @@ class _Shown:
     @property
     def name(self) -> str:
         return f"{self.type}:[{self.inode}]"
+
+    @property
+    def line(self) -> str:
+        return f"{self.name}{self.containers}\n"
+
+
+def container_word(container: Container) -> str:
+    """ENGINE:LABEL, as an events line names a container (see the module's doc)."""
+    name = container.name or container.id[:12]
+    label = f"{container.pod}/{name}" if container.pod else name
+    return escape(f"{container.engine}:{label}")
 
 
 @contextlib.contextmanager
@@ -107,6 +125,8 @@ class EventsSocket:
         self._views = Views()
         self._changed = trio.Event()  # set, and replaced, each time the listing changes
         self._clients = 0
+        self._pid = os.getpid()  # whose fds a Request's `ns` links would name
+        self._pidns = caller_pidns(self._pid)
         self.alarm = alarm  # rung by the registry (any thread) when the listing changes
 
     async def run(self) -> None:
@@ -163,16 +183,16 @@ class EventsSocket:
         userns = caller_userns(pid)
         own = frozenset(s.key.name for s in caller_sightings(pid)) if userns is not None else frozenset()
         snapshot = self._registry.snapshot
-        shown = self._shown(snapshot, userns, own)
-        await stream.send_all("".join(f"= {s.name}\n" for s in sorted(shown.values())).encode())
+        shown = self._with_containers(self._shown(snapshot, userns, own).values(), pid, snapshot, userns)
+        await stream.send_all("".join(f"= {s.line}" for s in sorted(shown.values())).encode())
         while True:
             await self._changed.wait()
             before, snapshot = snapshot, self._registry.snapshot
             gone, new = self._difference(before, snapshot, shown, userns, own)
-            for s in gone:
-                del shown[s.name]
-            shown.update((s.name, s) for s in new)
-            lines = [f"- {s.name}\n" for s in sorted(gone)] + [f"+ {s.name}\n" for s in sorted(new)]
+            gone = [shown.pop(s.name) for s in gone]  # as the client was told of them
+            added = self._with_containers(new, pid, snapshot, userns)
+            shown.update(added)
+            lines = [f"- {s.line}" for s in sorted(gone)] + [f"+ {s.line}" for s in sorted(added.values())]
             if lines:
                 await stream.send_all("".join(lines).encode())
 
@@ -202,6 +222,18 @@ class EventsSocket:
             elif then is not None:
                 gone.append(then)
         return gone, new
+
+    def _with_containers(
+        self, shown: Iterable[_Shown], pid: int, snapshot: Snapshot, userns: NsKey | None
+    ) -> dict[str, _Shown]:
+        """`shown`, each with the containers the client would read in its `containers` file."""
+        request = Request(pid, snapshot, self._views.get(snapshot, userns), self._pid, self._pidns)
+        found = {}
+        for s in shown:
+            holders = snapshot.holders.get(s.name)
+            containers = () if holders is None else holders.containers(request.holder_reader())
+            found[s.name] = replace(s, containers="".join(f" {container_word(c)}" for c in containers))
+        return found
 
     def _shown(self, snapshot: Snapshot, userns: NsKey | None, own: frozenset[str]) -> dict[str, _Shown]:
         view = self._views.get(snapshot, userns)

@@ -72,6 +72,20 @@ def _check(result: int) -> int:
     return result
 
 
+def namespace_limits(sysctl: str = "/proc/sys/user") -> dict[str, int]:
+    """The kernel's limit on namespaces of each type one user may own, in the reader's user
+    namespace (/proc/sys/user/max_TYPE_namespaces: creating one more fails with ENOSPC). A
+    type whose file cannot be read is left out."""
+    limits = {}
+    for nstype in CLONE_FLAGS:
+        try:
+            with open(f"{sysctl}/max_{nstype}_namespaces", encoding="ascii") as f:
+                limits[nstype] = int(f.read())
+        except (OSError, ValueError):
+            continue
+    return limits
+
+
 def nsfs_device() -> int:
     """st_dev of the kernel's nsfs: taken from a live ns file, never hard-coded."""
     return os.stat("/proc/self/ns/user").st_dev

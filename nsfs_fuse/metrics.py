@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import errors
-from .model import KINDS, NS_TYPES, HolderKind, Snapshot
+from . import errors, kernel
+from .model import KINDS, NS_TYPES, HolderKind, NsKey, Snapshot, charged_uid
 
 # How often the textfile is rewritten: node_exporter reads it at each scrape.
 FILE_PERIOD = 10.0
@@ -50,22 +50,37 @@ class Counts:
     by_type: Counter[str]
     by_kind: Counter[tuple[str, str]]  # (type, holder kind): namespaces that kind holds
     leaks: Counter[str]  # by type: held by bind mounts or `unseen` alone
+    by_engine: Counter[str]  # namespaces a container (or service) of each engine holds
+    by_owner: Counter[tuple[str, int]]  # (type, uid): as the kernel counts them for its limits
 
 
 def count(snapshot: Snapshot) -> Counts:
     by_type: Counter[str] = Counter()
     by_kind: Counter[tuple[str, str]] = Counter()
     leaks: Counter[str] = Counter()
+    by_engine: Counter[str] = Counter()
+    by_owner: Counter[tuple[str, int]] = Counter()
+    users: dict[NsKey, tuple[NsKey | None, int | None]] = {
+        e.key: (e.parent, e.creator_uid) for e in snapshot.users.values()
+    }
     for name, entry in snapshot.entries.items():
         nstype = entry.key.type
         by_type[nstype] += 1
         holders = snapshot.holders.get(name)
-        kinds = holders.kinds() if holders is not None else set()
+        kinds: set[HolderKind] = set()
+        engines: set[str] = set()
+        for holder in holders or ():
+            kinds.add(holder.kind)
+            if holder.container is not None:
+                engines.add(holder.container.engine)
         for kind in kinds:
             by_kind[nstype, kind.value] += 1
+        by_engine.update(engines)
         if nstype == "net" and kinds and kinds <= _LEAKY:
             leaks[nstype] += 1
-    return Counts(by_type, by_kind, leaks)
+        if nstype != "user" or entry.parent is not None:  # the top user namespace was made by none
+            by_owner[nstype, charged_uid(entry.key if nstype == "user" else entry.owner, users)] += 1
+    return Counts(by_type, by_kind, leaks, by_engine, by_owner)
 
 
 class NamespaceCollector(Collector):
@@ -112,8 +127,38 @@ class NamespaceCollector(Collector):
         )
         leaks.add_metric(["net"], counts.leaks["net"])
         yield leaks
+        containers = GaugeMetricFamily(
+            "nsfs_container_namespaces",
+            "Namespaces a container (or a systemd service) holds, by engine (a `containers` line).",
+            labels=["engine"],
+        )
+        for engine, number in sorted(counts.by_engine.items()):
+            containers.add_metric([engine], number)
+        yield containers
+        yield from _limit_families(counts.by_owner, kernel.namespace_limits())
         yield from _health_families(self._health())
         yield _faults_family(errors.TALLY.counts() if self._faults is None else self._faults())
+
+
+def _limit_families(by_owner: Counter[tuple[str, int]], limits: dict[str, int]) -> Iterator[Metric]:
+    """How close each user is to the kernel's limits, which fail a new namespace with a bare ENOSPC."""
+    owned = GaugeMetricFamily(
+        "nsfs_namespaces_by_owner",
+        "Namespaces by type and by the uid the kernel counts them against for its limits.",
+        labels=["type", "uid"],
+    )
+    for (nstype, uid), number in sorted(by_owner.items()):
+        owned.add_metric([nstype, str(uid)], number)
+    yield owned
+    limit = GaugeMetricFamily(
+        "nsfs_namespace_limit",
+        "The kernel's limit on namespaces of a type one user may own (/proc/sys/user/max_TYPE_namespaces).",
+        labels=["type"],
+    )
+    for nstype in NS_TYPES:
+        if nstype in limits:
+            limit.add_metric([nstype], limits[nstype])
+    yield limit
 
 
 def _health_families(health: Health) -> Iterator[Metric]:

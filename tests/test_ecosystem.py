@@ -90,7 +90,7 @@ def test_lsnsfs_shows_what_lsns_shows_for_the_namespaces_lsns_finds(nsfs: Daemon
         theirs = lsns("-t", "net")[net]
         assert (theirs["netnsid"], theirs["nsfs"]) == ("8", "/run/netns/nsfs-test-agree")
         ours = as_json(nsfs, "-t", "net")[net]
-        assert list(ours) == [*theirs, "holders"]  # lsns -J -t net's fields, in its order
+        assert list(ours) == [*theirs, "holders", "container"]  # lsns -J -t net's fields, in its order
         assert {k: ours[k] for k in theirs} == theirs
     finally:
         run(["ip", "netns", "del", "nsfs-test-agree"])
@@ -153,14 +153,15 @@ def test_lsnsfs_lists_a_namespace_lsns_misses_with_what_holds_it(nsfs: Daemon) -
             "nsfs": "/run/netns/nsfs-test-eco",
             "command": None,
             "holders": [mount],
+            "container": None,
         }
         assert inode(net) not in lsns("-t", "net")
         line = next(x for x in lsnsfs(nsfs, "-n", "-t", "net").splitlines() if x.startswith(f"{inode(net)} "))
         path = "/run/netns/nsfs-test-eco"
-        assert line.split() == [str(inode(net)), "net", "0", "-", "-", "7", path, f"mount:{path}", "-"]
+        assert line.split() == [str(inode(net)), "net", "0", "-", "-", "7", path, f"mount:{path}", "-", "-"]
         # Without -t net, the columns of plain lsns.
         line = next(x for x in lsnsfs(nsfs, "-n").splitlines() if x.startswith(f"{inode(net)} "))
-        assert line.split() == [str(inode(net)), "net", "0", "-", "-", f"mount:{path}", "-"]
+        assert line.split() == [str(inode(net)), "net", "0", "-", "-", f"mount:{path}", "-", "-"]
 
 
 def test_lsnsfs_p_and_t_choose_as_lsns_does(nsfs: Daemon, procs: Procs) -> None:

@@ -1,22 +1,24 @@
 """lsnsfs's layouts of its rows: lsns's aligned table, lsns -J's JSON (flat or as a tree), the
-tree order of entries (-T), and Graphviz source (--dot).
+tree order of entries (-T), Graphviz source (--dot), and the kernel's limits beside what each
+user owns (--limits).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import NsKey
+from ..model import NsKey, charged_uid
 from .mounted import Listed, summary_words
-from .rows import ProcessFacts, Row, row_of
+from .rows import ProcessFacts, Row, row_of, user_name
 from .shown import dot_label
 
-COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "HOLDERS", "COMMAND")
+COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "HOLDERS", "CONTAINER", "COMMAND")
 # With -t net, lsns adds NETNSID and NSFS after USER, and so does lsnsfs.
-NET_COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "NETNSID", "NSFS", "HOLDERS", "COMMAND")
+NET_COLUMNS = ("NS", "TYPE", "NPROCS", "PID", "USER", "NETNSID", "NSFS", "HOLDERS", "CONTAINER", "COMMAND")
 _RIGHT = frozenset({"NS", "NPROCS", "PID", "NETNSID"})  # numbers, aligned right as lsns does
 
 
@@ -148,3 +150,33 @@ def _node_id(key: NsKey) -> str:
 
 
 # -- the command --------------------------------------------------------------
+
+
+def limits_table(
+    entries: Sequence[Listed], chosen: Iterable[Listed], limits: dict[str, int], headings: bool = True
+) -> str:
+    """How many of the `chosen` namespaces of each type count against each user's limit, beside
+    the kernel's limit (/proc/sys/user/max_TYPE_namespaces), as far as the reader sees them (the
+    user namespaces among `entries` say whom each counts against): one line per type and user,
+    the fullest first."""
+    users = {e.key: (e.parent, e.owner_uid) for e in entries if e.key.type == "user"}
+    counted: Counter[tuple[str, int]] = Counter()
+    for e in chosen:
+        if e.key.type != "user" or e.parent is not None:  # the top user namespace was made by none
+            counted[e.key.type, charged_uid(e.key if e.key.type == "user" else e.owner, users)] += 1
+    rows = []
+    for (nstype, uid), number in counted.items():
+        limit = limits.get(nstype)
+        use = "-" if not limit else f"{100 * number / limit:.1f}%"
+        rows.append((number / limit if limit else 0.0, nstype, user_name(uid), str(number), str(limit or "-"), use))
+    rows.sort(key=lambda r: (-r[0], r[1], r[2]))
+    lines = [("TYPE", "USER", "NAMESPACES", "LIMIT", "USE")] if headings else []
+    lines += [r[1:] for r in rows]
+    if not lines:
+        return ""
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    right = (False, False, True, True, True)
+    return "".join(
+        " ".join(w.rjust(n) if r else w.ljust(n) for w, n, r in zip(line, widths, right, strict=True)).rstrip() + "\n"
+        for line in lines
+    )

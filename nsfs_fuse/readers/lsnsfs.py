@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from .. import __version__, mountinfo
+from .. import __version__, kernel, mountinfo
 from ..model import NS_TYPES
-from .formats import as_json, as_json_tree, dot, table, tree_order, with_owners
+from .formats import as_json, as_json_tree, dot, limits_table, table, tree_order, with_owners
 from .mounted import DEFAULT_MOUNT, events_socket, read_entries
 from .rows import proc_facts, rows_of
 from .shown import cell
@@ -39,14 +39,27 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="List the namespaces an nsfs mount shows, as lsns does, with what holds each.",
-        epilog="HOLDERS: kind:count per kind of holder, and mount:PATH per bind mount (see `holders` in the README).",
+        epilog="HOLDERS: kind:count per kind of holder, and mount:PATH per bind mount (see `holders` in the README). "
+        "CONTAINER: the containers and services holding it, as [POD_NAMESPACE/POD_NAME/]NAME.",
     )
     parser.add_argument("-t", "--type", action="append", default=[], metavar="TYPE", help="only namespaces of TYPE")
     parser.add_argument("-p", "--task", type=_pid, metavar="PID", help="only namespaces PID holds in any way")
+    parser.add_argument(
+        "-C",
+        "--container",
+        type=_path,
+        metavar="NAME",
+        help="only namespaces a container holds: by name, id (or its start) or pod (NAMESPACE/NAME)",
+    )
     parser.add_argument("-J", "--json", action="store_true", help="JSON, with the fields of lsns -J and `holders`")
     parser.add_argument("-n", "--noheadings", action="store_true", help="no heading line")
     parser.add_argument("-T", "--tree", action="store_true", help="each namespace under its owning user namespace")
     parser.add_argument("--dot", action="store_true", help="the tree as Graphviz source (... | dot -Tsvg > ns.svg)")
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="namespaces per type and user against the kernel's limits (ENOSPC past them)",
+    )
     parser.add_argument("-w", "--watch", action="store_true", help="follow namespaces coming (+) and going (-)")
     parser.add_argument("--existing", action="store_true", help="with --watch: first those listed now (=)")
     parser.add_argument(
@@ -99,16 +112,22 @@ def run(argv: Sequence[str], out: Callable[[str], object]) -> int:
     if args.watch:
         return watch(args.events or events_socket(os.path.realpath(args.mount)), args.type, args.existing, out)
     mount = check_mount(args.mount)
-    links = args.tree or args.dot
+    links = args.tree or args.dot or args.limits
     try:
-        entries = read_entries(mount, links=links)
+        entries = read_entries(mount, links=links, containers=not (args.dot or args.limits))
     except OSError as exc:
         raise Failure(f"{args.mount}: {exc.strerror}", 1) from None
     chosen = [
-        e for e in entries if (not args.type or e.key.type in args.type) and (args.task is None or e.holds(args.task))
+        e
+        for e in entries
+        if (not args.type or e.key.type in args.type)
+        and (args.task is None or e.holds(args.task))
+        and (args.container is None or e.in_container(args.container))
     ]
     net = "net" in args.type  # as lsns: NETNSID and NSFS with -t net
-    if args.dot:
+    if args.limits:
+        out(limits_table(entries, chosen, kernel.namespace_limits(), not args.noheadings))
+    elif args.dot:
         out(dot(with_owners(entries, chosen), proc_facts))
     elif args.tree:
         placed = tree_order(with_owners(entries, chosen))

@@ -30,13 +30,44 @@ def events_socket(mountpoint: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ListedContainer:
+    """One line of a `containers` file: engine, id, and name and pod where known."""
+
+    engine: str
+    id: str
+    name: str = ""
+    pod: str = ""
+
+    @staticmethod
+    def parse(line: str) -> ListedContainer | None:
+        words = [unescape(word) for word in line.split(" ")]
+        if len(words) < 2 or len(words) > 4:
+            return None
+        engine, id_, *rest = words
+        name = rest[0] if rest and not (rest[0] == "-" and len(rest) == 2) else ""
+        return ListedContainer(engine, id_, name, rest[1] if len(rest) == 2 else "")
+
+    @property
+    def label(self) -> str:
+        """How a table names it: NAME (or the id's first 12 characters, as engines shorten
+        it, where the name is not known), after the pod's NAMESPACE/NAME if it has one."""
+        name = self.name or self.id[:12]
+        return f"{self.pod}/{name}" if self.pod else name
+
+    def is_(self, wanted: str) -> bool:
+        return bool(wanted) and (wanted in (self.name, self.id, self.pod) or self.id.startswith(wanted))
+
+
+@dataclass(frozen=True, slots=True)
 class Listed:
     """One entry of the mount, as one reader read it."""
 
     key: NsKey
     holders: tuple[str, ...]  # the lines of its `holders` file, as they are
+    containers: tuple[ListedContainer, ...] = ()  # its `containers` file
     owner: NsKey | None = None  # its `owner` link, if the reader sees one (read only if asked)
     parent: NsKey | None = None  # its `parent` link, likewise
+    owner_uid: int | None = None  # a user namespace's `owner_uid` (read only if asked)
 
     @property
     def name(self) -> str:
@@ -55,6 +86,11 @@ class Listed:
             if kind == HolderKind.MOUNT and where == mntns:
                 paths.append(unescape(path))
         return paths
+
+    def in_container(self, wanted: str) -> bool:
+        """Whether a container it lists is `wanted`: by name, by id or the start of one (as
+        engines take a short id), or by its pod (NAMESPACE/NAME)."""
+        return any(c.is_(wanted) for c in self.containers)
 
     def holds(self, pid: int) -> bool:
         """Whether process `pid` holds it in any way: in it, a thread of it, its fd or socket."""
@@ -123,25 +159,37 @@ def entry_names(mount: str) -> list[NsKey]:
 READERS = 4
 
 
-def read_entries(mount: str, links: bool = False, keys: Iterable[NsKey] | None = None) -> list[Listed]:
-    """Every entry of the mount (or those of `keys`), in order, with its holders, and with its
-    `owner` and `parent` links if `links`. OSError if the mount cannot be listed."""
+def read_entries(
+    mount: str, links: bool = False, keys: Iterable[NsKey] | None = None, containers: bool = True
+) -> list[Listed]:
+    """Every entry of the mount (or those of `keys`), in order, with its holders, its containers
+    if `containers`, and its `owner` and `parent` links (and a user namespace's `owner_uid`) if
+    `links`. OSError if the mount cannot be listed."""
     chosen = entry_names(mount) if keys is None else list(keys)
     with ThreadPoolExecutor(READERS) as readers:
-        found = readers.map(lambda key: _read_one(mount, key, links), chosen)
+        found = readers.map(lambda key: _read_one(mount, key, links, containers), chosen)
         return [entry for entry in found if entry is not None]
 
 
-def _read_one(mount: str, key: NsKey, links: bool) -> Listed | None:
+def _read_one(mount: str, key: NsKey, links: bool, containers: bool) -> Listed | None:
     base = os.path.join(mount, key.name)
     holders = _read_text(os.path.join(base, "holders"))
     if holders is None:  # gone since it was listed
         return None
+    found: tuple[ListedContainer, ...] = ()
+    if containers:
+        # Missing (a daemon from before the file, or gone since): no container.
+        lines = holder_lines(_read_text(os.path.join(base, "containers")) or "")
+        found = tuple(c for line in lines if (c := ListedContainer.parse(line)) is not None)
     owner = parent = None
+    uid = None
     if links:
         owner = _link(os.path.join(base, "owner"))
         parent = _link(os.path.join(base, "parent")) if key.type in ("pid", "user") else None
-    return Listed(key, holder_lines(holders), owner, parent)
+        if key.type == "user":
+            text = _read_text(os.path.join(base, "owner_uid"))
+            uid = int(text) if text is not None and text.strip().isdigit() else None
+    return Listed(key, holder_lines(holders), found, owner, parent, uid)
 
 
 def holder_lines(text: str) -> tuple[str, ...]:

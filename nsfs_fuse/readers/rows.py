@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import errors, kernel
-from .mounted import Listed, comm_of, summary
+from .mounted import Listed, ListedContainer, comm_of, summary
 from .shown import cell, json_text
 
 
@@ -33,6 +33,7 @@ class Row:
     # namespace: lsns's NETNSID and NSFS (-J: one path a line).
     netnsid: str | None = None
     nsfs: tuple[str, ...] = ()
+    containers: tuple[ListedContainer, ...] = ()  # its `containers` file
 
     def cells(self) -> dict[str, str]:
         """The table's cells, each escaped as lsns escapes it (shown.cell): one line whatever
@@ -47,12 +48,14 @@ class Row:
             "NETNSID": self.netnsid or blank,
             "NSFS": ",".join(cell(path) for path in self.nsfs) or blank,
             "HOLDERS": cell(summary(self.holders) or blank),
+            "CONTAINER": ",".join(cell(c.label) for c in self.containers) or blank,
             "COMMAND": cell(self.command or blank),
         }
 
     def as_json(self, net: bool = False) -> dict[str, Any]:
         """lsns -J's fields, with its names and types (`netnsid` and `nsfs` too if `net`, as
-        lsns -J -t net), then `holders`: the file's lines. Text as it is, but for bytes that
+        lsns -J -t net), then `holders`: the file's lines, and `container`: its containers (engine,
+        id, name, pod: null where not known), null if none. Text as it is, but for bytes that
         are not UTF-8 (shown.json_text): the output is valid JSON whatever they hold."""
         fields: dict[str, Any] = {
             "ns": self.ns,
@@ -64,7 +67,16 @@ class Row:
         if net:
             fields |= {"netnsid": self.netnsid, "nsfs": json_text("\n".join(self.nsfs)) or None}
         holders = [json_text(line) for line in self.holders]
-        return fields | {"command": _json_or_none(self.command), "holders": holders}
+        containers = [
+            {
+                "engine": json_text(c.engine),
+                "id": json_text(c.id),
+                "name": _json_or_none(c.name or None),
+                "pod": _json_or_none(c.pod or None),
+            }
+            for c in self.containers
+        ]
+        return fields | {"command": _json_or_none(self.command), "holders": holders, "container": containers or None}
 
 
 def _json_or_none(text: str | None) -> str | None:
@@ -85,7 +97,9 @@ def row_of(entry: Listed, facts: ProcessFacts) -> Row:
             uid, command = found
             user = user_name(uid)
         command = command or comm_of(entry.holders, pid)
-    return Row(entry.key.inode, entry.key.type, len(pids), pid, user, command, entry.holders)
+    return Row(
+        entry.key.inode, entry.key.type, len(pids), pid, user, command, entry.holders, containers=entry.containers
+    )
 
 
 def proc_facts(pid: int) -> tuple[int, str] | None:

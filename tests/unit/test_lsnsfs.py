@@ -68,13 +68,13 @@ def test_with_t_net_rows_add_lsns_netnsid_and_nsfs_after_user() -> None:
     row = Row(
         4026532292, "net", 0, None, None, None, ("mount /run/netns/blue mnt:[1]",), "7", ("/run/netns/blue", "/x")
     )
-    fields = ["ns", "type", "nprocs", "pid", "user", "netnsid", "nsfs", "command", "holders"]
+    fields = ["ns", "type", "nprocs", "pid", "user", "netnsid", "nsfs", "command", "holders", "container"]
     assert list(row.as_json(net=True)) == fields
     assert (row.as_json(net=True)["netnsid"], row.as_json(net=True)["nsfs"]) == ("7", "/run/netns/blue\n/x")
     assert list(row.as_json()) == [f for f in fields if f not in ("netnsid", "nsfs")]
     assert table([row], net=True).splitlines() == [
-        "        NS TYPE NPROCS PID USER NETNSID NSFS               HOLDERS               COMMAND",
-        "4026532292 net       0   - -          7 /run/netns/blue,/x mount:/run/netns/blue -",
+        "        NS TYPE NPROCS PID USER NETNSID NSFS               HOLDERS               CONTAINER COMMAND",
+        "4026532292 net       0   - -          7 /run/netns/blue,/x mount:/run/netns/blue -         -",
     ]
 
 
@@ -104,13 +104,13 @@ ROWS = [
 
 def test_the_table_aligns_numbers_right_and_words_left_as_lsns_does() -> None:
     assert table(ROWS) == (
-        "        NS TYPE NPROCS PID USER HOLDERS            COMMAND\n"
-        "4026531840 net     120   1 root process:120        /sbin/init\n"
-        "4026532400 net       0   - -    mount:/run/netns/x -\n"
+        "        NS TYPE NPROCS PID USER HOLDERS            CONTAINER COMMAND\n"
+        "4026531840 net     120   1 root process:120        -         /sbin/init\n"
+        "4026532400 net       0   - -    mount:/run/netns/x -         -\n"
     )
     # Without the heading the columns are as wide as the cells alone, as with lsns -n.
     assert table(ROWS, headings=False) == (
-        "4026531840 net 120 1 root process:120        /sbin/init\n4026532400 net   0 - -    mount:/run/netns/x -\n"
+        "4026531840 net 120 1 root process:120        - /sbin/init\n4026532400 net   0 - -    mount:/run/netns/x - -\n"
     )
 
 
@@ -126,6 +126,7 @@ def test_json_has_lsns_fields_and_types_then_the_holders() -> None:
                 "user": None,
                 "command": None,
                 "holders": ["mount /run/netns/x mnt:[4026531832]"],
+                "container": None,
             }
         ]
     }
@@ -243,7 +244,7 @@ def test_json_text_is_the_text_but_bytes_that_are_not_utf8() -> None:
 
 def test_a_row_is_one_line_whatever_its_command_line_holds() -> None:
     row = Row(4026532292, "uts", 1, 7, "root", command_line(b"sh\0-c\0a\nb\rc\0\0"), ("process 7 sh",))
-    assert table([row], headings=False) == "4026532292 uts 1 7 root process:1 sh -c a\\x0ab\\x0dc \n"
+    assert table([row], headings=False) == "4026532292 uts 1 7 root process:1 - sh -c a\\x0ab\\x0dc \n"
     assert json.loads(as_json([row]))["namespaces"][0]["command"] == "sh -c a\nb\rc "
 
 

@@ -153,8 +153,9 @@ def test_a_row_is_one_line_that_gives_back_every_byte(argv: list[bytes], comm: s
     # No line break of any kind: splitlines() knows them all.
     (line,) = table([row], headings=False).splitlines()
     *cells, rest = line.split(" ", 5)
-    holders, command = rest.split(" ", 1)  # the daemon's escapes leave no space in a path
+    holders, container, command = rest.split(" ", 2)  # the daemon's escapes leave no space in a path
     assert cells == [str(UTS.inode), "uts", "1", str(PID), "root"]
+    assert container == "-"
     assert all(_lsns_prints(char) for char in holders + command), line
     assert _lsns_bytes(holders) == ",".join(_summary(path)).encode("utf-8", "surrogateescape")
     assert _lsns_bytes(command) == (raw or b"-")  # nothing to show: lsnsfs's blank
