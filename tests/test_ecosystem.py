@@ -118,12 +118,12 @@ def test_an_odd_command_line_is_one_row_as_lsns_prints_it(nsfs: Daemon, procs: P
     (their_line,) = theirs.stdout.splitlines()
     assert their_line.endswith(" sh -c sleep 600;: a\\x0ab t\\x09b \\x1b \\xff \\x5cx41 e\\")
     (our_line,) = lsnsfs(nsfs, "-n", *chosen).splitlines()
-    ours = re.fullmatch(r"(\d+) (\S+) (\d+) (\d+) (\S+) (\S+) (.*)", our_line)
+    ours = re.fullmatch(r"(\d+) (\S+) (\d+) (\d+) (\S+) (\S+) (\S+) (.*)", our_line)
     assert ours is not None, our_line
     lsns_row = LSNS_ROW.fullmatch(their_line)
     assert lsns_row is not None, their_line
-    assert ours.group(1, 2, 3, 4, 5, 7) == lsns_row.groups()
-    assert ours.group(6) == "process:2"  # the shell and its sleep
+    assert ours.group(1, 2, 3, 4, 5, 8) == lsns_row.groups()
+    assert ours.group(6, 7) == ("process:2", "-")  # the shell and its sleep; no container
     # -J: lsns -J's fields and values, its bytes that are not UTF-8 as lsns's table shows them.
     their_json = subprocess.run(["lsns", "-J", *chosen], capture_output=True, env=lsns_env, check=True)
     (their_row,) = lsns_json(their_json.stdout)["namespaces"]
@@ -223,7 +223,7 @@ def test_the_tree_puts_a_containers_namespaces_under_its_user_namespace(nsfs: Da
     ]
     lines = lsnsfs(nsfs, "-T", "-n").splitlines()
     at = next(i for i, line in enumerate(lines) if re.match(rf"^[├└]─{inode(user)} +user ", line))
-    assert re.match(rf"^[│ ] └─{inode(net)} +net +1 +{pid} +root +process:1 +sleep 600$", lines[at + 1])
+    assert re.match(rf"^[│ ] └─{inode(net)} +net +1 +{pid} +root +process:1 +- +sleep 600$", lines[at + 1])
 
 
 def test_the_dot_picture_is_graphviz_s_and_has_every_namespace_and_owner(nsfs: Daemon, procs: Procs) -> None:
