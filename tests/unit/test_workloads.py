@@ -704,9 +704,9 @@ def test_a_runc_bundle_that_cannot_be_read_gives_no_name(tmp_path: Path) -> None
 def test_a_state_larger_than_read_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = copy_host(tmp_path)
     size = (root / DOCKER_STATE).stat().st_size
-    monkeypatch.setattr(workloads, "STATE_READ", size - 1)
+    monkeypatch.setattr(workloads.names, "STATE_READ", size - 1)
     assert names(str(root)).container(Placed("docker", DOCKER_WEB)) == Container("docker", DOCKER_WEB)
-    monkeypatch.setattr(workloads, "STATE_READ", size)
+    monkeypatch.setattr(workloads.names, "STATE_READ", size)
     assert names(str(root)).container(Placed("docker", DOCKER_WEB)) == Container("docker", DOCKER_WEB, "web")
 
 
@@ -802,13 +802,13 @@ def test_podmans_list_is_parsed_again_when_it_changes(tmp_path: Path) -> None:
 
 def test_podmans_list_is_parsed_once_for_all_its_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[bytes] = []
-    parse = workloads._parse
+    parse = workloads.names._parse
 
     def counted(data: bytes) -> object:
         parsed.append(data)
         return parse(data)
 
-    monkeypatch.setattr(workloads, "_parse", counted)
+    monkeypatch.setattr(workloads.names, "_parse", counted)
     found = names()
     assert found.container(Placed("podman", PODMAN_IMG)).name == "wl-podman-img"
     assert found.container(Placed("podman", PODMAN_ROOTFS)).name == "wl-podman-rootfs"
