@@ -39,7 +39,7 @@ from .procfs import (
     readlink,
     root_uid,
 )
-from .workloads import Names, Placed, cgroup_path, placed_by_cgroup, placed_by_monitor
+from .workloads import Names, Placed, placed_by_cgroup_file, placed_by_monitor
 
 # What SIOCGSKNS says of an fd that is no longer a socket, or a socket with no namespace to tell.
 NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
@@ -274,7 +274,7 @@ class Scanner:
         process below the daemon's pid namespace that no cgroup places, the monitor that
         started its container (the first ancestor outside its pid namespace). None if neither
         does. Never fails the process's read: what cannot be read places nothing."""
-        placed = placed_by_cgroup(cgroup_path(read_cgroup(f"{self._proc}/{pid}/cgroup")))
+        placed = placed_by_cgroup_file(read_cgroup(f"{self._proc}/{pid}/cgroup"))
         if placed is None and status.depth > self._depth:
             placed = self._monitor(status.ppid, status.depth)
         return None if placed is None else self._names.container(placed)

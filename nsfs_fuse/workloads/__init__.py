@@ -52,6 +52,7 @@ from .placing import (
     Placed,
     cgroup_path,
     placed_by_cgroup,
+    placed_by_cgroup_file,
     placed_by_monitor,
     safe_id,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "Placed",
     "cgroup_path",
     "placed_by_cgroup",
+    "placed_by_cgroup_file",
     "placed_by_monitor",
     "safe_id",
     "user_home",

@@ -5,6 +5,7 @@ nothing is read here. The layouts are in the package's doc (workloads/__init__.p
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -122,6 +123,17 @@ def safe_id(text: str) -> bool:
 
 class _Monitor(Exception):
     """The path is an engine's monitor's cgroup, not a container's."""
+
+
+# Distinct cgroup files remembered: most processes share a few (a service's, a container's).
+CGROUP_FILES_KEPT: Final = 1024
+
+
+@functools.lru_cache(maxsize=CGROUP_FILES_KEPT)
+def placed_by_cgroup_file(text: str) -> Placed | None:
+    """`placed_by_cgroup(cgroup_path(text))` for a /proc/PID/cgroup's `text`, remembered: a
+    process read pays for the parse only the first time its cgroups are met."""
+    return placed_by_cgroup(cgroup_path(text))
 
 
 def placed_by_cgroup(path: str) -> Placed | None:
