@@ -39,6 +39,7 @@ ROOTLESS = "nsfsrootless"  # made by the first test that needs it, kept for the 
 ROOTLESS_UID = 1500
 CGROUPS = Path("/sys/fs/cgroup")
 POD_UID = "0f6a4c2e-9a3b-4c1d-8e2f-5a6b7c8d9e0f"
+CHECKOUT = Path(__file__).resolve().parents[1]
 _serial = itertools.count()
 
 
@@ -266,6 +267,15 @@ def test_a_rootless_podman_container_is_found_by_conmon_its_monitor(nsfs: Daemon
         assert ok([*as_user, "cat", str(nsfs.path(net, "containers"))]) == f"podman {cid} {name}\n"
         as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         assert ok([*as_nobody, "cat", str(nsfs.path(net, "containers"))]) == ""
+        # From inside its user namespace (as its root), the container is its own.
+        inside = ["nsenter", "-t", str(pid), "--user", "--net"]
+        assert ok([*inside, "cat", str(nsfs.path(net, "containers"))]) == f"podman {cid} {name}\n"
+        # lsnsfs there too: this checkout's, run by the system's Python (the suite's is under /root).
+        lsnsfs = ["env", f"PYTHONPATH={CHECKOUT}", "/usr/bin/python3", "-m", "nsfs_fuse.readers.lsnsfs"]
+        listed = ok([*inside, *lsnsfs, "-m", str(nsfs.mountpoint), "-C", name, "-J", "-t", "net"])
+        assert [(r["ns"], r["container"]) for r in json.loads(listed)["namespaces"]] == [
+            (int(net[5:-1]), [{"engine": "podman", "id": cid, "name": name, "pod": None}])
+        ]
     finally:
         run([*rootless, "rm", "-f", "-t", "0", name])
 
@@ -488,3 +498,17 @@ def test_metrics_count_namespaces_held_by_each_engine(public_dir: Path, rootfs: 
             assert 'nsfs_namespaces_by_owner{type="net",uid="0"}' in text
         finally:
             run([*PODMAN, "rm", "-f", "-t", "0", name])
+
+
+def test_lsnsfs_limits_counts_what_each_user_made_against_the_kernels_limit(nsfs: Daemon, procs: Procs) -> None:
+    uid = 7000003  # no user of this machine: shown as a number
+    made = [procs.sleeper("--user", "--map-root-user", "--net", uid=uid) for _ in range(2)]
+    names = {ns_of(pid, link) for pid in made for link in ("user", "net")}
+    wait_until(lambda: names <= nsfs.names(), "their namespaces")
+    limits = {t: Path(f"/proc/sys/user/max_{t}_namespaces").read_text().strip() for t in ("net", "user")}
+    listed = ok([LSNSFS, "-m", str(nsfs.mountpoint), "--limits", "-n", "-t", "user", "-t", "net"]).splitlines()
+    theirs = [line.split() for line in listed if line.split()[1] == str(uid)]
+    assert sorted(theirs) == [
+        ["net", str(uid), "2", limits["net"], f"{200 / int(limits['net']):.1f}%"],
+        ["user", str(uid), "2", limits["user"], f"{200 / int(limits['user']):.1f}%"],
+    ]
