@@ -136,7 +136,7 @@ def _runc_pid(cid: str) -> int:
 def remove_cgroups(path: str) -> None:
     """The cgroup directories runc leaves behind, in every hierarchy, deepest first."""
     parts = path.strip("/").split("/")
-    for hierarchy in CGROUPS.iterdir():
+    for hierarchy in [CGROUPS, *CGROUPS.iterdir()]:  # a unified host has its one at the top
         for depth in range(len(parts), 0, -1):
             with contextlib.suppress(OSError):
                 (hierarchy / "/".join(parts[:depth])).rmdir()
@@ -283,12 +283,20 @@ def test_a_rootless_podman_container_is_found_by_conmon_its_monitor(nsfs: Daemon
 # -- systemd-nspawn and systemd units ---------------------------------------------------
 
 
+def hierarchy_root(name: str) -> Path:
+    """Where a hierarchy is mounted: v1's name=systemd and v2's beside the controllers on a
+    hybrid machine (as this project's are); v2's at the top on a unified one, which has no v1."""
+    if (CGROUPS / "cgroup.controllers").exists():
+        return CGROUPS
+    return CGROUPS / name
+
+
 @contextlib.contextmanager
 def in_cgroup(path: str, hierarchies: tuple[str, ...] = ("systemd", "unified")) -> Iterator[list[str]]:
     """A cgroup made in the named hierarchies (name=systemd is v1's, unified v2's, as a hybrid
     machine has them), and a command prefix that runs a program in it; removed after."""
     parts = path.strip("/").split("/")
-    places = [CGROUPS / hierarchy / "/".join(parts) for hierarchy in hierarchies]
+    places = list(dict.fromkeys(hierarchy_root(name) / "/".join(parts) for name in hierarchies))
     for where in places:
         where.mkdir(parents=True)
     joins = " && ".join(f"echo $$ > {where}/cgroup.procs" for where in places)
@@ -356,6 +364,15 @@ def test_a_service_with_a_private_network_is_named_by_its_unit(
     nsfs: Daemon, procs: Procs, cgroup: str, hierarchy: str, line: str
 ) -> None:
     unit = unique("nsfs-private-") + ".service"
+    if cgroup.startswith("/system.slice/") and Path("/run/systemd/system").is_dir():
+        # systemd is this machine's init: the service is its own, as `systemd-run` makes it.
+        ok(["systemd-run", f"--unit={unit}", "-p", "PrivateNetwork=yes", "sleep", "600"])
+        try:
+            pid = int(ok(["systemctl", "show", "-p", "MainPID", "--value", unit]))
+            wait_for_lines(nsfs, ns_of(pid, "net"), [line.format(unit=unit)])
+        finally:
+            run(["systemctl", "stop", unit])
+        return
     with in_cgroup(cgroup.format(unit=unit), (hierarchy,)) as prefix:
         pid = procs.sleeper("--net", prefix=prefix)
         wait_for_lines(nsfs, ns_of(pid, "net"), [line.format(unit=unit)])
