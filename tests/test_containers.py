@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -190,31 +191,35 @@ def podman_id(*podman: str, name: str) -> str:
     return ok([*podman, "inspect", "--format", "{{.Id}}", name]).strip()
 
 
-def test_a_rootful_podman_container_is_named_by_its_cgroup_and_podmans_state(nsfs: Daemon, rootfs: Path) -> None:
+@dataclass(frozen=True)
+class Web:
+    """A rootful podman container, `sleep 600` in namespaces of its own but the network's none."""
+
+    name: str
+    pid: int
+    id: str
+
+    @property
+    def line(self) -> str:
+        return f"podman {self.id} {self.name}"
+
+
+@contextlib.contextmanager
+def podman_web(rootfs: Path) -> Iterator[Web]:
     name = unique("web")
-    ok(
-        [
-            *PODMAN,
-            "run",
-            "-d",
-            *LIMITS,
-            "--name",
-            name,
-            "--network",
-            "none",
-            "--rootfs",
-            str(rootfs / "root"),
-            "sleep",
-            "600",
-        ]
-    )
+    root = str(rootfs / "root")
+    ok([*PODMAN, "run", "-d", *LIMITS, "--name", name, "--network", "none", "--rootfs", root, "sleep", "600"])
     try:
-        pid, cid = podman_pid(*PODMAN, name=name), podman_id(*PODMAN, name=name)
-        assert f"/libpod_parent/libpod-{cid}" in Path(f"/proc/{pid}/cgroup").read_text()
-        wait_for_lines(nsfs, ns_of(pid, "net"), [f"podman {cid} {name}"])
-        assert container_lines(nsfs, ns_of(pid, "uts")) == [f"podman {cid} {name}"]
+        yield Web(name, podman_pid(*PODMAN, name=name), podman_id(*PODMAN, name=name))
     finally:
         run([*PODMAN, "rm", "-f", "-t", "0", name])
+
+
+def test_a_rootful_podman_container_is_named_by_its_cgroup_and_podmans_state(nsfs: Daemon, rootfs: Path) -> None:
+    with podman_web(rootfs) as web:
+        assert f"/libpod_parent/libpod-{web.id}" in Path(f"/proc/{web.pid}/cgroup").read_text()
+        wait_for_lines(nsfs, ns_of(web.pid, "net"), [web.line])
+        assert container_lines(nsfs, ns_of(web.pid, "uts")) == [web.line]
 
 
 @pytest.fixture(scope="module")
@@ -383,138 +388,68 @@ def test_a_service_with_a_private_network_is_named_by_its_unit(
 
 
 def test_a_container_is_shown_only_to_a_caller_that_may_see_a_holder_of_it(nsfs: Daemon, rootfs: Path) -> None:
-    name = unique("web")
-    ok(
-        [
-            *PODMAN,
-            "run",
-            "-d",
-            *LIMITS,
-            "--name",
-            name,
-            "--network",
-            "none",
-            "--rootfs",
-            str(rootfs / "root"),
-            "sleep",
-            "600",
-        ]
-    )
-    try:
-        pid, cid = podman_pid(*PODMAN, name=name), podman_id(*PODMAN, name=name)
-        net = ns_of(pid, "net")
-        wait_for_lines(nsfs, net, [f"podman {cid} {name}"])
+    with podman_web(rootfs) as web:
+        net = ns_of(web.pid, "net")
+        wait_for_lines(nsfs, net, [web.line])
         # uid 65534 sees the entry (the initial user namespace owns it), but may not read
         # root's processes: neither the holder nor the container.
         as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         assert ok([*as_nobody, "cat", str(nsfs.path(net, "containers"))]) == ""
         assert ok([*as_nobody, "cat", str(nsfs.path(net, "holders"))]) == ""
-    finally:
-        run([*PODMAN, "rm", "-f", "-t", "0", name])
 
 
 def test_lsnsfs_shows_picks_and_prints_containers(nsfs: Daemon, rootfs: Path) -> None:
-    name = unique("web")
-    ok(
-        [
-            *PODMAN,
-            "run",
-            "-d",
-            *LIMITS,
-            "--name",
-            name,
-            "--network",
-            "none",
-            "--rootfs",
-            str(rootfs / "root"),
-            "sleep",
-            "600",
-        ]
-    )
-    try:
-        pid, cid = podman_pid(*PODMAN, name=name), podman_id(*PODMAN, name=name)
-        made = {ns_of(pid, link) for link in ("ipc", "mnt", "net", "pid", "uts")}
-        wait_for_lines(nsfs, ns_of(pid, "uts"), [f"podman {cid} {name}"])
-        for wanted in (name, cid, cid[:12]):
-            listed = ok([LSNSFS, "-m", str(nsfs.mountpoint), "-C", wanted, "-J"])
-            rows = json.loads(listed)["namespaces"]
-            # What it made, and the host's namespaces its conmon and it share (user, cgroup, time).
+    with podman_web(rootfs) as web:
+        made = {ns_of(web.pid, link) for link in ("ipc", "mnt", "net", "pid", "uts")}
+        wait_for_lines(nsfs, ns_of(web.pid, "uts"), [web.line])
+        for wanted in (web.name, web.id, web.id[:12]):
+            rows = json.loads(ok([LSNSFS, "-m", str(nsfs.mountpoint), "-C", wanted, "-J"]))["namespaces"]
+            # What it made, and the host's namespaces it shares (user, cgroup, time).
             assert made <= {f"{r['type']}:[{r['ns']}]" for r in rows}
             for row in rows:
-                assert {"engine": "podman", "id": cid, "name": name, "pod": None} in row["container"]
-        table_lines = ok([LSNSFS, "-m", str(nsfs.mountpoint), "-C", name, "-t", "uts", "-n"]).splitlines()
-        uts = ns_of(pid, "uts")
-        (line,) = [row for row in table_lines if row.split()[0] == uts[5:-1]]
-        assert line.split()[5:7] == ["process:1", name]
+                assert {"engine": "podman", "id": web.id, "name": web.name, "pod": None} in row["container"]
+        listed = ok([LSNSFS, "-m", str(nsfs.mountpoint), "-C", web.name, "-t", "uts", "-n"]).splitlines()
+        uts = ns_of(web.pid, "uts")
+        (line,) = [row for row in listed if row.split()[0] == uts[5:-1]]
+        assert line.split()[5:7] == ["process:1", web.name]
         assert ok([LSNSFS, "-m", str(nsfs.mountpoint), "-C", "no-such-container"]).splitlines() == [
             "NS TYPE NPROCS PID USER HOLDERS CONTAINER COMMAND"
         ]
-    finally:
-        run([*PODMAN, "rm", "-f", "-t", "0", name])
 
 
 def test_events_name_the_container_of_a_namespace_coming_and_going(nsfs: Daemon, rootfs: Path) -> None:
-    name = unique("web")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(f"/run/nsfs/{str(nsfs.mountpoint).strip('/').replace('/', '-')}.events")
         sock.settimeout(PATIENCE * SLOWDOWN)
         lines = sock.makefile("r")
         while not lines.readline().startswith("="):
             pass
-        podman = [*PODMAN, "run", "-d", *LIMITS, "--name", name, "--network", "none", "--rootfs", str(rootfs / "root")]
-        ok([*podman, "sleep", "600"])
-        try:
-            pid = podman_pid(*PODMAN, name=name)
-            uts = ns_of(pid, "uts")
-            wait_for_lines(nsfs, uts, [f"podman {podman_id(*PODMAN, name=name)} {name}"])
-        finally:
-            run([*PODMAN, "rm", "-f", "-t", "0", name])
+        with podman_web(rootfs) as web:
+            uts = ns_of(web.pid, "uts")
+            wait_for_lines(nsfs, uts, [web.line])
         seen: list[str] = []
-        while f"- {uts} podman:{name}\n" not in seen:
+        while f"- {uts} podman:{web.name}\n" not in seen:
             seen.append(lines.readline())
-        assert f"+ {uts} podman:{name}\n" in seen
+        assert f"+ {uts} podman:{web.name}\n" in seen
 
 
 def test_metrics_count_namespaces_held_by_each_engine(public_dir: Path, rootfs: Path, procs: Procs) -> None:
     metrics = public_dir / "metrics.prom"
-    name = unique("web")
-    with running_daemon(public_dir / "mnt", f"metrics_file={metrics}") as nsfs:
-        ok(
-            [
-                *PODMAN,
-                "run",
-                "-d",
-                *LIMITS,
-                "--name",
-                name,
-                "--network",
-                "none",
-                "--rootfs",
-                str(rootfs / "root"),
-                "sleep",
-                "600",
-            ]
-        )
-        try:
-            pid, cid = podman_pid(*PODMAN, name=name), podman_id(*PODMAN, name=name)
-            wait_for_lines(nsfs, ns_of(pid, "uts"), [f"podman {cid} {name}"])
+    with running_daemon(public_dir / "mnt", f"metrics_file={metrics}") as nsfs, podman_web(rootfs) as web:
+        wait_for_lines(nsfs, ns_of(web.pid, "uts"), [web.line])
 
-            def podman_gauge() -> float:
-                for line in metrics.read_text().splitlines() if metrics.exists() else []:
-                    if line.startswith('nsfs_container_namespaces{engine="podman"}'):
-                        return float(line.split()[-1])
-                return 0.0
+        def podman_gauge() -> float:
+            for line in metrics.read_text().splitlines() if metrics.exists() else []:
+                if line.startswith('nsfs_container_namespaces{engine="podman"}'):
+                    return float(line.split()[-1])
+            return 0.0
 
-            # Its ipc, mnt, net, pid and uts, and the host's user, cgroup and time (conmon's too).
-            wait_until(lambda: podman_gauge() >= 8, "the podman gauge to count its namespaces", timeout=30 * SLOWDOWN)
-            text = metrics.read_text()
-            assert (
-                'nsfs_namespace_limit{type="net"} ' + Path("/proc/sys/user/max_net_namespaces").read_text().strip()
-                in text
-            )
-            assert 'nsfs_namespaces_by_owner{type="net",uid="0"}' in text
-        finally:
-            run([*PODMAN, "rm", "-f", "-t", "0", name])
+        # Its ipc, mnt, net, pid and uts, and the host's user, cgroup and time.
+        wait_until(lambda: podman_gauge() >= 8, "the podman gauge to count its namespaces", timeout=30 * SLOWDOWN)
+        text = metrics.read_text()
+        limit = Path("/proc/sys/user/max_net_namespaces").read_text().strip()
+        assert f'nsfs_namespace_limit{{type="net"}} {limit}' in text
+        assert 'nsfs_namespaces_by_owner{type="net",uid="0"}' in text
 
 
 def test_lsnsfs_limits_counts_what_each_user_made_against_the_kernels_limit(nsfs: Daemon, procs: Procs) -> None:
