@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from nsfs_fuse import kernel
 from tests.support.daemon import Daemon, leaving
 from tests.support.features import files
 from tests.support.oracles import NS_GET_PARENT, NS_GET_USERNS, all_process_namespaces, ns_id, ns_of, related
@@ -80,6 +81,29 @@ def test_the_id_file_is_the_kernels_namespace_id(nsfs: Daemon, procs: Procs) -> 
     wait_until(lambda: set(names.values()) <= nsfs.names(), "the new namespaces")
     for nstype, name in names.items():
         assert nsfs.read(name, "id") == f"{ns_id(f'/proc/{pid}/ns/{nstype}')}\n"
+
+
+@pytest.mark.needs("listns")
+def test_the_mount_lists_every_namespace_the_kernel_lists(nsfs: Daemon, procs: Procs) -> None:
+    """listns(2) is the kernel's own list of the namespaces in use: each one is an entry once the
+    daemon has looked (found by what holds it: the daemon does not read listns yet)."""
+    pid = procs.sleeper("--user", "--map-root-user", "--pid", "--net", "--ipc", "--fork")
+    wait_until(lambda: ns_of(pid, "ipc") in nsfs.names(), "the new namespaces")
+
+    def listed_ids() -> set[int]:
+        ids = set()
+        for name in nsfs.names():
+            try:
+                ids.add(int(nsfs.read(name, "id")))
+            except FileNotFoundError:  # gone since listed
+                continue
+        return ids
+
+    def missing() -> set[int]:
+        # Those still in use after the mount was read: a namespace that went meanwhile is no gap.
+        return (set(kernel.listns()) - listed_ids()) & set(kernel.listns())
+
+    wait_until(lambda: not missing(), "every namespace listns lists to be listed")
 
 
 def _pin_fd(nsfs: Daemon, name: str) -> int:

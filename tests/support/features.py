@@ -8,6 +8,8 @@ import functools
 import os
 from collections.abc import Callable
 
+from nsfs_fuse import kernel
+
 from .oracles import NS_GET_PID_IN_PIDNS, ns_alive, ns_handle, ns_id
 
 FEATURES = {
@@ -15,6 +17,7 @@ FEATURES = {
     "ns_handles": "nsfs file handles (Linux 6.18): a namespace re-opened, or known dead, by handle",
     "fd_count": "the number of open fds in stat /proc/PID/fd (Linux 6.2)",
     "pid_in_pidns": "NS_GET_PID_IN_PIDNS (Linux 6.11): pids and `ns` links for callers in other pid namespaces",
+    "listns": "listns(2) (Linux 6.19): every namespace in use, listed by the kernel",
 }
 
 
@@ -33,6 +36,7 @@ def kernel_features() -> dict[str, bool]:
         "ns_handles": works(lambda: ns_alive(ns_handle("/proc/self/ns/net"))),
         "fd_count": works(lambda: os.stat("/proc/self/fd").st_size > 0),
         "pid_in_pidns": works(lambda: _pid_in_own_pidns() == os.getpid()),
+        "listns": works(lambda: len(kernel.listns()) > 0),
     }
 
 
