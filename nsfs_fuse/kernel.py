@@ -42,7 +42,6 @@ NS_GET_PID_IN_PIDNS: Final = 0x8004B708  # _IOR(0xb7, 8, int), Linux 6.11; the p
 NS_GET_ID: Final = 0x8008B70D  # _IOR(0xb7, 13, __u64), Linux 6.18
 SIOCGSKNS: Final = 0x894C  # a socket's network namespace, Linux 4.9
 SYS_PIDFD_GETFD: Final = 438  # x86_64 and the generic table
-SYS_LISTNS: Final = 470  # listns(2), Linux 6.19; x86_64 and the generic table
 
 OVERFLOW_UID: Final = 65534
 
@@ -166,37 +165,6 @@ def pidfd_open(pid: int) -> int:
 def pidfd_getfd(pidfd: int, fd: int) -> int:
     """A duplicate of another process's fd (needs ptrace access to it), close-on-exec."""
     return _check(_libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0))
-
-
-class _NsIdReq(ctypes.Structure):
-    """listns(2)'s request (<linux/nsfs.h> struct ns_id_req, its first published size)."""
-
-    _fields_ = (
-        ("size", ctypes.c_uint32),
-        ("spare", ctypes.c_uint32),
-        ("ns_id", ctypes.c_uint64),  # list ids above this one
-        ("ns_type", ctypes.c_uint32),  # CLONE_NEW* flags to keep; 0: every type
-        ("spare2", ctypes.c_uint32),
-        ("user_ns_id", ctypes.c_uint64),  # only those this user namespace owns; 0: any
-    )
-
-
-LISTNS_BATCH: Final = 1024
-
-
-def listns(after: int = 0) -> list[int]:
-    """The ids of every namespace the kernel counts as in use (a task in it, an fd or a bind
-    mount on it, a child of it) that the caller may see, above id `after`, in order: listns(2),
-    a batch at a time. ENOSYS before Linux 6.19."""
-    ids = (ctypes.c_uint64 * LISTNS_BATCH)()
-    found: list[int] = []
-    while True:
-        req = _NsIdReq(size=ctypes.sizeof(_NsIdReq), ns_id=after)
-        count = _check(_libc.syscall(SYS_LISTNS, ctypes.byref(req), ids, ctypes.c_size_t(LISTNS_BATCH), 0))
-        found.extend(ids[:count])
-        if count < LISTNS_BATCH:
-            return found
-        after = found[-1]
 
 
 def key_of_fd(fd: int, nsfs_dev: int) -> NsKey:

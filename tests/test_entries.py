@@ -9,10 +9,17 @@ import time
 
 import pytest
 
-from nsfs_fuse import kernel
 from tests.support.daemon import Daemon, leaving
 from tests.support.features import files
-from tests.support.oracles import NS_GET_PARENT, NS_GET_USERNS, all_process_namespaces, ns_id, ns_of, related
+from tests.support.oracles import (
+    NS_GET_PARENT,
+    NS_GET_USERNS,
+    all_process_namespaces,
+    listns_ids,
+    ns_id,
+    ns_of,
+    related,
+)
 from tests.support.procs import Procs
 from tests.support.waiting import INTERVAL, run, wait_until
 
@@ -101,7 +108,7 @@ def test_the_mount_lists_every_namespace_the_kernel_lists(nsfs: Daemon, procs: P
 
     def missing() -> set[int]:
         # Those still in use after the mount was read: a namespace that went meanwhile is no gap.
-        return (set(kernel.listns()) - listed_ids()) & set(kernel.listns())
+        return (listns_ids() - listed_ids()) & listns_ids()
 
     wait_until(lambda: not missing(), "every namespace listns lists to be listed")
 

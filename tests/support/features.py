@@ -8,9 +8,7 @@ import functools
 import os
 from collections.abc import Callable
 
-from nsfs_fuse import kernel
-
-from .oracles import NS_GET_PID_IN_PIDNS, ns_alive, ns_handle, ns_id
+from .oracles import NS_GET_PID_IN_PIDNS, listns_ids, ns_alive, ns_handle, ns_id
 
 FEATURES = {
     "ns_id": "NS_GET_ID, a namespace's 64-bit id (Linux 6.18): the `id` file",
@@ -36,7 +34,7 @@ def kernel_features() -> dict[str, bool]:
         "ns_handles": works(lambda: ns_alive(ns_handle("/proc/self/ns/net"))),
         "fd_count": works(lambda: os.stat("/proc/self/fd").st_size > 0),
         "pid_in_pidns": works(lambda: _pid_in_own_pidns() == os.getpid()),
-        "listns": works(lambda: len(kernel.listns()) > 0),
+        "listns": works(lambda: len(listns_ids()) > 0),
     }
 
 
