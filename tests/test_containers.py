@@ -82,11 +82,15 @@ def container_lines(nsfs: Daemon, name: str) -> list[str]:
 def wait_for_lines(nsfs: Daemon, name: str, expected: list[str]) -> None:
     """`name`'s containers file comes to read `expected` exactly (the daemon reads a new process
     at its exec, and its engine's state may be written just after)."""
-    wait_until(
-        lambda: container_lines(nsfs, name) == expected,
-        f"{name}'s containers to be {expected}",
-        timeout=3 * PATIENCE,  # a state written after the exec is found at a sweep, after a retry
-    )
+    try:
+        wait_until(
+            lambda: container_lines(nsfs, name) == expected,
+            f"{name}'s containers to be {expected}",
+            timeout=3 * PATIENCE,  # a state written after the exec is found at a sweep, after a retry
+        )
+    except AssertionError as exc:
+        lines, holders = container_lines(nsfs, name), nsfs.read(name, "holders")
+        raise AssertionError(f"{exc}; they are {lines}, held by {holders!r}") from None
 
 
 # -- runc -------------------------------------------------------------------------
