@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from . import daemons, discovery, errors
+from . import daemons, discovery, errors, procfs
 from .model import NsKey, Sighting
 from .pins import Budget
 
@@ -139,7 +139,7 @@ class Tables:
         if table.helper is not None:
             self._end(table.helper)
             table.helper = None
-        via = next((p for p in members if _in(p, mnt)), None)
+        via = next((p for p in members if _in(p, mnt) and not procfs.is_kernel_thread(f"/proc/{p}")), None)
         if via is None and (helper := self._helper(mnt, pin)) is not None:
             table.helper, via = helper, helper.pid
         table.via = table.via if via is None else via
@@ -195,7 +195,10 @@ class Tables:
 
     @staticmethod
     def _open(pid: int, mnt: NsKey) -> int | None:
-        """A reader of `mnt`'s table through process `pid`, if `pid` is (still) in it."""
+        """A reader of `mnt`'s table through process `pid`, if `pid` is (still) in it and is not
+        a kernel thread (whose table may be another: procfs.is_kernel_thread)."""
+        if procfs.is_kernel_thread(f"/proc/{pid}"):
+            return None
         fd = _open_table(f"/proc/{pid}/mountinfo")
         if fd is not None and not _in(pid, mnt):  # it moved, or the pid was reused
             os.close(fd)

@@ -131,6 +131,20 @@ def read_cmdline(path: str) -> tuple[str, ...]:
     return tuple(arg.decode("utf-8", "surrogateescape") for arg in data.rstrip(b"\0").split(b"\0")) if data else ()
 
 
+# PF_KTHREAD, in the flags of /proc/PID/stat.
+_KERNEL_THREAD: Final = 0x00200000
+
+
+@errors.or_default("stat_read", False)
+def is_kernel_thread(path: str) -> bool:
+    """Whether /proc/PID at `path` is a kernel thread (False if it is gone). A kernel thread's
+    own mount table need not be its mount namespace's: on Linux 7.x kthreadd's shows the
+    kernel's first root alone, none of the mounts made since."""
+    stat = _read_small(f"{path}/stat", STATUS_READ)
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after the command name, which may hold anything
+    return len(fields) > 6 and int(fields[6]) & _KERNEL_THREAD != 0
+
+
 @errors.or_skip("uid_map_read", 0)
 def root_uid(path: str) -> int:
     """The uid the root of a user namespace has outside it, as the daemon numbers uids, from
