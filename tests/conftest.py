@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from nsfs_fuse.readers.mounted import events_socket
 from tests.support.daemon import Daemon, running_daemon
 from tests.support.features import FEATURES, has
 from tests.support.procs import Procs
@@ -96,6 +97,10 @@ def public_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path)
+        # The events sockets of daemons mounted in it, which one killed outright leaves behind.
+        sockets = Path(events_socket(str(path.resolve()))).with_suffix("")
+        for socket in sockets.parent.glob(f"{sockets.name}-*.events"):
+            socket.unlink(missing_ok=True)
 
 
 @pytest.fixture

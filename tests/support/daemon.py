@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from nsfs_fuse.readers.mounted import events_socket
+
 from .waiting import INTERVAL, PATIENCE, SLOWDOWN, SWEEP_CPU, is_mounted, run, wait_until
 
 NSFS = [sys.executable, "-m", "nsfs_fuse"]
@@ -104,6 +106,9 @@ def running_daemon(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # A daemon killed outright leaves its events socket: the next daemon on that mountpoint
+        # would remove it, but a test's mountpoint is never used again.
+        Path(events_socket(str(mountpoint.resolve()))).unlink(missing_ok=True)
         if is_mounted(mountpoint):
             subprocess.run(["umount", "-l", str(mountpoint)], check=False)
             raise AssertionError(f"{mountpoint} was left mounted after the daemon stopped")
