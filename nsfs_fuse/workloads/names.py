@@ -33,9 +33,11 @@ from .placing import (
 
 STATE_READ: Final = 4 << 20  # an engine's state file larger than this is not read
 REMEMBERED: Final = 4096  # containers whose names Names keeps (and as many misses)
-# Seconds before a state not found is looked for again: an engine writes it just after its
-# container starts, and a miss costs a few failed opens.
-RETRY_AFTER: Final = 1.0
+# Seconds before a state not found is looked for again. None: an engine writes it just after
+# its container's first process starts, and a read at its fork that remembered the miss gave the
+# read at its exec, which is the one kept, no name (runc: seen for 30 s in a loaded run). A miss
+# costs a few failed opens, paid by each read of a container's processes until it is found.
+RETRY_AFTER: Final = 0.0
 _LISTS_KEPT: Final = 64  # podman containers.json files kept parsed (one per storage)
 # The storage drivers whose container directories containers/storage names `DRIVER-containers`.
 _DRIVERS: Final = ("overlay", "vfs", "btrfs", "zfs")
