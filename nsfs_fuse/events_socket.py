@@ -76,9 +76,7 @@ class _Shown:
 
 def container_word(container: Container) -> str:
     """ENGINE:LABEL, as an events line names a container (see the module's doc)."""
-    name = container.name or container.id[:12]
-    label = f"{container.pod}/{name}" if container.pod else name
-    return escape(f"{container.engine}:{label}")
+    return escape(f"{container.engine}:{container.label}")
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
-from .mountinfo import escape
+from .mountinfo import escape, unescape
 
 # The eight namespace types, in the order lsns and the kernel document them.
 NS_TYPES: Final[tuple[str, ...]] = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
@@ -131,6 +131,28 @@ class Container:
         if self.pod:
             words.append(self.pod)
         return " ".join(escape(word) for word in words)
+
+    @staticmethod
+    def parse(line: str) -> Container | None:
+        """The container a `containers` line names (`line`'s inverse); None if it names none."""
+        words = [unescape(word) for word in line.split(" ")]
+        if not 2 <= len(words) <= 4:
+            return None
+        engine, id_, *rest = words
+        pod = rest[1] if len(rest) == 2 else ""
+        name = "" if not rest or (pod and rest[0] == "-") else rest[0]
+        return Container(engine, id_, name, pod)
+
+    @property
+    def label(self) -> str:
+        """How a listing names it in one word: NAME (or the id's first 12 characters, as engines
+        shorten it, where the name is not known), after its pod's NAMESPACE/NAME if it has one."""
+        name = self.name or self.id[:12]
+        return f"{self.pod}/{name}" if self.pod else name
+
+    def is_(self, wanted: str) -> bool:
+        """Whether `wanted` names it: its name, its id or the start of it, or its pod."""
+        return bool(wanted) and (wanted in (self.name, self.id, self.pod) or self.id.startswith(wanted))
 
 
 class Holder(NamedTuple):
@@ -274,7 +296,7 @@ class Holders:
         """The containers of the holders `reader` may see (a container is shown only with a
         holder of it the reader may see), each once, by engine, pod, name and id."""
         found: set[Container] = set()
-        for holder in self.ordered():
+        for holder in self:  # in no order: the result is sorted, and thousands of holders need not be
             if holder.container is not None and holder.container not in found and holder_line(holder, reader):
                 found.add(holder.container)
         return sorted(found, key=lambda c: (c.engine, c.pod, c.name, c.id))

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import errors
-from ..model import HolderKind, NsKey, parse_ns_name
+from ..model import Container, HolderKind, NsKey, parse_ns_name
 from ..mountinfo import unescape
 
 DEFAULT_MOUNT = "/run/namespaces"
@@ -30,41 +30,12 @@ def events_socket(mountpoint: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ListedContainer:
-    """One line of a `containers` file: engine, id, and name and pod where known."""
-
-    engine: str
-    id: str
-    name: str = ""
-    pod: str = ""
-
-    @staticmethod
-    def parse(line: str) -> ListedContainer | None:
-        words = [unescape(word) for word in line.split(" ")]
-        if len(words) < 2 or len(words) > 4:
-            return None
-        engine, id_, *rest = words
-        name = rest[0] if rest and not (rest[0] == "-" and len(rest) == 2) else ""
-        return ListedContainer(engine, id_, name, rest[1] if len(rest) == 2 else "")
-
-    @property
-    def label(self) -> str:
-        """How a table names it: NAME (or the id's first 12 characters, as engines shorten
-        it, where the name is not known), after the pod's NAMESPACE/NAME if it has one."""
-        name = self.name or self.id[:12]
-        return f"{self.pod}/{name}" if self.pod else name
-
-    def is_(self, wanted: str) -> bool:
-        return bool(wanted) and (wanted in (self.name, self.id, self.pod) or self.id.startswith(wanted))
-
-
-@dataclass(frozen=True, slots=True)
 class Listed:
     """One entry of the mount, as one reader read it."""
 
     key: NsKey
     holders: tuple[str, ...]  # the lines of its `holders` file, as they are
-    containers: tuple[ListedContainer, ...] = ()  # its `containers` file
+    containers: tuple[Container, ...] = ()  # its `containers` file
     owner: NsKey | None = None  # its `owner` link, if the reader sees one (read only if asked)
     parent: NsKey | None = None  # its `parent` link, likewise
     owner_uid: int | None = None  # a user namespace's `owner_uid` (read only if asked)
@@ -176,11 +147,11 @@ def _read_one(mount: str, key: NsKey, links: bool, containers: bool) -> Listed |
     holders = _read_text(os.path.join(base, "holders"))
     if holders is None:  # gone since it was listed
         return None
-    found: tuple[ListedContainer, ...] = ()
+    found: tuple[Container, ...] = ()
     if containers:
         # Missing (a daemon from before the file, or gone since): no container.
         lines = holder_lines(_read_text(os.path.join(base, "containers")) or "")
-        found = tuple(c for line in lines if (c := ListedContainer.parse(line)) is not None)
+        found = tuple(c for line in lines if (c := Container.parse(line)) is not None)
     owner = parent = None
     uid = None
     if links:

@@ -13,7 +13,8 @@ from types import TracebackType
 from typing import Any
 
 from .. import errors, kernel
-from .mounted import Listed, ListedContainer, comm_of, summary
+from ..model import Container
+from .mounted import Listed, comm_of, summary
 from .shown import cell, json_text
 
 
@@ -33,7 +34,7 @@ class Row:
     # namespace: lsns's NETNSID and NSFS (-J: one path a line).
     netnsid: str | None = None
     nsfs: tuple[str, ...] = ()
-    containers: tuple[ListedContainer, ...] = ()  # its `containers` file
+    containers: tuple[Container, ...] = ()  # its `containers` file
 
     def cells(self) -> dict[str, str]:
         """The table's cells, each escaped as lsns escapes it (shown.cell): one line whatever

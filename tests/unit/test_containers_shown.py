@@ -10,9 +10,9 @@ import json
 import pytest
 
 from nsfs_fuse.events_socket import container_word
-from nsfs_fuse.model import Container, Creds, Holder, HolderKind, Holders, NsKey, charged_uid
+from nsfs_fuse.model import Container, Holder, HolderKind, Holders, NsKey, charged_uid
 from nsfs_fuse.readers.formats import as_json, limits_table, table
-from nsfs_fuse.readers.mounted import Listed, ListedContainer
+from nsfs_fuse.readers.mounted import Listed
 from nsfs_fuse.readers.rows import Row, row_of
 
 from .test_model import OURS, THEIRS, Reader
@@ -35,8 +35,8 @@ UNIT = Container("systemd", "nginx.service", "nginx.service")
 )
 def test_a_container_line_is_engine_id_name_and_pod_escaped_as_holders(container: Container, line: str) -> None:
     assert container.line() == line
-    parsed = ListedContainer.parse(line)
-    assert parsed == ListedContainer(container.engine, container.id, container.name, container.pod)
+    parsed = Container.parse(line)
+    assert parsed == container
 
 
 def test_a_container_is_shown_only_with_a_holder_the_reader_may_see() -> None:
@@ -62,7 +62,7 @@ def test_the_container_column_names_each_by_pod_and_name_or_short_id() -> None:
     listed = Listed(
         NsKey("net", 4026532292),
         ("process 7 nginx",),
-        tuple(ListedContainer.parse(c.line()) or pytest.fail() for c in (NGINX, WEB, NAMELESS)),
+        tuple(Container.parse(c.line()) or pytest.fail() for c in (NGINX, WEB, NAMELESS)),
     )
     row = row_of(listed, lambda _pid: (0, "nginx"))
     assert row.cells()["CONTAINER"] == "default/web-0/nginx,web,a b"
@@ -93,14 +93,14 @@ def test_the_container_column_names_each_by_pod_and_name_or_short_id() -> None:
     ],
 )
 def test_lsnsfs_c_picks_by_name_id_start_of_id_or_pod(wanted: str, chosen: bool) -> None:
-    containers = tuple(ListedContainer.parse(c.line()) or pytest.fail() for c in (NGINX, WEB))
+    containers = tuple(Container.parse(c.line()) or pytest.fail() for c in (NGINX, WEB))
     assert Listed(NsKey("net", 1), (), containers).in_container(wanted) is chosen
     assert not Listed(NsKey("net", 1), ()).in_container(wanted)
 
 
 @pytest.mark.parametrize("line", ["", "podman", "a b c d e"])
 def test_a_line_that_is_not_a_container_is_left_out(line: str) -> None:
-    assert ListedContainer.parse(line) is None
+    assert Container.parse(line) is None
 
 
 def test_an_events_line_names_each_container_in_one_word() -> None:
@@ -165,8 +165,3 @@ def test_lsnsfs_limits_counts_each_type_per_user_fullest_first() -> None:
         "net 7000001 2 4 50.0%",
         "net root    1 4 25.0%",
     ]
-
-
-def test_creds_stay_what_decides_visibility() -> None:
-    """A holder's container is not part of what the caller's rule reads."""
-    assert Holder(HolderKind.PROCESS, 1, creds=Creds((0, 0, 0), (0, 0, 0), 0, 0, None, None)).container is None
