@@ -7,7 +7,8 @@ bind mount). At each size a new daemon (the options of `make run`) is mounted an
 measured:
 
 - `ls -l` of the mount, of a tmpfs directory with the same names, of a pyfuse3 filesystem
-  that answers the same names from a dict and does nothing else (bench/floorfs.py), and `lsns`;
+  that answers the same names from a dict and does nothing else (bench/floorfs.py), taken in
+  turn while the daemon runs (the ratio to tmpfs is the median of each turn's), and `lsns`;
 - a new namespace found and a dead one gone: from `unshare --net sleep` starting
   (or being killed) to a `stat` of its entry answering (or failing), polled every 2 ms;
 - the daemon's CPU while nothing happens (with its sweep helper), over IDLE seconds;
@@ -41,8 +42,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.bench import World, floor_ls_l, median_time, rss_mb
-from bench.lifetime import cpu_seconds
+from bench.bench import World, median_time, rss_mb
+from bench.lifetime import cpu_seconds, floor_filesystem
 from nsfs_fuse import discovery, kernel
 from nsfs_fuse.rereads import FD_COUNTS_EVERY
 from tests.support.daemon import Daemon, running_daemon
@@ -67,6 +68,7 @@ class Point:
     ls_l_tmpfs: float
     lsns: float
     ls_l_pyfuse3: float  # the same names on a pyfuse3 filesystem that does nothing else (the floor)
+    over_tmpfs: float  # the median of each turn's ls -l / tmpfs (the three taken in turn)
     found: float
     gone: float
     idle_cpu: float  # share of a core
@@ -164,16 +166,31 @@ def event_cpu(nsfs: Daemon, idle_rate: float) -> float:
     return max(0.0, spent) / count
 
 
-def ls_l_tmpfs(names: list[str], scratch: Path, reps: int) -> float:
+@contextlib.contextmanager
+def tmpfs_with(names: list[str], scratch: Path) -> Iterator[Path]:
+    """A tmpfs directory holding an empty directory of each name."""
     floor = scratch / "floor"
     floor.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(floor)], check=True)
     try:
         for name in names:
             (floor / name).mkdir()
-        return median_time(["ls", "-l", str(floor)], reps)
+        yield floor
     finally:
         subprocess.run(["umount", str(floor)], check=False)
+
+
+def ls_l_side_by_side(mount: Path, names: list[str], scratch: Path, reps: int) -> tuple[float, float, float, float]:
+    """`ls -l` of the mount, of tmpfs and of the do-nothing pyfuse3 filesystem with the same
+    names, taken in turn `reps` times while the daemon runs, so that all three meet the same
+    machine: their medians, and the median of each turn's mount / tmpfs ratio."""
+    times: list[tuple[float, float, float]] = []
+    with tmpfs_with(names, scratch) as tmpfs, floor_filesystem(names) as (_pid, floor):
+        for _ in range(reps):
+            mount_s, tmpfs_s, floor_s = (median_time(["ls", "-l", str(where)], 1) for where in (mount, tmpfs, floor))
+            times.append((mount_s, tmpfs_s, floor_s))
+    mount_s, tmpfs_s, floor_s = (statistics.median(t[i] for t in times) for i in range(3))
+    return mount_s, tmpfs_s, floor_s, statistics.median(t[0] / t[1] for t in times)
 
 
 def measure(processes: int, world: World, scratch: Path, reps: int, idle: float) -> Point:
@@ -187,7 +204,7 @@ def measure(processes: int, world: World, scratch: Path, reps: int, idle: float)
         rss = rss_mb(nsfs.pid)
         per_event = statistics.median(event_cpu(nsfs, idle_rate) for _ in range(2))
         samples = [found_and_gone(nsfs) for _ in range(max(reps, 9))]
-        ls_l = median_time(["ls", "-l", str(nsfs.mountpoint)], reps)
+        ls_l, ls_l_tmpfs, ls_l_pyfuse3, over_tmpfs = ls_l_side_by_side(nsfs.mountpoint, names, scratch, reps)
         fd_round = logged_fd_round(nsfs)
     read_cpu, count_cpu = per_process_costs()
     return Point(
@@ -195,8 +212,9 @@ def measure(processes: int, world: World, scratch: Path, reps: int, idle: float)
         entries=len(names),
         fds=processes * FDS_PER_PROC,
         ls_l=ls_l,
-        ls_l_tmpfs=ls_l_tmpfs(names, scratch, reps),
-        ls_l_pyfuse3=floor_ls_l(names, reps),
+        ls_l_tmpfs=ls_l_tmpfs,
+        ls_l_pyfuse3=ls_l_pyfuse3,
+        over_tmpfs=over_tmpfs,
         lsns=median_time(["lsns"], min(reps, 3)),
         found=statistics.median(s[0] for s in samples),
         gone=statistics.median(s[1] for s in samples),
@@ -225,7 +243,7 @@ def table(points: list[Point]) -> str:
         [
             row("processes / entries / fds", lambda p: f"{p.processes} / {p.entries} / {p.fds // 1000}k"),
             row("ls -l (lsns)", lambda p: f"{p.ls_l * 1e3:.0f} ms ({p.lsns:.2f} s)"),
-            row("lsns / ls -l, ls -l / tmpfs", lambda p: f"{p.lsns / p.ls_l:.1f}x, {p.ls_l / p.ls_l_tmpfs:.1f}x"),
+            row("lsns / ls -l, ls -l / tmpfs", lambda p: f"{p.lsns / p.ls_l:.1f}x, {p.over_tmpfs:.1f}x"),
             row("do-nothing pyfuse3 fs / tmpfs", lambda p: f"{p.ls_l_pyfuse3 / p.ls_l_tmpfs:.1f}x"),
             row("new namespace found (median)", lambda p: f"{p.found * 1e3:.0f} ms"),
             row("dead namespace gone (median)", lambda p: f"{p.gone * 1e3:.0f} ms"),
@@ -287,7 +305,7 @@ def draw(points: list[Point], path: Path) -> None:
             "ratios",
             [
                 ("lsns / ls -l", [p.lsns / p.ls_l for p in points]),
-                ("ls -l / tmpfs", [p.ls_l / p.ls_l_tmpfs for p in points]),
+                ("ls -l / tmpfs", [p.over_tmpfs for p in points]),
                 ("do-nothing pyfuse3 / tmpfs", [p.ls_l_pyfuse3 / p.ls_l_tmpfs for p in points]),
             ],
             None,
