@@ -182,15 +182,19 @@ def tmpfs_with(names: list[str], scratch: Path) -> Iterator[Path]:
 
 def ls_l_side_by_side(mount: Path, names: list[str], scratch: Path, reps: int) -> tuple[float, float, float, float]:
     """`ls -l` of the mount, of tmpfs and of the do-nothing pyfuse3 filesystem with the same
-    names, taken in turn `reps` times while the daemon runs, so that all three meet the same
-    machine: their medians, and the median of each turn's mount / tmpfs ratio."""
-    times: list[tuple[float, float, float]] = []
+    names, taken in turn `reps` times while the daemon runs (each turn in another order), so
+    that all three meet the same machine: their medians, and the median of each turn's
+    mount / tmpfs ratio. At 20,000 processes this machine's own background work makes one
+    `ls -l` of tmpfs take anywhere from 50 to 430 ms: only times taken together compare."""
+    times: list[dict[str, float]] = []
     with tmpfs_with(names, scratch) as tmpfs, floor_filesystem(names) as (_pid, floor):
+        where = {"mount": mount, "tmpfs": tmpfs, "floor": Path(floor)}
+        order = list(where)
         for _ in range(reps):
-            mount_s, tmpfs_s, floor_s = (median_time(["ls", "-l", str(where)], 1) for where in (mount, tmpfs, floor))
-            times.append((mount_s, tmpfs_s, floor_s))
-    mount_s, tmpfs_s, floor_s = (statistics.median(t[i] for t in times) for i in range(3))
-    return mount_s, tmpfs_s, floor_s, statistics.median(t[0] / t[1] for t in times)
+            times.append({name: median_time(["ls", "-l", str(where[name])], 1) for name in order})
+            order = order[1:] + order[:1]
+    mount_s, tmpfs_s, floor_s = (statistics.median(t[name] for t in times) for name in where)
+    return mount_s, tmpfs_s, floor_s, statistics.median(t["mount"] / t["tmpfs"] for t in times)
 
 
 def measure(processes: int, world: World, scratch: Path, reps: int, idle: float) -> Point:
