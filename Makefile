@@ -7,7 +7,7 @@ MOUNTPOINT ?= /run/namespaces
 SBIN       ?= /usr/local/sbin
 BIN        ?= /usr/local/bin
 UNITDIR    ?= /etc/systemd/system
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static bubblewrap graphviz systemd
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static bubblewrap graphviz systemd python3-seccomp
 # What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
 KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 
@@ -16,7 +16,8 @@ KERNEL_APT_PACKAGES := qemu-system-x86 kmod
 # Debian's fuse3 (mount.fuse3, fusermount3), what pyfuse3 builds against, and the tests' ip, nsenter,
 # setpriv, busybox (the static build: the guest of `make test-kernel` boots with it too),
 # Graphviz's dot, which draws `lsnsfs --dot`, and systemd-analyze, which checks the unit (the
-# package does not make systemd this machine's init).
+# package does not make systemd this machine's init), and libseccomp's Python binding, with which a test
+# makes pidfd_getfd fail as on a kernel before 5.6.
 .system-deps:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }

@@ -19,6 +19,7 @@ keeps what it had of the process rather than take a partial read for the truth.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,8 +42,13 @@ from .procfs import (
 )
 from .workloads import Names, Placed, placed_by_cgroup_file, placed_by_monitor
 
+log = logging.getLogger(__name__)
+
 # What SIOCGSKNS says of an fd that is no longer a socket, or a socket with no namespace to tell.
 NO_SOCKET_NS = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOTSOCK})
+# What pidfd_open (Linux 5.3) and pidfd_getfd (5.6) say where the kernel lacks them (RHEL 8's
+# 4.18) or a seccomp filter refuses them: a socket's namespace cannot be asked at all.
+NO_PIDFD = frozenset({errno.ENOSYS})
 
 
 def _ns_key(path: str) -> NsKey | None:
@@ -143,12 +149,12 @@ def fd_sightings(pid: int, creds: Creds | None = None, proc: str = PROC, contain
 def socket_netns(pid: int, fd: int) -> int:
     """A new fd on the network namespace of socket `fd` of process `pid`; errors.Skip if
     there is none to be had (answered: the socket or its process is gone, or it is no
-    socket with a namespace now)."""
+    socket with a namespace now, or the kernel cannot lend a process's fd: `NO_PIDFD`)."""
     item = f"socket {fd} of {pid}"
-    with errors.step("pidfd_open", item):
+    with errors.step("pidfd_open", item, NO_PIDFD):
         pidfd = kernel.pidfd_open(pid)
     try:
-        with errors.step("pidfd_getfd", item):
+        with errors.step("pidfd_getfd", item, NO_PIDFD):
             sock = kernel.pidfd_getfd(pidfd, fd)
     finally:
         os.close(pidfd)
@@ -211,6 +217,7 @@ class Scanner:
         # A socket's network namespace never changes: ask the kernel once per socket.
         self._socket_ns: dict[int, NsKey] = {}
         self._sockets_met: set[int] = set()  # socket inodes read since the sweep began
+        self._no_pidfd = False  # the kernel cannot lend a process's fd: sockets are not asked
 
     def read(self, pid: int) -> ProcessRead:
         """One process: its namespaces, its threads' where they differ, its fds and sockets.
@@ -334,6 +341,8 @@ class Scanner:
     def _socket_sightings(
         self, pid: int, sockets: list[tuple[int, int]], creds: Creds | None, container: Container | None
     ) -> list[Sighting]:
+        if self._no_pidfd:
+            return []
         sightings = []
         for fd, inode in sockets:
             self._sockets_met.add(inode)
@@ -348,11 +357,15 @@ class Scanner:
         return sightings
 
     def _ask_socket_netns(self, pid: int, fd: int) -> NsKey | None:
-        """The network namespace of a socket; None if the socket is not there to ask. A fault
+        """The network namespace of a socket; None if the socket is not there to ask, or this
+        kernel cannot lend the daemon a process's fd (then no socket is asked again). A fault
         raises errors.Skip: the process's read fails whole."""
         try:
             netns = socket_netns(pid, fd)
         except errors.Skip as skip:
+            if skip.errno in NO_PIDFD and not self._no_pidfd:
+                self._no_pidfd = True
+                log.warning("no pidfd_getfd (Linux 5.6+) here: sockets are not found as holders")
             if skip.answered:
                 return None
             raise

@@ -26,7 +26,7 @@ from nsfs_fuse.sweeps import Each, SweepProcess
 from tests.support.daemon import Daemon, assert_released, running_daemon
 from tests.support.oracles import all_process_namespaces, children, ns_id, ns_of
 from tests.support.procs import Procs
-from tests.support.programs import SOCKET_ONLY, THREAD, UNSHARE_TIME_NO_EXEC
+from tests.support.programs import SOCKET_ONLY, THREAD, UNSHARE_TIME_NO_EXEC, WITH_A_SOCKET, WITHOUT_PIDFD
 from tests.support.waiting import run, wait_until
 
 
@@ -226,6 +226,20 @@ def test_an_fd_in_flight(nsfs: Daemon, procs: Procs, baseline: int, public_dir: 
             sender.close()
             receiver.close()  # the message, and the fd in it, are freed
         assert_released(nsfs, baseline, net)
+
+
+def test_where_the_kernel_cannot_lend_a_socket_its_process_is_still_read(public_dir: Path, procs: Procs) -> None:
+    """Before Linux 5.6 (RHEL 8's 4.18) there is no pidfd_getfd: a socket's namespace cannot be
+    asked, and that is an answer, not a fault that fails the read of every process with a
+    socket. Made here with a seccomp filter that answers ENOSYS, as such a kernel does."""
+    prefix = ["/usr/bin/python3", "-c", WITHOUT_PIDFD]
+    with running_daemon(public_dir / "mnt", prefix=prefix) as nsfs:
+        proc, (net, _fd) = procs.reporting("unshare", "--net", sys.executable, "-c", WITH_A_SOCKET)
+        expected = [f"process {proc.pid} {comm(proc.pid)}"]
+        wait_until(lambda: net in nsfs.names() and listed_holders(nsfs, net) == expected, "its process, alone")
+        warning = "no pidfd_getfd (Linux 5.6+) here: sockets are not found as holders"
+        assert warning in nsfs.log.read_text()
+        assert "(ENOSYS)" not in nsfs.log.read_text(), "counted as a fault"
 
 
 @pytest.mark.needs("pid_in_pidns")

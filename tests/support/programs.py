@@ -38,3 +38,48 @@ assert ctypes.CDLL(None, use_errno=True).unshare(0x80) == 0
 print(os.readlink("/proc/self/ns/time_for_children"), flush=True)
 time.sleep(600)
 """
+
+
+# A child makes a user namespace and a network namespace in it, sends an fd of the network
+# namespace over a unix socket whose other end nobody reads, and exits at once: from then on
+# only that fd in flight holds the network namespace, and the network namespace its owner.
+# No process is ever read in them (the child lives for a few system calls). Prints
+# "net:[N] user:[M]", then sleeps holding both ends.
+IN_FLIGHT_ONLY = """
+import ctypes, os, socket, time
+libc = ctypes.CDLL(None, use_errno=True)
+sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+report_r, report_w = os.pipe()
+child = os.fork()
+if child == 0:
+    assert libc.unshare(0x10000000 | 0x40000000) == 0
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    socket.send_fds(sender, [b"x"], [fd])
+    os.write(report_w, f"{os.readlink('/proc/self/ns/net')} {os.readlink('/proc/self/ns/user')}\\n".encode())
+    os._exit(0)
+os.waitpid(child, 0)
+os.close(report_w)
+print(os.read(report_r, 200).decode().strip(), flush=True)
+time.sleep(600)
+"""
+
+
+# Runs argv[1:] under a seccomp filter (libseccomp's own Python binding, Debian's
+# python3-seccomp, hence the system's python3) that answers pidfd_open and pidfd_getfd with
+# ENOSYS, as a kernel before 5.3 / 5.6 does (RHEL 8's 4.18): the filter outlives the exec.
+WITHOUT_PIDFD = """
+import errno, os, sys, seccomp
+rules = seccomp.SyscallFilter(seccomp.ALLOW)
+for call in ("pidfd_open", "pidfd_getfd"):
+    rules.add_rule(seccomp.ERRNO(errno.ENOSYS), call)
+rules.load()
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+# In a network namespace of its own (run under `unshare --net`), a socket: prints "net:[N] FD".
+WITH_A_SOCKET = """
+import os, socket, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print(os.readlink("/proc/self/ns/net"), sock.fileno(), flush=True)
+time.sleep(600)
+"""
