@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, running_daemon
 from tests.support.features import has
 from tests.support.oracles import link_exists, ns_alive, ns_handle
 from tests.support.waiting import run
@@ -129,6 +129,20 @@ if kind == "fd":
     report(box["name"], os.getpid())
     go()
     os.close(box["fd"])
+elif kind == "flight":
+    # The fd is sent over a unix socket nobody reads: only the message holds the namespace.
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    def work(box):
+        new_net(box)
+        fd = os.open(box["path"], os.O_RDONLY)
+        socket.send_fds(sender, [b"x"], [fd])
+        os.close(fd)
+    box, end = in_thread(work)
+    end()
+    report(box["name"], os.getpid())
+    go()
+    receiver.close()
+    sender.close()
 elif kind == "socket":
     def work(box):
         new_net(box)
@@ -627,12 +641,34 @@ def unexec_appearance(nsfs: Daemon, mess: Mess, kind: str, timeout: float) -> Sa
         mess.end(proc)
 
 
-def appearance_rows(nsfs: Daemon, mess: Mess, reps: int, timeout: float) -> list[Row]:
+def appearance_rows(
+    nsfs: Daemon,
+    mess: Mess,
+    reps: int,
+    timeout: float,
+    *,
+    kinds: Sequence[str] = ("fd", "thread"),
+    note: str = "no exec",
+) -> list[Row]:
+    """Rows h): from a namespace made without exec being held only by an fd, a thread or (where
+    the kernel lists namespaces itself, listns) an fd in flight, to listed."""
     rows = []
-    for kind in ("fd", "thread"):
+    for kind in kinds:
         samples = repeat(functools.partial(unexec_appearance, nsfs, mess, kind, timeout), reps)
-        rows.append((f"h) unshare, {kind} only -> listed", median_worst(samples, timeout), "no exec", "<= 5000 ms"))
+        what = "fd in flight" if kind == "flight" else kind
+        rows.append((f"h) unshare, {what} only -> listed", median_worst(samples, timeout), note, "<= 5000 ms"))
     return rows
+
+
+def without_listns_rows(mess: Mess, reps: int, timeout: float) -> list[Row]:
+    """Rows h) again from a daemon that does not read the kernel's list (`-o nolistns`), beside
+    the first, where the kernel has one (Linux 6.19+); none elsewhere."""
+    if not has("listns"):
+        return []
+    with running_daemon(mess.scratch / "nolistns", "nolistns", interval=1.0, sweep_cpu=None, startup=600) as plain:
+        rows = appearance_rows(plain, mess, reps, timeout, note="no exec, no listns")
+    # What only a message in a socket's queue holds, no read of /proc can find.
+    return [*rows, ("h) unshare, fd in flight only -> listed", "never", "no exec, no listns", "<= 5000 ms")]
 
 
 # -- 4. lookups of made-up names --------------------------------------------------
@@ -836,7 +872,10 @@ def lifetime_rows(
     """Rows f) to j): issue 10's figures with the mount, f) side by side with `reference`."""
     rows = death_rows(nsfs, mess, reference, reps=reps, timeout=timeout, discover=discover)
     rows += follow_rows(nsfs, mess, reps, timeout)
-    rows += appearance_rows(nsfs, mess, reps, timeout)
+    rows += appearance_rows(
+        nsfs, mess, reps, timeout, kinds=("fd", "thread", "flight") if has("listns") else ("fd", "thread")
+    )
+    rows += without_listns_rows(mess, reps, timeout)
     rows += lookup_rows(nsfs, mess, reps=reps, idle=idle, seconds=20, timeout=timeout)
     rows += process_line_rows(nsfs, mess, reps, timeout)
     return rows

@@ -51,6 +51,7 @@ def config(mountpoint: str, args: Args) -> Config:
         args.metrics_address,
         args.metrics_file,
         args.events,
+        args.listns,
     )
 
 

@@ -25,6 +25,8 @@ class PinStore(Protocol):
 
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]: ...
 
+    def open_listed(self, handle: bytes, known: Callable[[NsKey], bool]) -> tuple[NsKey | None, list[Opened]]: ...
+
     def reopen(self, handle: bytes) -> int | None: ...
 
     def suspend(self, pin: int | None) -> None: ...
@@ -80,7 +82,15 @@ class Entries:
     def pin_first(self, key: NsKey, sightings: list[Sighting]) -> list[NsKey]:
         """Pin `key` (and its new owner and parent) through the first sighting that still leads
         to it: the keys pinned, none if no sighting did."""
-        opened = self._pins.open(key, sightings, self._entries.__contains__)
+        return self._add(self._pins.open(key, sightings, self._entries.__contains__))
+
+    def pin_listed(self, handle: bytes) -> tuple[NsKey | None, list[NsKey]]:
+        """Pin the namespace `handle` names (the kernel listed it) if it is new, with its new
+        owner and parent: its key (None if it is gone), and the keys pinned."""
+        key, opened = self._pins.open_listed(handle, self._entries.__contains__)
+        return key, self._add(opened)
+
+    def _add(self, opened: list[Opened]) -> list[NsKey]:
         for new in opened:
             self._serial += 1
             entry = Entry(serial=self._serial, first_seen_ns=time.time_ns(), **new._asdict())

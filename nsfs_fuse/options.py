@@ -38,6 +38,10 @@ Mount a directory that lists every namespace of the machine as TYPE:[INODE].
                        events=PATH        serve namespaces coming and going at this
                                           unix socket (lsnsfs --watch; default
                                           /run/nsfs/MOUNTPOINT-WITH-DASHES.events)
+                       nolistns           do not follow the kernel's list of
+                                          namespaces (listns, Linux 6.19+): only
+                                          reads of processes and mount tables find
+                                          namespaces (to compare)
                        debug              as -d
                        debug=PART         debug logging of one part of the daemon
                                           (a module: registry, pins, rereads, ...),
@@ -121,6 +125,7 @@ class Args:
     metrics_address: tuple[str, int] | None = None
     metrics_file: str | None = None
     events: str | None = None
+    listns: bool = True
     show: str | None = None  # "help" or "version"
     extra_fuse: set[str] = field(default_factory=set)
 
@@ -150,6 +155,8 @@ def _apply_option(args: Args, option: str) -> None:
         setattr(args, name, os.path.abspath(value))
     elif name == "metrics" and eq:
         args.metrics_address = parse_listen(value)
+    elif option == "nolistns":
+        args.listns = False
     elif option == "debug":
         args.debug = args.foreground = True
     elif name == "debug" and eq:

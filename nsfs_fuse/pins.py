@@ -110,12 +110,38 @@ class Pins:
         parent where `known` says they are new: those first, `key` last. [] if no sighting
         leads to `key` any more, or if a step of pinning it failed (judged: errors.py)."""
         fd = next((fd for s in sightings if (fd := self._open_sighting(s, key)) is not None), None)
-        if fd is None:
-            return []
+        return [] if fd is None else self._pinned(key, fd, known)
+
+    def open_listed(self, handle: bytes, known: Callable[[NsKey], bool]) -> tuple[NsKey | None, list[Opened]]:
+        """Pin the namespace `handle` names (one the kernel listed) if `known` says it is new,
+        with its owner and parent where they are new: its key, and what was pinned (those
+        first). (None, []) if it is gone or a step failed (judged: errors.py)."""
+        name = _handle_name(handle)
+        try:
+            with errors.step("open_by_handle", name):
+                fd = kernel.open_ns_handle(handle)
+        except errors.Skip:
+            return None, []
+        try:
+            with errors.step("ns_key", name):
+                key = kernel.key_of_fd(fd, self._nsfs_dev)
+        except errors.Skip:
+            os.close(fd)
+            return None, []
+        if known(key):
+            os.close(fd)
+            return key, []
+        opened = self._pinned(key, fd, known)
+        return (key, opened) if opened else (None, [])
+
+    def _pinned(self, key: NsKey, fd: int, known: Callable[[NsKey], bool]) -> list[Opened]:
+        """`fd` as the pin of `key`, with its owner and parent where `known` says they are new:
+        what was pinned, those first; [] if a step failed (judged: this namespace is not
+        pinned now, the others are)."""
         opened: list[Opened] = []
         try:
             self._describe(key, fd, lambda k: known(k) or any(o.key == k for o in opened), opened)
-        except errors.Skip:  # judged: this namespace is not pinned now, the others are
+        except errors.Skip:
             self._close_all(opened)
             return []
         except BaseException:

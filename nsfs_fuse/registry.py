@@ -114,6 +114,26 @@ class Registry:
             self._following.refresh()
             self._settle(probe_unseen=False)
 
+    def listed(self, handles: Iterable[bytes]) -> None:
+        """Namespaces the kernel lists as in use (listns), each named by its handle: those the
+        index lacks are pinned and listed at once. One that nothing read holds, nor is it the
+        owner or parent of such a one, is kept as the probe keeps what it finds alive,
+        `unseen`, until a read names a holder (an fd in flight is never named); the probe
+        goes on judging it, as it judges every such namespace."""
+        with self._lock:
+            alive = set()
+            for handle in handles:
+                key, pinned = self._entries.pin_listed(handle)
+                for new in pinned:
+                    self._following.pinned(new)
+                if key in pinned:
+                    alive.add(key)
+            above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
+            unseen = alive - self._closure(self._holdings.keys()) - above
+            self._publisher.changed(*unseen)
+            self._suspended.unseen |= unseen
+            self._settle(probe_unseen=False)
+
     def end_sweep(self, started: float) -> Snapshot:
         """A sweep that began at `started` has read every process: those it did not find
         (nor events since) are gone."""

@@ -1,5 +1,5 @@
 """The running daemon, wired: the first sweep, the mount, the FUSE loop beside the tasks that
-keep the index fresh (process_events.py, rereads.py, probing.py, sweeps.py), the events
+keep the index fresh (process_events.py, rereads.py, listed.py, probing.py, sweeps.py), the events
 socket and metrics, signals; and everything released at the end.
 
 The trio thread that serves FUSE requests never reads /proc itself beyond the caller's own
@@ -20,6 +20,7 @@ import trio
 from . import discovery, kernel, pins
 from .events_socket import EventsSocket, listening
 from .fs import NsFs
+from .listed import ListedNamespaces
 from .lookups import MissReads
 from .mount_tables import Tables
 from .probing import Prober, Retirer
@@ -43,6 +44,7 @@ class Config:
     metrics_address: tuple[str, int] | None = None  # serve /metrics here
     metrics_file: str | None = None  # rewrite this textfile every metrics.FILE_PERIOD
     events: str | None = None  # the socket events_socket.py serves; None: mounted.events_socket(mountpoint)
+    listns: bool = True  # follow the kernel's list of namespaces where it has one (listed.py)
 
 
 async def _main(
@@ -168,6 +170,8 @@ def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
 
                 prober, retirer = Prober(registry, to_probe), Retirer(registry, to_retire)
                 others = [follow_events, prober.run, retirer.run, rereads.run, follow_tables, clients.run, *writers]
+                if config.listns:
+                    others.append(ListedNamespaces(registry).run)
                 trio.run(_main, refresher, others, config, ready, signals)
             finally:
                 pyfuse3.close(unmount=True)

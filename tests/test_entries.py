@@ -93,7 +93,7 @@ def test_the_id_file_is_the_kernels_namespace_id(nsfs: Daemon, procs: Procs) -> 
 @pytest.mark.needs("listns")
 def test_the_mount_lists_every_namespace_the_kernel_lists(nsfs: Daemon, procs: Procs) -> None:
     """listns(2) is the kernel's own list of the namespaces in use: each one is an entry once the
-    daemon has looked (found by what holds it: the daemon does not read listns yet)."""
+    daemon has looked."""
     pid = procs.sleeper("--user", "--map-root-user", "--pid", "--net", "--ipc", "--fork")
     wait_until(lambda: ns_of(pid, "ipc") in nsfs.names(), "the new namespaces")
 

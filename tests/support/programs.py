@@ -76,10 +76,12 @@ rules.load()
 os.execvp(sys.argv[1], sys.argv[1:])
 """
 
-# In a network namespace of its own (run under `unshare --net`), a socket: prints "net:[N] FD".
+# In a network namespace of its own (run under `unshare --net`), a socket, kept through an exec
+# of `sleep`: every read after the exec meets the socket. Prints "net:[N] FD".
 WITH_A_SOCKET = """
-import os, socket, time
+import os, socket
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+os.set_inheritable(sock.fileno(), True)
 print(os.readlink("/proc/self/ns/net"), sock.fileno(), flush=True)
-time.sleep(600)
+os.execv("/bin/sleep", ["sleep", "600"])
 """

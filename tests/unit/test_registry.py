@@ -72,6 +72,14 @@ class FakePins:
         describe(key)
         return opened
 
+    def open_listed(self, handle: bytes, known: Callable[[NsKey], bool]) -> tuple[NsKey | None, list[Opened]]:
+        """As listns gives them: `handle` opens while the namespace is alive (or pinned)."""
+        key = parse_ns_name(handle.decode())
+        assert key is not None
+        if not self._alive(key) and key not in self.open_pins.values():
+            return None, []
+        return key, [] if known(key) else self.open(key, [], known)
+
     def reopen(self, handle: bytes) -> int | None:
         return None
 
@@ -450,3 +458,60 @@ def test_a_process_that_exited_unread_is_noted_gone_and_a_late_sweep_read_cannot
     assert registry.knows(70)
     registry.update([sweep_read])  # ...and the sweep's read arrives last
     assert "process 70" not in holders(registry, NET1)
+
+
+def handles(*keys: NsKey) -> list[bytes]:
+    """Handles as listns's ids give them (FakePins names a namespace by its name)."""
+    return [k.name.encode() for k in keys]
+
+
+def test_a_namespace_the_kernel_lists_that_no_read_holds_is_listed_at_once_as_unseen() -> None:
+    pins = FakePins(alive={PID2})  # held by what no read sees (an fd in flight)
+    registry = Registry(pins, FakeTables())
+    registry.update([read(1, 1.0, *INITIAL)])
+    registry.listed(handles(USER0, PID2))  # listns lists USER0 too: known, nothing happens to it
+    assert names(registry) == {k.name for k in (*INITIAL, PID2, PID1, USER2, USER1)}
+    assert holders(registry, PID2) == "unseen\n"
+    assert holders(registry, PID1) == "parent-of pid:[21]\n"  # kept by its child, not unseen
+    assert holders(registry, USER2) == "owner-of pid:[21]\n"
+    assert pins.pinned() == set(INITIAL) | {PID2, PID1, USER2, USER1}
+    assert pins.probed == [] and not registry.has_suspended()  # listed without waiting for a probe
+
+    pins.alive.clear()  # its holder let go: the probe judges it as any unseen one
+    registry.reprobe()
+    drain(registry)
+    assert names(registry) == {k.name for k in INITIAL}
+    assert not registry.has_unseen()
+
+
+def test_a_listed_namespace_a_read_then_names_a_holder_of_is_no_longer_unseen() -> None:
+    pins = FakePins(alive={NET1})
+    registry = Registry(pins, FakeTables())
+    registry.update([read(1, 1.0, *INITIAL)])
+    registry.listed(handles(NET1))
+    assert holders(registry, NET1) == "unseen\n"
+    registry.update([read(60, 2.0, NET1, kind=HolderKind.FD)])
+    assert holders(registry, NET1) == "fd 60 5\n"
+    assert not registry.has_unseen()
+
+
+def test_what_a_read_named_first_is_not_unseen_when_the_kernel_lists_it() -> None:
+    pins = FakePins()
+    registry = world(pins)
+    before = registry.snapshot
+    registry.listed(handles(*TREE))  # OTHER_MNT is dead: its handle no longer opens
+    assert registry.snapshot.entries == before.entries
+    assert not registry.has_unseen()
+    assert holders(registry, NET1) == "process 50 sh\n"
+    assert pins.pinned() == set(TREE) - {OTHER_MNT}
+
+
+def test_a_child_and_its_parent_listed_together_leave_only_the_child_unseen() -> None:
+    for order in ((USER1, USER2, PID1, PID2), (PID2, PID1, USER2, USER1)):
+        pins = FakePins(alive={PID2})
+        registry = Registry(pins, FakeTables())
+        registry.update([read(1, 1.0, *INITIAL)])
+        registry.listed(handles(*order))
+        assert holders(registry, PID2) == "unseen\n", order
+        assert holders(registry, PID1) == "parent-of pid:[21]\n", order
+        assert holders(registry, USER1) == "owner-of pid:[20]\nparent-of user:[11]\n", order
