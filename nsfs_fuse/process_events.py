@@ -53,9 +53,11 @@ class Sweeps(Protocol):
 class ProcessEvents:
     """Process events folded into the registry: each named process is read again."""
 
-    def __init__(self, registry: Registry, rereads: Rereads) -> None:
+    def __init__(self, registry: Registry, rereads: Rereads, after_batch: Callable[[], None] = lambda: None) -> None:
+        """`after_batch` is told each time a batch of processes has been read (listed.py looks then)."""
         self._registry = registry
         self._rereads = rereads
+        self._after_batch = after_batch
 
     async def follow(self, sweeps: Sweeps) -> None:
         """Read fork, exec and exit events until cancelled.
@@ -113,6 +115,7 @@ class ProcessEvents:
                 # as such without reading it, so that no late sweep read brings it back.
                 gone = {pid for pid in ended if not self._registry.knows(pid)}
                 await step("reading processes", functools.partial(self._rereads.apply, pids - gone, gone))
+                self._after_batch()
 
 
 async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:

@@ -160,7 +160,8 @@ def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
             pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
             signals.mounted = True
             try:
-                events = ProcessEvents(registry, rereads)
+                listed = ListedNamespaces(registry) if config.listns else None
+                events = ProcessEvents(registry, rereads, listed.alarm.ring if listed else lambda: None)
 
                 async def follow_events() -> None:
                     await events.follow(refresher)
@@ -170,8 +171,8 @@ def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
 
                 prober, retirer = Prober(registry, to_probe), Retirer(registry, to_retire)
                 others = [follow_events, prober.run, retirer.run, rereads.run, follow_tables, clients.run, *writers]
-                if config.listns:
-                    others.append(ListedNamespaces(registry).run)
+                if listed is not None:
+                    others.append(listed.run)
                 trio.run(_main, refresher, others, config, ready, signals)
             finally:
                 pyfuse3.close(unmount=True)

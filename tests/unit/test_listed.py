@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nsfs_fuse import errors
-from nsfs_fuse.listed import PAGE, SETTLE, ListedNamespaces
+from nsfs_fuse.listed import LIST_EVERY, PAGE, SETTLE, ListedNamespaces
 from nsfs_fuse.options import parse_args
 
 
@@ -114,3 +114,17 @@ def test_every_id_made_is_handed_over_once_in_order(batches: list[list[int]]) ->
 def test_the_option_nolistns_turns_it_off() -> None:
     assert parse_args(["/run/namespaces"]).listns
     assert not parse_args(["/run/namespaces", "-o", "ro,nolistns"]).listns
+
+
+def test_the_next_look_is_when_a_wait_ends_or_the_period_since_the_last_look() -> None:
+    kernel, clock = Kernel(), Clock()
+    listed = following(kernel, clock)
+    assert listed.look()
+    assert listed.next_look() == clock.now + LIST_EVERY  # nothing waits
+    clock.now += 0.01
+    kernel.ids += [3]
+    assert listed.look()
+    assert listed.next_look() == clock.now + min(SETTLE, LIST_EVERY)
+    clock.now += SETTLE
+    assert listed.due() == [3]
+    assert listed.next_look() == clock.now - SETTLE + LIST_EVERY
