@@ -18,12 +18,14 @@ import errno
 import functools
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
 from . import errors, kernel
+from .model import Snapshot
 from .tasks import Alarm, step, trio_time
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ NO_LISTNS: Final = frozenset({errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP})
 class Listed(Protocol):
     """What this needs of the registry."""
 
+    @property
+    def snapshot(self) -> Snapshot: ...
+
     def listed(self, handles: Iterable[bytes]) -> None: ...
 
 
@@ -48,10 +53,17 @@ class ListedNamespaces:
     def __init__(
         self,
         registry: Listed,
+        nsfs_dev: int = 0,
+        find_holders: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         listns: Callable[[int, int], list[int]] = kernel.listns,
     ) -> None:
+        """`find_holders` reads the processes likeliest to hold a namespace just made (blocking):
+        called before the registry is given ids of namespaces the index lacks, so that what
+        they hold is listed with its holder, not `unseen`."""
         self._registry = registry
+        self._nsfs_dev = nsfs_dev
+        self._find_holders = find_holders
         self._clock = clock
         self._listns = listns
         self._last = 0  # the highest id listed so far
@@ -98,5 +110,26 @@ class ListedNamespaces:
             await self.alarm.wait(trio_time(self.next_look()))
             self.look()
             if ids := self.due():
-                handles = [kernel.handle_of_id(i) for i in ids]
-                await step("pinning listed namespaces", functools.partial(self._registry.listed, handles))
+                await step("pinning listed namespaces", functools.partial(self._hand_over, ids))
+
+    def _hand_over(self, ids: list[int]) -> None:
+        """Give the registry the namespaces of `ids` (blocking); if it lacks one, read first the
+        processes that may hold it."""
+        handles = [kernel.handle_of_id(i) for i in ids]
+        if any(self._lacked(handle) for handle in handles):
+            self._find_holders()
+        self._registry.listed(handles)
+
+    def _lacked(self, handle: bytes) -> bool:
+        """Whether the namespace `handle` names is alive and not in the index (one look, no pin:
+        whatever goes wrong here, the registry's own look decides)."""
+        try:
+            fd = kernel.open_ns_handle(handle)
+        except OSError:
+            return False
+        try:
+            return kernel.key_of_fd(fd, self._nsfs_dev).name not in self._registry.snapshot.entries
+        except OSError:
+            return False
+        finally:
+            os.close(fd)

@@ -116,6 +116,15 @@ class Rereads:
             for pid in ended:
                 self._follow_ups.pop(pid, None)
 
+    def read_recent(self) -> None:
+        """Read now the processes that forked or started a thread lately (their follow-ups are
+        still to come, and still come): the likeliest holders of a namespace just made without
+        an exec (blocking)."""
+        with self._lock:
+            pids = list(self._follow_ups)
+        if pids:
+            self.apply(pids)
+
     def _next_due(self) -> float:
         """When the soonest zombie or follow-up is due, in trio's time."""
         with self._lock:
