@@ -53,6 +53,7 @@ class Entries:
         self._entries: dict[NsKey, Entry] = {}
         self._relations: dict[NsKey, set[Holder]] = {}  # owner-of and parent-of, by the owner or parent
         self._pinless: set[NsKey] = set()  # listed without a pin (past the fd limit)
+        self._ids: dict[int, NsKey] = {}  # by NS_GET_ID, where the kernel has it
         self._serial = 0
 
     def __contains__(self, key: object) -> bool:
@@ -66,6 +67,10 @@ class Entries:
 
     def get(self, key: NsKey) -> Entry | None:
         return self._entries.get(key)
+
+    def knows_id(self, ns_id: int) -> bool:
+        """Whether the namespace with id `ns_id` has an entry (a lone dict look-up: any thread)."""
+        return ns_id in self._ids
 
     def pin_of(self, key: NsKey) -> int | None:
         entry = self._entries.get(key)
@@ -95,6 +100,8 @@ class Entries:
             self._serial += 1
             entry = Entry(serial=self._serial, first_seen_ns=time.time_ns(), **new._asdict())
             self._entries[new.key] = entry
+            if new.ns_id is not None:
+                self._ids[new.ns_id] = new.key
             self._changed(new.key, entries=True)
             if new.pin is None:
                 self._pinless.add(new.key)
@@ -128,6 +135,8 @@ class Entries:
         that lost their last child with it."""
         entry = self._entries.pop(key)
         self._pinless.discard(key)
+        if entry.ns_id is not None:
+            self._ids.pop(entry.ns_id, None)
         orphaned = []
         for relative, holder in entry.relations():
             relations = self._relations.get(relative, set())

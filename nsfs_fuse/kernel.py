@@ -41,7 +41,8 @@ NS_GET_OWNER_UID: Final = 0xB704
 NS_GET_PID_IN_PIDNS: Final = 0x8004B708  # _IOR(0xb7, 8, int), Linux 6.11; the pid goes by value
 NS_GET_ID: Final = 0x8008B70D  # _IOR(0xb7, 13, __u64), Linux 6.18
 SIOCGSKNS: Final = 0x894C  # a socket's network namespace, Linux 4.9
-SYS_PIDFD_GETFD: Final = 438  # x86_64 and the generic table
+SYS_PIDFD_OPEN: Final = 434  # x86_64 and the generic table
+SYS_PIDFD_GETFD: Final = 438
 
 OVERFLOW_UID: Final = 65534
 
@@ -167,7 +168,9 @@ def mount_id(fd: int) -> int:
 
 
 def pidfd_open(pid: int) -> int:
-    return os.pidfd_open(pid)
+    """A pidfd of process `pid` (Linux 5.3); through syscall(2), as Pythons built against older
+    headers have no os.pidfd_open: ENOSYS where the kernel lacks it."""
+    return _check(_libc.syscall(SYS_PIDFD_OPEN, pid, 0))
 
 
 def pidfd_getfd(pidfd: int, fd: int) -> int:

@@ -18,14 +18,12 @@ import errno
 import functools
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
 from . import errors, kernel
-from .model import Snapshot
 from .tasks import Alarm, step, trio_time
 
 log = logging.getLogger(__name__)
@@ -43,17 +41,15 @@ NO_LISTNS: Final = frozenset({errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP})
 class Listed(Protocol):
     """What this needs of the registry."""
 
-    @property
-    def snapshot(self) -> Snapshot: ...
+    def knows_id(self, ns_id: int) -> bool: ...
 
-    def listed(self, handles: Iterable[bytes]) -> None: ...
+    def listed(self, listed: Iterable[tuple[int, bytes]]) -> list[int]: ...
 
 
 class ListedNamespaces:
     def __init__(
         self,
         registry: Listed,
-        nsfs_dev: int = 0,
         find_holders: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         listns: Callable[[int, int], list[int]] = kernel.listns,
@@ -62,7 +58,6 @@ class ListedNamespaces:
         called before the registry is given ids of namespaces the index lacks, so that what
         they hold is listed with its holder, not `unseen`."""
         self._registry = registry
-        self._nsfs_dev = nsfs_dev
         self._find_holders = find_holders
         self._clock = clock
         self._listns = listns
@@ -84,7 +79,7 @@ class ListedNamespaces:
         except OSError as exc:
             if exc.errno in NO_LISTNS:
                 return False
-            errors.judge(exc, "listns", "the namespaces in use")
+            errors.fault("listns", exc.errno or 0, "the namespaces in use")  # none of its errnos is an answer
         return True
 
     def due(self) -> list[int]:
@@ -113,23 +108,11 @@ class ListedNamespaces:
                 await step("pinning listed namespaces", functools.partial(self._hand_over, ids))
 
     def _hand_over(self, ids: list[int]) -> None:
-        """Give the registry the namespaces of `ids` (blocking); if it lacks one, read first the
-        processes that may hold it."""
-        handles = [kernel.handle_of_id(i) for i in ids]
-        if any(self._lacked(handle) for handle in handles):
-            self._find_holders()
-        self._registry.listed(handles)
-
-    def _lacked(self, handle: bytes) -> bool:
-        """Whether the namespace `handle` names is alive and not in the index (one look, no pin:
-        whatever goes wrong here, the registry's own look decides)."""
-        try:
-            fd = kernel.open_ns_handle(handle)
-        except OSError:
-            return False
-        try:
-            return kernel.key_of_fd(fd, self._nsfs_dev).name not in self._registry.snapshot.entries
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
+        """Give the registry the namespaces of `ids` it lacks (blocking), having read first the
+        processes that may hold them; those it met a fault pinning wait to be tried again."""
+        if not (new := [i for i in ids if not self._registry.knows_id(i)]):
+            return
+        self._find_holders()
+        again = self._registry.listed([(i, kernel.handle_of_id(i)) for i in new])
+        now = self._clock()
+        self._waiting.extend((now, i) for i in again)

@@ -115,24 +115,28 @@ class Pins:
     def open_listed(self, handle: bytes, known: Callable[[NsKey], bool]) -> tuple[NsKey | None, list[Opened]]:
         """Pin the namespace `handle` names (one the kernel listed) if `known` says it is new,
         with its owner and parent where they are new: its key, and what was pinned (those
-        first). (None, []) if it is gone or a step failed (judged: errors.py)."""
+        first). (None, []) if it is gone. errors.Skip (judged) if a step failed with a fault:
+        nothing but the kernel's list names it, so the caller tries again."""
         name = _handle_name(handle)
         try:
             with errors.step("open_by_handle", name):
                 fd = kernel.open_ns_handle(handle)
-        except errors.Skip:
-            return None, []
+        except errors.Skip as skip:
+            if skip.answered:
+                return None, []
+            raise
         try:
             with errors.step("ns_key", name):
                 key = kernel.key_of_fd(fd, self._nsfs_dev)
-        except errors.Skip:
+        except BaseException:
             os.close(fd)
-            return None, []
+            raise
         if known(key):
             os.close(fd)
             return key, []
-        opened = self._pinned(key, fd, known)
-        return (key, opened) if opened else (None, [])
+        if opened := self._pinned(key, fd, known):
+            return key, opened
+        raise errors.Skip("pin", name, 0, answered=False)  # judged where the step failed
 
     def _pinned(self, key: NsKey, fd: int, known: Callable[[NsKey], bool]) -> list[Opened]:
         """`fd` as the pin of `key`, with its owner and parent where `known` says they are new:

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from .entries import Entries, PinStore
+from .errors import Skip
 from .followed_tables import Following, TableStore
 from .holdings import Holdings
 from .model import (
@@ -114,25 +115,44 @@ class Registry:
             self._following.refresh()
             self._settle(probe_unseen=False)
 
-    def listed(self, handles: Iterable[bytes]) -> None:
-        """Namespaces the kernel lists as in use (listns), each named by its handle: those the
-        index lacks are pinned and listed at once. One that nothing read holds, nor is it the
-        owner or parent of such a one, is kept as the probe keeps what it finds alive,
-        `unseen`, until a read names a holder (an fd in flight is never named); the probe
-        goes on judging it, as it judges every such namespace."""
+    def knows_id(self, ns_id: int) -> bool:
+        """Whether the namespace with id `ns_id` has an entry (a lone dict look-up: no lock needed)."""
+        return self._entries.knows_id(ns_id)
+
+    def listed(self, listed: Iterable[tuple[int, bytes]]) -> list[int]:
+        """Namespaces the kernel lists as in use (listns), each an (id, handle): those the index
+        lacks are pinned and listed at once (one it has is never opened: a reference taken
+        while it waits for its probe could make the probe find it alive). One that nothing
+        read holds, nor is it the owner or parent of such a one, is kept as the probe keeps
+        what it finds alive, `unseen`, until a read names a holder (an fd in flight is never
+        named); the probe goes on judging it, as it judges every such namespace. Returns the
+        ids whose pinning met a fault: nothing else names them, so they are tried again."""
         with self._lock:
-            alive = set()
-            for handle in handles:
-                key, pinned = self._entries.pin_listed(handle)
+            alive, again = set(), []
+            for ns_id, handle in listed:
+                if self._entries.knows_id(ns_id):
+                    continue
+                try:
+                    key, pinned = self._entries.pin_listed(handle)
+                    if key is not None and not pinned and key in self._suspended:
+                        # A new namespace with a suspended one's inode number: that one is
+                        # probed now (as a read's sighting does), then this one pinned.
+                        self._suspended.resume(key)
+                        key, pinned = self._entries.pin_listed(handle)
+                except Skip:
+                    again.append(ns_id)
+                    continue
                 for new in pinned:
                     self._following.pinned(new)
                 if key in pinned:
                     alive.add(key)
             above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
-            unseen = alive - self._closure(self._holdings.keys()) - above
-            self._publisher.changed(*unseen)
-            self._suspended.unseen |= unseen
+            before = self._suspended.unseen
+            unseen = (before - above) | (alive - self._closure(self._holdings.keys()) - above)
+            self._publisher.changed(*(unseen ^ before))
+            self._suspended.unseen = unseen
             self._settle(probe_unseen=False)
+        return again
 
     def end_sweep(self, started: float) -> Snapshot:
         """A sweep that began at `started` has read every process: those it did not find

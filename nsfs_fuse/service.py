@@ -160,7 +160,7 @@ def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
             pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
             signals.mounted = True
             try:
-                listed = ListedNamespaces(registry, nsfs_dev, rereads.read_recent) if config.listns else None
+                listed = ListedNamespaces(registry, rereads.read_recent) if config.listns else None
                 events = ProcessEvents(registry, rereads, listed.alarm.ring if listed else lambda: None)
 
                 async def follow_events() -> None:

@@ -8,6 +8,7 @@ import errno
 from collections.abc import Iterable
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -128,3 +129,17 @@ def test_the_next_look_is_when_a_wait_ends_or_the_period_since_the_last_look() -
     clock.now += SETTLE
     assert listed.due() == [3]
     assert listed.next_look() == clock.now - SETTLE + LIST_EVERY
+
+
+def test_run_ends_where_the_kernel_has_no_listns() -> None:
+    kernel = Kernel([1])
+    kernel.fail = errno.ENOSYS
+    listed = ListedNamespaces(registry=None, listns=kernel.listns)  # type: ignore[arg-type]
+
+    async def bounded() -> bool:
+        with trio.move_on_after(5) as scope:
+            await listed.run()
+        return scope.cancelled_caught
+
+    assert not trio.run(bounded)  # returned, not cancelled after 5 s
+    assert kernel.calls == [(0, PAGE)]

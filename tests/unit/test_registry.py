@@ -3,10 +3,12 @@ probes those nothing is found holding, and the holders it publishes."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import time
 from collections.abc import Callable, Iterable
 
+from nsfs_fuse.errors import Skip
 from nsfs_fuse.model import Creds, Holder, HolderKind, NsKey, Opened, ProcessRead, Sighting, parse_ns_name
 from nsfs_fuse.registry import Registry
 
@@ -55,6 +57,8 @@ class FakePins:
         self.room = True
         self.freed_at_once = False
         self.handles = True  # False: a kernel before 6.18, no nsfs file handles
+        self.listed_opens: list[NsKey] = []  # what open_listed was asked to open
+        self.faults: set[NsKey] = set()  # open_listed fails on these as on a fault
 
     def open(self, key: NsKey, sightings: list[Sighting], known: Callable[[NsKey], bool]) -> list[Opened]:
         opened: list[Opened] = []
@@ -67,15 +71,19 @@ class FakePins:
             fd = next(self._fds)
             self.open_pins[fd] = k
             handle = k.name.encode() if self.handles else None
-            opened.append(Opened(k, fd, handle, None, owner, parent, 0 if k.type == "user" else None))
+            opened.append(Opened(k, fd, handle, k.inode, owner, parent, 0 if k.type == "user" else None))
 
         describe(key)
         return opened
 
     def open_listed(self, handle: bytes, known: Callable[[NsKey], bool]) -> tuple[NsKey | None, list[Opened]]:
-        """As listns gives them: `handle` opens while the namespace is alive (or pinned)."""
+        """As listns gives them: `handle` opens while the namespace is alive (or pinned); those
+        in `faults` fail as a fault would."""
         key = parse_ns_name(handle.decode())
         assert key is not None
+        self.listed_opens.append(key)
+        if key in self.faults:
+            raise Skip("open_by_handle", key.name, errno.EMFILE, answered=False)
         if not self._alive(key) and key not in self.open_pins.values():
             return None, []
         return key, [] if known(key) else self.open(key, [], known)
@@ -460,9 +468,10 @@ def test_a_process_that_exited_unread_is_noted_gone_and_a_late_sweep_read_cannot
     assert "process 70" not in holders(registry, NET1)
 
 
-def handles(*keys: NsKey) -> list[bytes]:
-    """Handles as listns's ids give them (FakePins names a namespace by its name)."""
-    return [k.name.encode() for k in keys]
+def handles(*keys: NsKey) -> list[tuple[int, bytes]]:
+    """(id, handle) as listns's ids give them (FakePins gives each the id of its inode number,
+    and names it by its name)."""
+    return [(k.inode, k.name.encode()) for k in keys]
 
 
 def test_a_namespace_the_kernel_lists_that_no_read_holds_is_listed_at_once_as_unseen() -> None:
@@ -500,6 +509,7 @@ def test_what_a_read_named_first_is_not_unseen_when_the_kernel_lists_it() -> Non
     registry = world(pins)
     before = registry.snapshot
     registry.listed(handles(*TREE))  # OTHER_MNT is dead: its handle no longer opens
+    assert pins.listed_opens == [OTHER_MNT]  # what the index has is never opened
     assert registry.snapshot.entries == before.entries
     assert not registry.has_unseen()
     assert holders(registry, NET1) == "process 50 sh\n"
@@ -515,3 +525,26 @@ def test_a_child_and_its_parent_listed_together_leave_only_the_child_unseen() ->
         assert holders(registry, PID2) == "unseen\n", order
         assert holders(registry, PID1) == "parent-of pid:[21]\n", order
         assert holders(registry, USER1) == "owner-of pid:[20]\nparent-of user:[11]\n", order
+
+
+def test_a_parent_listed_before_its_child_is_unseen_only_until_the_child_is_listed() -> None:
+    pins = FakePins(alive={PID2})
+    registry = Registry(pins, FakeTables())
+    registry.update([read(1, 1.0, *INITIAL)])
+    registry.listed(handles(PID1))  # its child not made yet, as the kernel's list has it
+    assert holders(registry, PID1) == "unseen\n"
+    registry.listed(handles(PID2))
+    assert holders(registry, PID2) == "unseen\n"
+    assert holders(registry, PID1) == "parent-of pid:[21]\n"  # its child keeps it: not unseen
+
+
+def test_a_listed_namespace_whose_pinning_met_a_fault_is_handed_back_to_be_tried_again() -> None:
+    pins = FakePins(alive={NET1})
+    registry = Registry(pins, FakeTables())
+    registry.update([read(1, 1.0, *INITIAL)])
+    pins.faults = {NET1}
+    assert registry.listed(handles(NET1, PID0)) == [NET1.inode]
+    assert NET1.name not in names(registry)
+    pins.faults.clear()
+    assert registry.listed(handles(NET1)) == []
+    assert holders(registry, NET1) == "unseen\n"
