@@ -125,12 +125,7 @@ class Pins:
             if skip.answered:
                 return None, []
             raise
-        try:
-            with errors.step("ns_key", name):
-                key = kernel.key_of_fd(fd, self._nsfs_dev)
-        except BaseException:
-            os.close(fd)
-            raise
+        key = self._key_of(fd, name)
         if known(key):
             os.close(fd)
             return key, []
@@ -294,17 +289,21 @@ class Pins:
             if skip.errno == errno.EPERM:  # the ioctl's answer above the daemon's own namespaces: the top
                 return None
             raise
-        try:
-            with errors.step("ns_key", f"{op} of {of.name}"):
-                key = kernel.key_of_fd(rel_fd, self._nsfs_dev)
-        except BaseException:
-            os.close(rel_fd)
-            raise
+        key = self._key_of(rel_fd, f"{op} of {of.name}")
         if known(key):
             os.close(rel_fd)
         else:
             self._describe(key, rel_fd, known, opened)
         return key
+
+    def _key_of(self, fd: int, item: str) -> NsKey:
+        """The key of namespace fd `fd`; errors.Skip (judged), and `fd` closed, if it cannot be had."""
+        try:
+            with errors.step("ns_key", item):
+                return kernel.key_of_fd(fd, self._nsfs_dev)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _keep(self, fd: int) -> int | None:
         """`fd` as a pin, or None (and `fd` closed) once pins would crowd out everything else.
