@@ -110,6 +110,7 @@ class ProcessEvents:
                     nursery.start_soon(sweeps.rescan)
                 self._rereads.follow_up(started - ended, ended)
                 if not pids:
+                    self._after_batch()  # a thread came: it may have made a namespace alone
                     continue  # only threads came and went (trio's own workers among them)
                 # A process that came and went unread (a shell loop's `stat`) is gone: noted
                 # as such without reading it, so that no late sweep read brings it back.
