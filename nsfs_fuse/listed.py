@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
+import trio
+
 from . import errors, kernel
 from .tasks import Alarm, step, trio_time
 
@@ -97,7 +99,7 @@ class ListedNamespaces:
         return min(due, self._waiting[0][0] + SETTLE) if self._waiting else due
 
     async def run(self) -> None:
-        if not self.look():
+        if not await trio.to_thread.run_sync(self.look):  # the first look lists every namespace
             log.info("no listns (Linux 6.19+): namespaces no process is in are found by sweeps")
             return
         log.info("following the kernel's list of namespaces (listns)")
