@@ -146,12 +146,7 @@ class Registry:
                     self._following.pinned(new)
                 if key in pinned:
                     alive.add(key)
-            above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
-            before = self._suspended.unseen
-            unseen = (before - above) | (alive - self._closure(self._holdings.keys()) - above)
-            self._publisher.changed(*(unseen ^ before))
-            self._suspended.unseen = unseen
-            self._settle(probe_unseen=False)
+            self._found_alive(alive)
         return again
 
     def end_sweep(self, started: float) -> Snapshot:
@@ -206,13 +201,18 @@ class Registry:
         """
         with self._lock:
             due = self._suspended.due(upto, began)
-            alive = {k for k in due if self._suspended.resume(k)}
-            above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
-            before = self._suspended.unseen
-            unseen = (before - above) | (alive - self._closure(self._holdings.keys()) - above)
-            self._publisher.changed(*(unseen ^ before))
-            self._suspended.unseen = unseen
-            return self._settle(probe_unseen=False)
+            return self._found_alive({k for k in due if self._suspended.resume(k)})
+
+    def _found_alive(self, alive: set[NsKey]) -> Snapshot:
+        """The kernel says `alive` is in use (a probe opened it, or listns listed it): what no
+        read holds is kept `unseen`, unless it is only the owner or parent of such a one (its
+        child keeps it, and an earlier `unseen` owner or parent stops being one); then settle."""
+        above = self._closure(r for k in alive for r in (self._entries[k].owner, self._entries[k].parent) if r)
+        before = self._suspended.unseen
+        unseen = (before - above) | (alive - self._closure(self._holdings.keys()) - above)
+        self._publisher.changed(*(unseen ^ before))
+        self._suspended.unseen = unseen
+        return self._settle(probe_unseen=False)
 
     def retired_due(self) -> float | None:
         """When (time.monotonic) the oldest number of a released pin may be closed (pins.py)."""
