@@ -50,14 +50,30 @@ class Sweeps(Protocol):
     async def rescan(self) -> None: ...
 
 
+class Batches(Protocol):
+    """Who is told when a batch of events begins to gather and when it has been read
+    (listed.py: a namespace listed meanwhile waits for the batch, which may name its holder)."""
+
+    def events_gathering(self) -> None: ...
+
+    def events_read(self) -> None: ...
+
+
+class NoOne:
+    def events_gathering(self) -> None:
+        pass
+
+    def events_read(self) -> None:
+        pass
+
+
 class ProcessEvents:
     """Process events folded into the registry: each named process is read again."""
 
-    def __init__(self, registry: Registry, rereads: Rereads, after_batch: Callable[[], None] = lambda: None) -> None:
-        """`after_batch` is told each time a batch of processes has been read (listed.py looks then)."""
+    def __init__(self, registry: Registry, rereads: Rereads, batches: Batches | None = None) -> None:
         self._registry = registry
         self._rereads = rereads
-        self._after_batch = after_batch
+        self._batches = batches or NoOne()
 
     async def follow(self, sweeps: Sweeps) -> None:
         """Read fork, exec and exit events until cancelled.
@@ -76,11 +92,13 @@ class ProcessEvents:
                 await self._follow(sock, sweeps)
             finally:
                 sweeps.following_events = False
+                self._batches.events_read()  # no batch is gathering any longer
 
     async def _follow(self, sock: socket.socket, sweeps: Sweeps) -> None:
         async with trio.open_nursery() as nursery:
             while True:
                 await trio.lowlevel.wait_readable(sock)
+                self._batches.events_gathering()
                 await trio.sleep(GATHER)
                 pids: set[int] = set()
                 started: set[int] = set()  # forked, or started a thread: read again later too
@@ -110,13 +128,13 @@ class ProcessEvents:
                     nursery.start_soon(sweeps.rescan)
                 self._rereads.follow_up(started - ended, ended)
                 if not pids:
-                    self._after_batch()  # a thread came: it may have made a namespace alone
+                    self._batches.events_read()  # a thread came: it may have made a namespace alone
                     continue  # only threads came and went (trio's own workers among them)
                 # A process that came and went unread (a shell loop's `stat`) is gone: noted
                 # as such without reading it, so that no late sweep read brings it back.
                 gone = {pid for pid in ended if not self._registry.knows(pid)}
                 await step("reading processes", functools.partial(self._rereads.apply, pids - gone, gone))
-                self._after_batch()
+                self._batches.events_read()
 
 
 async def _events_arrive(sock: socket.socket, patience: float = 1.0) -> bool:

@@ -76,6 +76,7 @@ class Rereads:
         self._follow_ups: dict[int, list[float]] = {}  # pid -> when to read it again, soonest first
         self._fd_counts: dict[int, int] | None = {}  # None: this kernel does not count them
         self.alarm = Alarm()
+        self._count_asked = Alarm()  # begin the next round of fd counts now
         self.charge = charge  # told the CPU time of fd counts and checks
 
     def apply(self, pids: Iterable[int], gone: Iterable[int] = ()) -> None:
@@ -124,6 +125,11 @@ class Rereads:
             pids = list(self._follow_ups)
         if pids:
             self.apply(pids)
+
+    def count_fds_now(self) -> None:
+        """Begin the next round of fd counts now, not at its time (any thread): the kernel lists
+        a namespace that no read holds, and a process may have just opened it."""
+        self._count_asked.ring()
 
     def _next_due(self) -> float:
         """When the soonest zombie or follow-up is due, in trio's time."""
@@ -201,7 +207,8 @@ class Rereads:
             await trio.to_thread.run_sync(self.apply, changed)
 
     async def _count_rounds(self) -> None:
-        """Rounds of fd counts, FD_COUNTS_EVERY apart or as far apart as their pace makes them."""
+        """Rounds of fd counts, FD_COUNTS_EVERY apart or as far apart as their pace makes them, or
+        sooner when asked (`count_fds_now`); paced alike, so never above their share of a core."""
         while True:
             began = trio.current_time()
             try:
@@ -210,7 +217,7 @@ class Rereads:
                 log.exception("counting fds failed; going on")
             if self._fd_counts is None:
                 return  # this kernel does not count them
-            await trio.sleep_until(began + FD_COUNTS_EVERY)
+            await self._count_asked.wait(began + FD_COUNTS_EVERY)
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:

@@ -160,8 +160,10 @@ def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
             pyfuse3.init(ops, config.mountpoint, set(config.fuse_options))
             signals.mounted = True
             try:
-                listed = ListedNamespaces(registry, rereads.read_recent) if config.listns else None
-                events = ProcessEvents(registry, rereads, listed.alarm.ring if listed else lambda: None)
+                listed = None
+                if config.listns:
+                    listed = ListedNamespaces(registry, rereads.read_recent, rereads.count_fds_now)
+                events = ProcessEvents(registry, rereads, listed)
 
                 async def follow_events() -> None:
                     await events.follow(refresher)

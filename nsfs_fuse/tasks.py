@@ -33,18 +33,24 @@ class Alarm:
     def __init__(self) -> None:
         self._event = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._early = False  # rung before the first wait
 
     async def wait(self, until: float = math.inf) -> None:
-        """Until rung (since the last wait ended) or until trio time `until`."""
+        """Until rung (since the last wait ended, or ever before the first) or until trio time `until`."""
         self._token = trio.lowlevel.current_trio_token()
+        if self._early:
+            self._early = False
+            self._event.set()
         with trio.move_on_at(until):
             await self._event.wait()
         self._event = trio.Event()
 
     def ring(self) -> None:
-        if self._token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._set)
+        if self._token is None:
+            self._early = True
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._set)
 
     def _set(self) -> None:
         self._event.set()  # the event current when this runs, not when rung

@@ -199,8 +199,8 @@ time.sleep(600)
 @pytest.mark.needs("fd_count")
 def test_a_namespace_held_by_an_fd_opened_without_exec_is_listed(rare: Daemon, procs: Procs) -> None:
     proc, (name, fd) = procs.reporting(sys.executable, "-c", FD_NO_EXEC)
-    # Where the kernel lists namespaces itself (listns) it is listed at once, `unseen` until
-    # the fd count names its holder; elsewhere it is listed when the fd count does.
+    # Where the kernel lists namespaces itself (listns) it is listed at once, and a round of fd
+    # counts begins then, which names its holder; elsewhere it is listed when a round does.
     expected = f"fd {proc.pid} {fd}\n"
 
     def named() -> bool:
