@@ -52,6 +52,7 @@ KIND_LABELS = {
 
 HELPER_PATIENCE = 30.0  # for a helper to report, an `ip` command to return
 POLL = 0.002  # the death delays are tens of milliseconds without the mount
+OLD_AFTER = 4.0  # a process this old has no follow-up read due (the daemon's FOLLOW_UP: 0.5, 3 s)
 LIST_POLL = 0.05  # listing the mount costs ~20 ms at full size: poll no faster than this
 DISCOVER_POLL = 0.25  # waiting minutes for a sweep to find a namespace: no need to hurry it
 SETTLE = 2.0  # longer than the daemon's short reprobes after a change (50 ms, 250 ms, 1 s)
@@ -129,6 +130,18 @@ if kind == "fd":
     report(box["name"], os.getpid())
     go()
     os.close(box["fd"])
+elif kind == "old":
+    # A process long past its start (no follow-up read is due) makes a namespace in its one
+    # thread, keeps it by an fd and goes back: nothing but its count of fds changes.
+    time.sleep(float(target))
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    check(libc.unshare(NEWNET) == 0, "unshare(CLONE_NEWNET)")
+    name = os.readlink("/proc/self/ns/net")
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    check(libc.setns(own, NEWNET) == 0, "setns")
+    report(name, os.getpid())
+    go()
+    os.close(fd)
 elif kind == "flight":
     # The fd is sent over a unix socket nobody reads: only the message holds the namespace.
     sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -641,6 +654,25 @@ def unexec_appearance(nsfs: Daemon, mess: Mess, kind: str, timeout: float) -> Sa
         mess.end(proc)
 
 
+def named_holder(nsfs: Daemon, mess: Mess, timeout: float) -> Sample:
+    """Seconds from a namespace made (no exec, no fork, no thread, by a process started
+    `OLD_AFTER` before) and held only by an fd to listed with that fd as its holder."""
+    proc = mess.helper(sys.executable, "-c", HOLDER, "old", "", str(OLD_AFTER))
+    try:
+        assert proc.stdout is not None
+        name, pid = read_line(proc.stdout, HELPER_PATIENCE + OLD_AFTER, "the old fd holder").split()
+        start = time.monotonic()
+        return since(start, wait_for(lambda: f"fd {pid} " in safe_read(nsfs, name, "holders"), timeout, LIST_POLL))
+    finally:
+        mess.end(proc)
+
+
+def named_rows(nsfs: Daemon, mess: Mess, reps: int, timeout: float, note: str) -> list[Row]:
+    """Row h) of a namespace an old process keeps by an fd: to listed with its holder."""
+    samples = repeat(functools.partial(named_holder, nsfs, mess, timeout), reps)
+    return [("h) unshare, fd only, old proc -> holder", median_worst(samples, timeout), note, "<= 5000 ms")]
+
+
 def appearance_rows(
     nsfs: Daemon,
     mess: Mess,
@@ -667,6 +699,7 @@ def without_listns_rows(mess: Mess, reps: int, timeout: float) -> list[Row]:
         return []
     with running_daemon(mess.scratch / "nolistns", "nolistns", interval=1.0, sweep_cpu=None, startup=600) as plain:
         rows = appearance_rows(plain, mess, reps, timeout, note="no exec, no listns")
+        rows += named_rows(plain, mess, reps, timeout, "no fork, no listns")
     # What only a message in a socket's queue holds, no read of /proc can find.
     return [*rows, ("h) unshare, fd in flight only -> listed", "never", "no exec, no listns", "<= 5000 ms")]
 
@@ -875,6 +908,7 @@ def lifetime_rows(
     rows += appearance_rows(
         nsfs, mess, reps, timeout, kinds=("fd", "thread", "flight") if has("listns") else ("fd", "thread")
     )
+    rows += named_rows(nsfs, mess, reps, timeout, "no fork")
     rows += without_listns_rows(mess, reps, timeout)
     rows += lookup_rows(nsfs, mess, reps=reps, idle=idle, seconds=20, timeout=timeout)
     rows += process_line_rows(nsfs, mess, reps, timeout)
