@@ -236,7 +236,9 @@ def rootless(rootfs: Path) -> Iterator[list[str]]:
     for ids in ("/etc/subuid", "/etc/subgid"):
         lines = [line for line in Path(ids).read_text().splitlines() if not line.startswith(f"{ROOTLESS}:")]
         Path(ids).write_text("".join(f"{line}\n" for line in [*lines, f"{ROOTLESS}:200000:65536"]))
-    as_user = ["runuser", "-u", ROOTLESS, "--"]
+    # Not root's session: a root login (and the kernel guest) sets XDG_RUNTIME_DIR=/run/user/0,
+    # which podman refuses to use as another user's.
+    as_user = ["runuser", "-u", ROOTLESS, "--", "env", "-u", "XDG_RUNTIME_DIR", "-u", "DBUS_SESSION_BUS_ADDRESS"]
     home = Path(pwd.getpwnam(ROOTLESS).pw_dir)
     tree = home / "rootfs"
     if not (tree / "bin").exists():
