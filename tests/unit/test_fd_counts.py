@@ -73,3 +73,33 @@ def test_a_kernel_that_counts_no_fds_stops_the_rounds(monkeypatch: pytest.Monkey
 
     assert trio.run(rounds) is False  # ended by itself
     assert applied.pids == []
+
+
+def test_a_round_asked_for_begins_at_once_or_when_the_one_under_way_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel's list names a namespace no read holds: the next round begins now, not
+    FD_COUNTS_EVERY after the last one began."""
+    r, _charged, _applied = rereads(1.0)
+    began: list[float] = []
+
+    async def round_of_counts() -> None:
+        began.append(trio.current_time())
+        await trio.sleep(1.0)  # a round under way
+
+    monkeypatch.setattr(r, "count_fds", round_of_counts)
+    clock = trio.testing.MockClock(autojump_threshold=0)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(r._count_rounds)
+            await trio.sleep(0.5)
+            r.count_fds_now()  # during the first round
+            await trio.sleep(8.0)
+            r.count_fds_now()  # between rounds: the one that began at 7.0 ended at 8.0
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=clock)
+    start = began[0]
+    assert [t - start for t in began] == [0.0, 1.0, 4.0, 7.0, 8.5]
