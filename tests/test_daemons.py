@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon, assert_released, running_daemon
+from tests.support.features import has
 from tests.support.oracles import link_exists, ns_alive, ns_handle, ns_of, veth_into
 from tests.support.procs import Procs
 from tests.support.waiting import run, wait_until
@@ -80,7 +81,9 @@ def test_a_mount_namespace_only_daemons_follow_is_let_go_by_every_one(
     made = run(["unshare", f"--mount={target}", "--propagation", "private", "true"])
     assert made.returncode == 0, made.stderr
     mnt = f"mnt:[{target.stat().st_ino}]"
-    handle = ns_handle(str(target))
+    # The kernel's word on its end: a handle that no longer opens; before Linux 6.18 (no nsfs
+    # handles), that no process is left in it and no daemon keeps an fd on it (below).
+    handle = ns_handle(str(target)) if has("ns_handles") else None
     try:
         host = ns_of(os.getpid(), "mnt")
         expected = [f"mount {target} {host}"]
@@ -93,8 +96,9 @@ def test_a_mount_namespace_only_daemons_follow_is_let_go_by_every_one(
         assert all(comm == "nsfs-mnt" for comm, _ in members(mnt).values()), members(mnt)
     finally:
         assert run(["umount", str(target)]).returncode == 0
-    wait_until(lambda: not ns_alive(handle), f"the kernel to free {mnt}")
-    assert members(mnt) == {}
+    if handle is not None:
+        wait_until(lambda: not ns_alive(handle), f"the kernel to free {mnt}")
+    wait_until(lambda: members(mnt) == {}, f"every helper to leave {mnt}")
     for daemon, baseline in three:
         assert_released(daemon, baseline, mnt)
 

@@ -381,6 +381,7 @@ class Call:
     item: str  # a role of World.roles (a process) or World.names (a namespace)
     target: str = ""  # what the injection looks for, where not the item itself (a role of World.names)
     handles: bool = True  # False: as on a kernel without nsfs file handles
+    needs: str | None = None  # the kernel feature (tests/support/features.py) without which it is never made
     answers: frozenset[int] = frozenset()  # the call's own documented answers, besides ANSWERS
 
     @property
@@ -426,7 +427,7 @@ CALLS = [
     Call("kernel.get_ns_id", "net_b"),
     Call("kernel.get_owner_uid", "user_b"),
     Call("kernel.ns_handle", "uts_a"),
-    Call("kernel.open_ns_handle", "net_b"),
+    Call("kernel.open_ns_handle", "net_b", needs="ns_handles"),
     # pinning one namespace without handles: the one found through a bind mount is entered again
     Call("kernel.mount_id", "net_g", handles=False),
     Call("kernel.setns", "net_g", handles=False),
@@ -434,6 +435,11 @@ CALLS = [
 
 # What the process reads of CALLS are: a fault there keeps the registry's last read of the process.
 PROCESS_READS = [c for c in CALLS if c.name.startswith("discovery.") or c.item == "socket"]
+
+
+def each(calls: list[Call]) -> list[Any]:
+    """`calls` as parameters: each named, and left out where the kernel never makes it."""
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.needs(c.needs)] if c.needs else []) for c in calls]
 
 
 # -- what the chosen item may change -------------------------------------------------
@@ -509,7 +515,7 @@ def test_the_world_is_what_the_tests_expect(world: World, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize("code", ERRNOS, ids=errno.errorcode.get)
-@pytest.mark.parametrize("call", CALLS, ids=lambda c: c.name)
+@pytest.mark.parametrize("call", each(CALLS))
 def test_an_error_for_one_item_costs_that_item_alone(
     call: Call, code: int, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -550,7 +556,7 @@ def _listed_anyway(call: str, code: int) -> bool:
 
 
 @pytest.mark.parametrize("code", ERRNOS, ids=errno.errorcode.get)
-@pytest.mark.parametrize("call", PROCESS_READS, ids=lambda c: c.name)
+@pytest.mark.parametrize("call", each(PROCESS_READS))
 def test_a_process_whose_read_faults_is_kept_as_it_was(
     call: Call, code: int, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
