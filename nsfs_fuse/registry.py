@@ -187,7 +187,8 @@ class Registry:
 
     def probe_due(self) -> float | None:
         """When (time.monotonic) the soonest suspended namespace may be probed; None if none is
-        suspended. Those other daemons pin wait for a shared moment (`shared_probe_time`)."""
+        suspended. Those other daemons pin wait for a shared moment (`shared_probe_time`).
+        Asked from the loop, without the lock (a sweep's chunk may hold it)."""
         return self._suspended.soonest()
 
     def confirm(self, upto: int, began: float = math.inf) -> Snapshot:

@@ -128,8 +128,10 @@ class Suspended:
         return [k for k, (number, when) in self._due.items() if number <= upto and when <= began]
 
     def soonest(self) -> float | None:
-        """When the soonest may be probed; None if none is suspended."""
-        return min((when for _number, when in self._due.values()), default=None)
+        """When the soonest may be probed; None if none is suspended. Safe from any thread
+        without the registry's lock (the prober asks from the loop): the values are copied at
+        once, never iterated while a worker thread may suspend or release one."""
+        return min((when for _number, when in list(self._due.values())), default=None)
 
     def clear(self) -> None:
         self._due.clear()
