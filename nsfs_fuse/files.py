@@ -44,6 +44,9 @@ class EntryFile:
     # each kind of reader (fs.py): the kernel keeps a file's size and, for sendfile and
     # splice, its pages per inode, and must never give one reader another's.
     per_reader: bool = False
+    # Whether the content is worked out from the entry's holders (the snapshot's Holders), which
+    # change without the entry: a holder's container named once its engine's state is found.
+    from_holders: bool = False
 
 
 def _always(_entry: Entry, _reading: Reading) -> bool:
@@ -77,8 +80,8 @@ FILES: Final[tuple[EntryFile, ...]] = (
         lambda e, r: e.pin is not None and r.pin_path(e.pin) is not None,
         lambda e, r: None if e.pin is None else r.pin_path(e.pin),
     ),
-    EntryFile("holders", False, _always, lambda e, r: r.holders(e), per_reader=True),
-    EntryFile("containers", False, _always, lambda e, r: r.containers(e), per_reader=True),
+    EntryFile("holders", False, _always, lambda e, r: r.holders(e), per_reader=True, from_holders=True),
+    EntryFile("containers", False, _always, lambda e, r: r.containers(e), per_reader=True, from_holders=True),
 )
 
 # An entry's directory is inode serial * SLOTS; its files follow it, in table order.

@@ -133,10 +133,12 @@ class NsFs(pyfuse3.Operations):
     def _content(self, req: Request, entry: Entry, file: EntryFile, inode: int) -> bytes:
         """What regular file `inode` (`file` of `entry`) holds for this caller, as it is stated
         to the kernel from now on (Statements). Worked out again only if what it comes from
-        changed: the snapshot's holders of that entry (a `holders` file may be thousands of
-        lines), the entry, the snapshot's entries (generation); the rest of what it depends on
-        is the kind of reader, which the inode of a per-reader file carries."""
-        source = (req.snapshot.holders.get(entry.name) if file.name == "holders" else entry, req.snapshot.generation)
+        changed: the snapshot's holders of that entry for the files made from them (a `holders`
+        file may be thousands of lines; `containers`), else the entry; and the snapshot's entries
+        (generation). The rest of what it depends on is the kind of reader, which the inode of a
+        per-reader file carries."""
+        made_from = req.snapshot.holders.get(entry.name) if file.from_holders else entry
+        source = (made_from, req.snapshot.generation)
         kept = self._stated.get(inode)
         if kept is not None and kept.source[0] is source[0] and kept.source[1] == source[1]:
             content = kept.content
