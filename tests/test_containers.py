@@ -172,6 +172,38 @@ def test_a_runc_container_laid_out_as_the_cri_does_names_its_pod(
         remove_cgroups(cgroup)
 
 
+def test_a_name_found_after_the_first_read_reaches_the_containers_file(nsfs: Daemon, procs: Procs) -> None:
+    """runc writes its state after its container's init is forked, and read: the name comes with
+    a later read, which changes the entry's holders and not the entry (the file's content was
+    once kept as long as the entry stayed the same)."""
+    cid = unique("nsfslate")
+    state = Path("/run/runc") / cid
+    labels = [
+        "bundle=/nonexistent",
+        "io.kubernetes.cri.container-name=late",
+        "io.kubernetes.cri.sandbox-name=pod-late",
+        "io.kubernetes.cri.sandbox-namespace=default",
+    ]
+    try:
+        with in_cgroup(f"/kubepods/besteffort/pod{POD_UID}/{cid}") as prefix:
+            proc = procs.start(*prefix, "unshare", "--net", "sh", "-c", "read x; exec sleep 600", stdin=subprocess.PIPE)
+            host = ns_of(os.getpid(), "net")
+            wait_until(lambda: ns_of(proc.pid, "net") != host, "sh in its network namespace")
+            net = ns_of(proc.pid, "net")
+            wait_for_lines(nsfs, net, [f"kubernetes {cid}"])  # read at its exec, before any state
+            state.mkdir(parents=True)
+            (state / "state.json").write_text(json.dumps({"id": cid, "config": {"labels": labels}}))
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()  # it execs sleep: read again, now with runc's state
+            wait_until(lambda: nsfs.read(net, "holders") == f"process {proc.pid} sleep\n", "the read at its exec")
+            # The read that names sleep its holder brought its name: the file says so at once.
+            assert container_lines(nsfs, net) == [f"runc {cid} late default/pod-late"]
+            procs.close()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def test_a_plain_runc_container_is_found_by_runc_its_monitor(
     nsfs: Daemon, rootfs: Path, procs: Procs, public_dir: Path
 ) -> None:
