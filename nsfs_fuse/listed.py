@@ -72,7 +72,8 @@ class ListedNamespaces:
         self._clock = clock
         self._listns = listns
         self._last = 0  # the highest id listed so far
-        self._lock = threading.Lock()  # over the three below: the looks' thread, the loop's, a worker's
+        self._lock = threading.Lock()  # over the three below (the looks' thread, the loop's, a worker's);
+        # _gathering is one flag the loop sets alone
         self._waiting: deque[tuple[int, int]] = deque()  # (batches read before it may go, id), oldest first
         self._again: deque[tuple[float, int]] = deque()  # (tried again from, id) of those that met a fault
         self._batches = 0  # batches of process events read so far
