@@ -345,6 +345,13 @@ class Opened(NamedTuple):
     creator_uid: int | None
 
 
+class Listing(NamedTuple):
+    """What pinning namespaces the kernel listed (Registry.listed) left to do."""
+
+    unseen: list[NsKey]  # pinned, and no read holds them: a process may be in one all the same
+    again: list[int]  # ids whose pinning met a fault: to be tried again
+
+
 # -- what the filesystem shows ------------------------------------------------
 
 

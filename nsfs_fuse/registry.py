@@ -37,6 +37,7 @@ from .model import (
     Entry,
     Holder,
     Holders,
+    Listing,
     NsKey,
     ProcessRead,
     Sighting,
@@ -119,14 +120,15 @@ class Registry:
         """Whether the namespace with id `ns_id` has an entry (a lone dict look-up: no lock needed)."""
         return self._entries.knows_id(ns_id)
 
-    def listed(self, listed: Iterable[tuple[int, bytes]]) -> list[int]:
+    def listed(self, listed: Iterable[tuple[int, bytes]]) -> Listing:
         """Namespaces the kernel lists as in use (listns), each an (id, handle): those the index
         lacks are pinned and listed at once (one it has is never opened: a reference taken
         while it waits for its probe could make the probe find it alive). One that nothing
         read holds, nor is it the owner or parent of such a one, is kept as the probe keeps
         what it finds alive, `unseen`, until a read names a holder (an fd in flight is never
-        named); the probe goes on judging it, as it judges every such namespace. Returns the
-        ids whose pinning met a fault: nothing else names them, so they are tried again."""
+        named); the probe goes on judging it, as it judges every such namespace. Returns
+        those `unseen` (the caller looks for a process in them), and the ids whose pinning met
+        a fault: nothing else names them, so they are tried again."""
         with self._lock:
             alive, again = set(), []
             for ns_id, handle in listed:
@@ -147,7 +149,7 @@ class Registry:
                 if key in pinned:
                     alive.add(key)
             self._found_alive(alive)
-        return again
+            return Listing(unseen=sorted(alive & self._suspended.unseen), again=again)
 
     def end_sweep(self, started: float) -> Snapshot:
         """A sweep that began at `started` has read every process: those it did not find

@@ -1,7 +1,8 @@
 """Reading again, without sweeping, what no event names: zombies until they are reaped,
 processes that forked or started a thread, processes whose number of open fds changed, the
-fds and sockets of namespaces no process is in (Rereads); and every mount table the kernel
-says changed (`watch_tables`). docs/design.md, "Freshness", says how these fit with sweeps.
+processes in a namespace the kernel lists that no read holds, the fds and sockets of namespaces
+no process is in (Rereads); and every mount table the kernel says changed (`watch_tables`).
+docs/design.md, "Freshness", says how these fit with sweeps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import psutil
 import trio
 
 from . import discovery
-from .model import ProcessRead
+from .model import NsKey, ProcessRead
 from .mount_tables import Tables
 from .registry import Registry
 from .tasks import Alarm, step, timed
@@ -45,6 +46,14 @@ FOLLOW_UP: Final = (0.5, 3.0)
 FD_COUNTS_EVERY: Final = 3.0
 FD_COUNT_CHUNK: Final = 512  # processes counted between two pauses: 2-3 ms of CPU
 
+# The links under /proc/PID/ns/ that show a namespace of each type a process made or went into
+# without fork, exec or thread (`search`): a pid namespace only for its children, a time
+# namespace for its children (unshare) or for itself too (setns).
+SEARCHED_LINKS: Final[dict[str, tuple[str, ...]]] = {
+    "pid": ("pid_for_children",),
+    "time": ("time", "time_for_children"),
+}
+
 
 class Rereads:
     """Reads processes again into the registry: now, or later, when no event will say why.
@@ -54,6 +63,9 @@ class Rereads:
       FOLLOW_UP later: it may have unshared or entered namespaces since (no event).
     - A process whose number of open fds changed (stat /proc/PID/fd, Linux 6.2+) is
       read again: it may have opened a namespace. Every FD_COUNTS_EVERY.
+    - A process in a namespace searched for (`search`: the kernel lists it, no read holds
+      it) is read again: the round of fd counts that begins then reads each process's link
+      of that type too.
     - The fds and sockets that hold namespaces no process is in are checked one by
       one every VERIFY_EVERY.
     """
@@ -75,6 +87,7 @@ class Rereads:
         self._zombies: dict[int, tuple[float, float]] = {}  # pid -> (when to read it again, the delay after that)
         self._follow_ups: dict[int, list[float]] = {}  # pid -> when to read it again, soonest first
         self._fd_counts: dict[int, int] | None = {}  # None: this kernel does not count them
+        self._searched: dict[str, set[str]] = {}  # link -> names: looked for in the next round
         self.alarm = Alarm()
         self._count_asked = Alarm()  # begin the next round of fd counts now
         self.charge = charge  # told the CPU time of fd counts and checks
@@ -126,9 +139,17 @@ class Rereads:
         if pids:
             self.apply(pids)
 
-    def count_fds_now(self) -> None:
-        """Begin the next round of fd counts now, not at its time (any thread): the kernel lists
-        a namespace that no read holds, and a process may have just opened it."""
+    def search(self, keys: Iterable[NsKey]) -> None:
+        """Look for the processes in, or with an fd on, namespaces `keys` (any thread): the
+        kernel lists them and no read holds them. The next round of fd counts begins now, not
+        at its time, and reads each process's links of those types as well; a process may have
+        made one or gone into it (unshare, setns) with no fork, exec, thread or fd, or just
+        opened an fd on it. Each process found is read again. What it finds no process in
+        (an fd in flight, a bind mount) stays `unseen`."""
+        with self._lock:
+            for key in keys:
+                for link in SEARCHED_LINKS.get(key.type, (key.type,)):
+                    self._searched.setdefault(link, set()).add(key.name)
         self._count_asked.ring()
 
     def _next_due(self) -> float:
@@ -166,11 +187,18 @@ class Rereads:
         if stale:
             self.apply(stale)
 
-    def _count(self, pids: list[int], counts: dict[int, int]) -> None:
-        """Count the open fds of `pids` into `counts` (blocking)."""
+    def _count(self, pids: list[int], counts: dict[int, int] | None, searched: dict[str, set[str]]) -> list[int]:
+        """Count the open fds of `pids` into `counts` (unless None); return those of `pids` in
+        a namespace `searched` (blocking)."""
+        found = []
         for pid in pids:
-            if pid != self._own_pid:
+            if pid == self._own_pid:
+                continue
+            if counts is not None:
                 counts[pid] = discovery.fd_count(pid)
+            if any(discovery.ns_link(pid, link) in names for link, names in searched.items()):
+                found.append(pid)
+        return found
 
     def _counted(self, counts: dict[int, int]) -> list[int]:
         """A round of counts is complete: the processes whose count changed since the last."""
@@ -184,21 +212,32 @@ class Rereads:
         return [pid for pid, n in counts.items() if before.get(pid, n) != n]
 
     async def count_fds(self) -> None:
-        """One round of fd counts, paced to `cpu_share` of a core chunk by chunk; then read
-        again every process whose number of open fds changed since the last round."""
+        """One round of fd counts and of the search asked for since the last round began, paced
+        to `cpu_share` of a core chunk by chunk: each process found in a namespace searched for
+        is read again at once, and every process whose number of open fds changed since the
+        last round at its end. Where the kernel counts no fds, a round is only a search."""
+        with self._lock:
+            searched, self._searched = self._searched, {}
+        if self._fd_counts is None and not searched:
+            return
         began = time.monotonic()
         pids, cpu = await trio.to_thread.run_sync(timed, psutil.pids)
         self.charge(cpu)
-        counts: dict[int, int] = {}
-        spent = cpu
+        counts: dict[int, int] | None = None if self._fd_counts is None else {}
+        spent, read = cpu, set()
         for at in range(0, len(pids), FD_COUNT_CHUNK):
             started = time.monotonic()
-            chunk = functools.partial(self._count, pids[at : at + FD_COUNT_CHUNK], counts)
-            _, cpu = await trio.to_thread.run_sync(timed, chunk)
+            chunk = functools.partial(self._count, pids[at : at + FD_COUNT_CHUNK], counts, searched)
+            found, cpu = await trio.to_thread.run_sync(timed, chunk)
             self.charge(cpu)
             spent += cpu
+            if found:
+                await trio.to_thread.run_sync(self.apply, found)
+                read.update(found)
             await trio.sleep(max(0.0, cpu / self._cpu_share - (time.monotonic() - started)))
-        changed = self._counted(counts)
+        if counts is None:
+            return
+        changed = [pid for pid in self._counted(counts) if pid not in read]
         if not self._told and self._fd_counts is not None:
             self._told = True
             took = time.monotonic() - began
@@ -208,16 +247,15 @@ class Rereads:
 
     async def _count_rounds(self) -> None:
         """Rounds of fd counts, FD_COUNTS_EVERY apart or as far apart as their pace makes them, or
-        sooner when asked (`count_fds_now`); paced alike, so never above their share of a core."""
+        sooner when a search asks; paced alike, so never above their share of a core. Where the
+        kernel counts no fds, a round runs only when a search asks."""
         while True:
             began = trio.current_time()
             try:
                 await self.count_fds()
             except Exception:
                 log.exception("counting fds failed; going on")
-            if self._fd_counts is None:
-                return  # this kernel does not count them
-            await self._count_asked.wait(began + FD_COUNTS_EVERY)
+            await self._count_asked.wait(began + FD_COUNTS_EVERY if self._fd_counts is not None else math.inf)
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:

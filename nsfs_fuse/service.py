@@ -162,7 +162,7 @@ def _serve(config: Config, ready: Callable[[], None], signals: Signals) -> None:
             try:
                 listed = None
                 if config.listns:
-                    listed = ListedNamespaces(registry, rereads.read_recent, rereads.count_fds_now)
+                    listed = ListedNamespaces(registry, rereads.read_recent, rereads.search)
                 events = ProcessEvents(registry, rereads, listed)
 
                 async def follow_events() -> None:

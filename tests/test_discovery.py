@@ -168,7 +168,8 @@ def test_time_for_children(nsfs: Daemon, procs: Procs, baseline: int) -> None:
     proc, (time_ns,) = procs.reporting(sys.executable, "-c", UNSHARE_TIME_NO_EXEC)
     # Where the kernel lists namespaces itself (listns) it may be listed first `unseen`: unshare()
     # makes no event, and once the process is past its follow-up reads (its Python may take that
-    # long to start in an emulated guest) no fd count changes either; a sweep names it then.
+    # long to start in an emulated guest) no fd count changes either; the search the listing
+    # asks for names it then (test_listed.py), or a sweep.
     expected = [f"for-children {proc.pid}"]
     wait_until(lambda: holders_if_listed(nsfs, time_ns) == expected, "a time namespace held for children")
     procs.stop(proc)

@@ -40,6 +40,20 @@ time.sleep(600)
 """
 
 
+# Waits for a line on standard input; then, in its one thread and with no fork, exec, thread or
+# fd, makes a user namespace, a network namespace in it, and a time namespace for its children:
+# nothing a process event, a follow-up read or an fd count can tell. Prints
+# "net:[N] user:[M] time:[T]", then sleeps in them.
+UNSHARE_WHEN_TOLD = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+sys.stdin.readline()
+assert libc.unshare(0x10000000 | 0x40000000 | 0x80) == 0
+print(*(os.readlink(f"/proc/self/ns/{link}") for link in ("net", "user", "time_for_children")), flush=True)
+time.sleep(600)
+"""
+
+
 # A child makes a user namespace and a network namespace in it, sends an fd of the network
 # namespace over a unix socket whose other end nobody reads, and exits at once: from then on
 # only that fd in flight holds the network namespace, and the network namespace its owner.

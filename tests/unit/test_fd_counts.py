@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from nsfs_fuse.model import NsKey
 from nsfs_fuse.rereads import FD_COUNT_CHUNK, Rereads
 
 
@@ -61,18 +62,69 @@ def test_a_second_round_reads_again_exactly_the_processes_whose_count_changed(mo
     assert applied.pids == [[11]]
 
 
-def test_a_kernel_that_counts_no_fds_stops_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kernel_that_counts_no_fds_stops_the_rounds_until_a_search_asks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: [10, 11])
-    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", lambda pid: 0)
+    counted: list[int] = []
+
+    def fd_count(pid: int) -> int:
+        counted.append(pid)
+        return 0
+
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", fd_count)
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.ns_link", lambda pid, link: f"net:[{pid}]")
     r, _charged, applied = rereads(1.0)
+    clock = trio.testing.MockClock(autojump_threshold=0)
 
-    async def rounds() -> bool:
-        with trio.move_on_after(2) as scope:  # a next round would start 3 s after the first
-            await r._count_rounds()
-        return scope.cancelled_caught
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(r._count_rounds)
+            await trio.sleep(60)  # twenty rounds' time: no round after the first
+            assert counted == [10, 11]
+            r.search([NsKey("net", 11)])
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
 
-    assert trio.run(rounds) is False  # ended by itself
-    assert applied.pids == []
+    trio.run(main, clock=clock)
+    assert counted == [10, 11]  # the search's round counted nothing
+    assert applied.pids == [[11]]
+
+
+def test_a_search_reads_the_processes_in_each_namespace_once_by_the_links_of_its_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that made or went into a namespace without fork, exec or thread shows it in
+    one of its links: a pid namespace only in pid_for_children, a time namespace in time or
+    time_for_children."""
+    links = {
+        (10, "net"): "net:[5]",
+        (11, "net"): "net:[6]",
+        (12, "time_for_children"): "time:[7]",
+        (13, "pid"): "pid:[9]",  # its own pid namespace: it did not make it, its parent did
+        (14, "pid_for_children"): "pid:[9]",
+        (15, "time"): "time:[7]",
+    }
+    monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: list(range(10, 17)))
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", lambda pid: 3)
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.ns_link", lambda pid, link: links.get((pid, link)))
+    r, _charged, applied = rereads(1.0)
+    r.search([NsKey("net", 5), NsKey("time", 7), NsKey("pid", 9)])
+    trio.run(r.count_fds)
+    assert applied.pids == [[10, 12, 14, 15]]
+    trio.run(r.count_fds)
+    assert applied.pids == [[10, 12, 14, 15]]  # searched in one round; no count changed
+
+
+def test_a_process_found_by_the_search_is_not_read_again_for_its_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = {10: 3, 11: 4}
+    monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: sorted(counts))
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", counts.__getitem__)
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.ns_link", lambda pid, link: f"net:[{pid}]")
+    r, _charged, applied = rereads(1.0)
+    trio.run(r.count_fds)
+    counts.update({10: 4, 11: 5})  # both opened an fd; 11 on the namespace searched for
+    r.search([NsKey("net", 11)])
+    trio.run(r.count_fds)
+    assert applied.pids == [[11], [10]]
 
 
 def test_a_round_asked_for_begins_at_once_or_when_the_one_under_way_ends(
@@ -94,9 +146,9 @@ def test_a_round_asked_for_begins_at_once_or_when_the_one_under_way_ends(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(r._count_rounds)
             await trio.sleep(0.5)
-            r.count_fds_now()  # during the first round
+            r.search([])  # during the first round
             await trio.sleep(8.0)
-            r.count_fds_now()  # between rounds: the one that began at 7.0 ended at 8.0
+            r.search([])  # between rounds: the one that began at 7.0 ended at 8.0
             await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from nsfs_fuse import errors
 from nsfs_fuse.listed import AGAIN_AFTER, PAGE, ListedNamespaces
+from nsfs_fuse.model import Listing, NsKey
 from nsfs_fuse.options import parse_args
 from nsfs_fuse.tasks import Alarm
 
@@ -39,22 +40,31 @@ class Clock:
         return self.now
 
 
-class Registry:
-    """Knows the ids in `known`; fails to pin those in `faulty` (handed back, as Registry.listed does)."""
+def key_of(ns_id: int) -> NsKey:
+    return NsKey("net", 4026530000 + ns_id)
 
-    def __init__(self, known: Iterable[int] = (), faulty: Iterable[int] = ()) -> None:
+
+class Registry:
+    """Knows the ids in `known`; fails to pin those in `faulty` (handed back, as Registry.listed
+    does); a read holds those in `held` (the others are pinned `unseen`)."""
+
+    def __init__(self, known: Iterable[int] = (), faulty: Iterable[int] = (), held: Iterable[int] = ()) -> None:
         self.known = set(known)
         self.faulty = set(faulty)
+        self.held = set(held)
         self.given: list[list[int]] = []
 
     def knows_id(self, ns_id: int) -> bool:
         return ns_id in self.known
 
-    def listed(self, listed: Iterable[tuple[int, bytes]]) -> list[int]:
+    def listed(self, listed: Iterable[tuple[int, bytes]]) -> Listing:
         ids = [i for i, _handle in listed]
         self.given.append(ids)
-        self.known |= {i for i in ids if i not in self.faulty}
-        return [i for i in ids if i in self.faulty]
+        pinned = [i for i in ids if i not in self.faulty]
+        self.known |= set(pinned)
+        return Listing(
+            unseen=[key_of(i) for i in pinned if i not in self.held], again=[i for i in ids if i in self.faulty]
+        )
 
 
 def following(kernel: Kernel, clock: Clock, registry: Registry | None = None) -> ListedNamespaces:
@@ -146,8 +156,8 @@ def test_only_ids_the_index_lacks_are_pinned_and_a_fault_is_tried_again_later() 
     assert registry.given == [[1, 3, 4], [3]]  # all known: the registry is not asked
 
 
-def test_the_likely_holders_are_read_first_and_fds_counted_only_for_what_they_do_not_hold() -> None:
-    kernel, clock, registry = Kernel([1, 2, 3]), Clock(), Registry(known=[1])
+def test_the_likely_holders_are_read_first_and_only_what_no_read_holds_is_searched_for() -> None:
+    kernel, clock, registry = Kernel([1, 2, 3, 6]), Clock(), Registry(known=[1], held=[6])
     recent: set[int] = {2}  # what the processes forked lately hold
     asked: list[str] = []
 
@@ -155,23 +165,32 @@ def test_the_likely_holders_are_read_first_and_fds_counted_only_for_what_they_do
         asked.append("read recent")
         registry.known |= recent
 
-    listed = ListedNamespaces(registry, read_recent, lambda: asked.append("count fds"), clock, kernel.listns)
+    def search(keys: list[NsKey]) -> None:
+        asked.append(f"search {' '.join(k.name for k in keys)}")
+
+    listed = ListedNamespaces(registry, read_recent, search, clock, kernel.listns)
     assert listed.look()
     listed._hand_over(listed.take())
-    assert asked == ["read recent", "count fds"]
-    assert registry.given == [[3]]
+    assert asked == ["read recent", "search net:[4026530003]"]  # 6 was pinned with a holder
+    assert registry.given == [[3, 6]]
     asked.clear()
-    kernel.ids += [4]
-    registry.known.add(4)  # its process's events came first
+    kernel.ids += [7]
+    registry.known.add(7)  # its process's events came first
     assert listed.look()
     listed._hand_over(listed.take())
     assert asked == []  # nothing lacking: nothing read
-    kernel.ids += [5]
-    recent.add(5)
+    kernel.ids += [8]
+    recent.add(8)
     assert listed.look()
     listed._hand_over(listed.take())
-    assert asked == ["read recent"]  # all held after the read: no fd counts
-    assert registry.given == [[3]]
+    assert asked == ["read recent"]  # all held after the read: nothing searched for
+    assert registry.given == [[3, 6]]
+    kernel.ids += [9]
+    registry.held.add(9)
+    assert listed.look()
+    listed._hand_over(listed.take())
+    assert asked == ["read recent", "read recent"]  # pinned, and held: nothing searched for
+    assert registry.given == [[3, 6], [9]]
 
 
 @given(

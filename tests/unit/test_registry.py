@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from nsfs_fuse.errors import Skip
-from nsfs_fuse.model import Creds, Holder, HolderKind, NsKey, Opened, ProcessRead, Sighting, parse_ns_name
+from nsfs_fuse.model import Creds, Holder, HolderKind, Listing, NsKey, Opened, ProcessRead, Sighting, parse_ns_name
 from nsfs_fuse.registry import Registry
 
 USER0, PID0, NET0 = NsKey("user", 1), NsKey("pid", 2), NsKey("net", 3)
@@ -478,7 +478,8 @@ def test_a_namespace_the_kernel_lists_that_no_read_holds_is_listed_at_once_as_un
     pins = FakePins(alive={PID2})  # held by what no read sees (an fd in flight)
     registry = Registry(pins, FakeTables())
     registry.update([read(1, 1.0, *INITIAL)])
-    registry.listed(handles(USER0, PID2))  # listns lists USER0 too: known, nothing happens to it
+    # listns lists USER0 too: known, nothing happens to it; PID2 is to be searched for
+    assert registry.listed(handles(USER0, PID2)) == Listing(unseen=[PID2], again=[])
     assert names(registry) == {k.name for k in (*INITIAL, PID2, PID1, USER2, USER1)}
     assert holders(registry, PID2) == "unseen\n"
     assert holders(registry, PID1) == "parent-of pid:[21]\n"  # kept by its child, not unseen
@@ -497,7 +498,7 @@ def test_a_listed_namespace_a_read_then_names_a_holder_of_is_no_longer_unseen() 
     pins = FakePins(alive={NET1})
     registry = Registry(pins, FakeTables())
     registry.update([read(1, 1.0, *INITIAL)])
-    registry.listed(handles(NET1))
+    assert registry.listed(handles(NET1)) == Listing(unseen=[NET1], again=[])
     assert holders(registry, NET1) == "unseen\n"
     registry.update([read(60, 2.0, NET1, kind=HolderKind.FD)])
     assert holders(registry, NET1) == "fd 60 5\n"
@@ -508,7 +509,8 @@ def test_what_a_read_named_first_is_not_unseen_when_the_kernel_lists_it() -> Non
     pins = FakePins()
     registry = world(pins)
     before = registry.snapshot
-    registry.listed(handles(*TREE))  # OTHER_MNT is dead: its handle no longer opens
+    # OTHER_MNT is dead: its handle no longer opens
+    assert registry.listed(handles(*TREE)) == Listing(unseen=[], again=[])
     assert pins.listed_opens == [OTHER_MNT]  # what the index has is never opened
     assert registry.snapshot.entries == before.entries
     assert not registry.has_unseen()
@@ -521,7 +523,7 @@ def test_a_child_and_its_parent_listed_together_leave_only_the_child_unseen() ->
         pins = FakePins(alive={PID2})
         registry = Registry(pins, FakeTables())
         registry.update([read(1, 1.0, *INITIAL)])
-        registry.listed(handles(*order))
+        assert registry.listed(handles(*order)) == Listing(unseen=[PID2], again=[]), order
         assert holders(registry, PID2) == "unseen\n", order
         assert holders(registry, PID1) == "parent-of pid:[21]\n", order
         assert holders(registry, USER1) == "owner-of pid:[20]\nparent-of user:[11]\n", order
@@ -531,9 +533,9 @@ def test_a_parent_listed_before_its_child_is_unseen_only_until_the_child_is_list
     pins = FakePins(alive={PID2})
     registry = Registry(pins, FakeTables())
     registry.update([read(1, 1.0, *INITIAL)])
-    registry.listed(handles(PID1))  # its child not made yet, as the kernel's list has it
+    assert registry.listed(handles(PID1)) == Listing(unseen=[PID1], again=[])  # its child not made yet
     assert holders(registry, PID1) == "unseen\n"
-    registry.listed(handles(PID2))
+    assert registry.listed(handles(PID2)) == Listing(unseen=[PID2], again=[])
     assert holders(registry, PID2) == "unseen\n"
     assert holders(registry, PID1) == "parent-of pid:[21]\n"  # its child keeps it: not unseen
 
@@ -543,8 +545,8 @@ def test_a_listed_namespace_whose_pinning_met_a_fault_is_handed_back_to_be_tried
     registry = Registry(pins, FakeTables())
     registry.update([read(1, 1.0, *INITIAL)])
     pins.faults = {NET1}
-    assert registry.listed(handles(NET1, PID0)) == [NET1.inode]
+    assert registry.listed(handles(NET1, PID0)) == Listing(unseen=[], again=[NET1.inode])
     assert NET1.name not in names(registry)
     pins.faults.clear()
-    assert registry.listed(handles(NET1)) == []
+    assert registry.listed(handles(NET1)) == Listing(unseen=[NET1], again=[])
     assert holders(registry, NET1) == "unseen\n"
