@@ -55,15 +55,20 @@ class Procs:
         """The pid of the `sleep` that `proc` runs or starts, however deep."""
 
         def find() -> int:
-            if proc.poll() is not None:
-                raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
             pid = proc.pid
-            while comm(pid) != "sleep":
-                kids = children(pid)
-                if not kids:
-                    return 0
-                pid = kids[0]
-            return pid
+            try:
+                while comm(pid) != "sleep":
+                    kids = children(pid)
+                    if not kids:
+                        break
+                    pid = kids[0]
+                else:
+                    return pid
+            except FileNotFoundError:
+                pass  # it, or one it started, exited as it was looked at
+            if proc.poll() is not None:
+                raise AssertionError(f"{proc.args!r} exited with {proc.returncode} before starting sleep")
+            return 0
 
         return wait_until(find, f"{proc.args!r} to start sleep")
 
