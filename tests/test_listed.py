@@ -70,6 +70,6 @@ def test_namespaces_an_old_process_makes_with_no_fork_exec_thread_or_fd_are_list
         net, user, time_ns = proc.stdout.readline().decode().split()
         wait_until(lambda: listed_holders(nsfs, net) == [line], "the network namespace, held by the process")
         wait_until(lambda: listed_holders(nsfs, time_ns) == [f"for-children {proc.pid}"], "the time namespace")
-        assert listed_holders(nsfs, user) == [line, f"owner-of {net}"]
+        assert listed_holders(nsfs, user) == [line, f"owner-of {net}", f"owner-of {time_ns}"]
         procs.stop(proc)
         wait_until(lambda: not {net, user, time_ns} & nsfs.names(), "all three to leave with the process")
