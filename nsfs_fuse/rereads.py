@@ -187,63 +187,65 @@ class Rereads:
         if stale:
             self.apply(stale)
 
-    def _count(self, pids: list[int], counts: dict[int, int] | None, searched: dict[str, set[str]]) -> list[int]:
-        """Count the open fds of `pids` into `counts` (unless None); return those of `pids` in
-        a namespace `searched` (blocking)."""
-        found = []
+    def _count(
+        self, pids: list[int], before: dict[int, int], counts: dict[int, int] | None, searched: dict[str, set[str]]
+    ) -> list[int]:
+        """Count the open fds of `pids` into `counts` (unless None); return those of `pids` to
+        read again: whose count differs from `before`'s, or that are in a namespace `searched`
+        (blocking)."""
+        due = []
         for pid in pids:
             if pid == self._own_pid:
                 continue
             if counts is not None:
-                counts[pid] = discovery.fd_count(pid)
+                n = counts[pid] = discovery.fd_count(pid)
+                if before.get(pid, n) != n:
+                    due.append(pid)
+                    continue
             if any(discovery.ns_link(pid, link) in names for link, names in searched.items()):
-                found.append(pid)
-        return found
+                due.append(pid)
+        return due
 
-    def _counted(self, counts: dict[int, int]) -> list[int]:
-        """A round of counts is complete: the processes whose count changed since the last."""
-        if self._fd_counts is None:
-            return []
+    def _counted(self, counts: dict[int, int]) -> None:
+        """A round of counts is complete: the next compares with it."""
         if not self._fd_counts and not any(counts.values()):  # every count 0 at the first look
             log.info("this kernel does not count open fds (Linux 6.2+): new fd holders wait for a sweep")
             self._fd_counts = None
-            return []
-        before, self._fd_counts = self._fd_counts, counts
-        return [pid for pid, n in counts.items() if before.get(pid, n) != n]
+        else:
+            self._fd_counts = counts
 
     async def count_fds(self) -> None:
         """One round of fd counts and of the search asked for since the last round began, paced
-        to `cpu_share` of a core chunk by chunk: each process found in a namespace searched for
-        is read again at once, and every process whose number of open fds changed since the
-        last round at its end. Where the kernel counts no fds, a round is only a search."""
+        to `cpu_share` of a core chunk by chunk. After each chunk, the processes in it whose
+        number of open fds changed since the last round, or that are in a namespace searched
+        for, are read again (the pause comes after: what changed is not kept waiting for the
+        pace). Where the kernel counts no fds, a round is only a search."""
         with self._lock:
             searched, self._searched = self._searched, {}
-        if self._fd_counts is None and not searched:
+        before = self._fd_counts
+        if before is None and not searched:
             return
         began = time.monotonic()
         pids, cpu = await trio.to_thread.run_sync(timed, psutil.pids)
         self.charge(cpu)
-        counts: dict[int, int] | None = None if self._fd_counts is None else {}
-        spent, read = cpu, set()
+        counts: dict[int, int] | None = None if before is None else {}
+        spent = cpu
         for at in range(0, len(pids), FD_COUNT_CHUNK):
             started = time.monotonic()
-            chunk = functools.partial(self._count, pids[at : at + FD_COUNT_CHUNK], counts, searched)
-            found, cpu = await trio.to_thread.run_sync(timed, chunk)
+            chunk = functools.partial(self._count, pids[at : at + FD_COUNT_CHUNK], before or {}, counts, searched)
+            due, cpu = await trio.to_thread.run_sync(timed, chunk)
             self.charge(cpu)
             spent += cpu
-            if found:
-                await trio.to_thread.run_sync(self.apply, found)
-                read.update(found)
+            if due:
+                await trio.to_thread.run_sync(self.apply, due)
             await trio.sleep(max(0.0, cpu / self._cpu_share - (time.monotonic() - started)))
         if counts is None:
             return
-        changed = [pid for pid in self._counted(counts) if pid not in read]
+        self._counted(counts)
         if not self._told and self._fd_counts is not None:
             self._told = True
             took = time.monotonic() - began
             log.info("a round of fd counts took %.1f s (%.3f s of CPU) over %d processes", took, spent, len(pids))
-        if changed:
-            await trio.to_thread.run_sync(self.apply, changed)
 
     async def _count_rounds(self) -> None:
         """Rounds of fd counts, FD_COUNTS_EVERY apart or as far apart as their pace makes them, or

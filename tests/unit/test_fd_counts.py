@@ -114,17 +114,44 @@ def test_a_search_reads_the_processes_in_each_namespace_once_by_the_links_of_its
     assert applied.pids == [[10, 12, 14, 15]]  # searched in one round; no count changed
 
 
-def test_a_process_found_by_the_search_is_not_read_again_for_its_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    counts = {10: 3, 11: 4}
+def test_a_process_is_read_once_a_round_whether_its_count_changed_or_the_search_found_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counts = {10: 3, 11: 4, 12: 5}
     monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: sorted(counts))
     monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", counts.__getitem__)
     monkeypatch.setattr("nsfs_fuse.rereads.discovery.ns_link", lambda pid, link: f"net:[{pid}]")
     r, _charged, applied = rereads(1.0)
     trio.run(r.count_fds)
     counts.update({10: 4, 11: 5})  # both opened an fd; 11 on the namespace searched for
-    r.search([NsKey("net", 11)])
+    r.search([NsKey("net", 11), NsKey("net", 12)])  # 12 is in one, its count unchanged
     trio.run(r.count_fds)
-    assert applied.pids == [[11], [10]]
+    assert applied.pids == [[10, 11, 12]]
+
+
+def test_what_changed_in_a_chunk_is_read_before_the_next_chunk_and_its_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pace holds the round back, not what it found: a process whose count changed is
+    read as soon as its chunk is counted."""
+    pids = list(range(1, 2 * FD_COUNT_CHUNK + 1))
+    first, second = 5, FD_COUNT_CHUNK + 5
+    opened: set[int] = set()
+    happened: list[str] = []
+
+    def fd_count(pid: int) -> int:
+        if pid == FD_COUNT_CHUNK + 1:
+            happened.append("second chunk")
+        return 3 + (pid in opened)
+
+    monkeypatch.setattr("nsfs_fuse.rereads.psutil.pids", lambda: pids)
+    monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", fd_count)
+    r, _charged, _applied = rereads(0.001)
+    r.apply = lambda due, gone=(): happened.append(f"read {due}")  # type: ignore[method-assign,assignment]
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    trio.run(r.count_fds, clock=clock)
+    opened.update({first, second})
+    happened.clear()
+    trio.run(r.count_fds, clock=clock)
+    assert happened == [f"read {[first]}", "second chunk", f"read {[second]}"]
 
 
 def test_a_round_asked_for_begins_at_once_or_when_the_one_under_way_ends(
