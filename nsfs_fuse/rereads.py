@@ -192,14 +192,19 @@ class Rereads:
     ) -> list[int]:
         """Count the open fds of `pids` into `counts` (unless None); return those of `pids` to
         read again: whose count differs from `before`'s, or that are in a namespace `searched`
-        (blocking)."""
+        (blocking). A process the last round did not count (one that started since) has no
+        count to compare with: it is read when its follow-ups are over, once, as their last
+        read may have come before it opened an fd. Not in the first round: a sweep has just
+        read every process."""
+        with self._lock:
+            followed = set(self._follow_ups)
         due = []
         for pid in pids:
             if pid == self._own_pid:
                 continue
             if counts is not None:
                 n = counts[pid] = discovery.fd_count(pid)
-                if before.get(pid, n) != n:
+                if before.get(pid, n) != n or (pid not in before and before and pid not in followed):
                     due.append(pid)
                     continue
             if any(discovery.ns_link(pid, link) in names for link, names in searched.items()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -56,10 +57,13 @@ def test_a_second_round_reads_again_exactly_the_processes_whose_count_changed(mo
     monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", counts.__getitem__)
     r, _charged, applied = rereads(1.0)
     trio.run(r.count_fds)
-    counts.update({11: 5, 13: 9})  # 11 opened one; 13 is new (no count to compare with)
+    counts.update({11: 5, 13: 9, 14: 7})  # 11 opened one; 13 and 14 are new (no count to compare with)
     del counts[12]
+    r.follow_up([13], [])  # 13 will be read again: 14's follow-ups are over, it is read now
     trio.run(r.count_fds)
-    assert applied.pids == [[11]]
+    assert applied.pids == [[11, 14]]
+    trio.run(r.count_fds)
+    assert applied.pids == [[11, 14]]  # once: now it has a count to compare with
 
 
 def test_a_kernel_that_counts_no_fds_stops_the_rounds_until_a_search_asks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,21 +76,26 @@ def test_a_kernel_that_counts_no_fds_stops_the_rounds_until_a_search_asks(monkey
 
     monkeypatch.setattr("nsfs_fuse.rereads.discovery.fd_count", fd_count)
     monkeypatch.setattr("nsfs_fuse.rereads.discovery.ns_link", lambda pid, link: f"net:[{pid}]")
+    monkeypatch.setattr("nsfs_fuse.rereads.FD_COUNTS_EVERY", 0.05)
     r, _charged, applied = rereads(1.0)
-    clock = trio.testing.MockClock(autojump_threshold=0)
+
+    async def until(done: Callable[[], bool]) -> None:
+        with trio.fail_after(10):
+            while not done():
+                await trio.sleep(0.01)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(r._count_rounds)
-            await trio.sleep(60)  # twenty rounds' time: no round after the first
+            await until(lambda: counted == [10, 11])
+            await trio.sleep(0.5)  # ten rounds' time: no round after the first
             assert counted == [10, 11]
             r.search([NsKey("net", 11)])
-            await trio.sleep(1)
+            await until(lambda: applied.pids == [[11]])
             nursery.cancel_scope.cancel()
 
-    trio.run(main, clock=clock)
+    trio.run(main)
     assert counted == [10, 11]  # the search's round counted nothing
-    assert applied.pids == [[11]]
 
 
 def test_a_search_reads_the_processes_in_each_namespace_once_by_the_links_of_its_type(
