@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.daemon import Daemon, assert_released, running_daemon
 from tests.support.features import has
-from tests.support.oracles import listns_ids, ns_of
+from tests.support.oracles import comm, listns_ids, ns_of
 from tests.support.procs import Procs
 from tests.support.programs import IN_FLIGHT_ONLY, UNSHARE_WHEN_TOLD
 from tests.support.waiting import wait_until
@@ -61,8 +61,7 @@ def test_namespaces_an_old_process_makes_with_no_fork_exec_thread_or_fd_are_list
     with running_daemon(public_dir / "rare-sweeps", interval=600) as nsfs:
         proc = procs.start(sys.executable, "-c", UNSHARE_WHEN_TOLD, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
-        comm = Path(f"/proc/{proc.pid}/comm").read_text().strip()
-        line = f"process {proc.pid} {comm}"
+        line = f"process {proc.pid} {comm(proc.pid)}"
         host_net = ns_of(proc.pid, "net")
         wait_until(lambda: line in (listed_holders(nsfs, host_net) or []), "its first read, in the host's namespaces")
         proc.stdin.write(b"go\n")
