@@ -8,8 +8,8 @@ SBIN       ?= /usr/local/sbin
 BIN        ?= /usr/local/bin
 UNITDIR    ?= /etc/systemd/system
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config util-linux iproute2 busybox-static bubblewrap graphviz systemd python3-seccomp
-# What `make test-kernel` adds: qemu, and depmod for the guest kernel's modules.
-KERNEL_APT_PACKAGES := qemu-system-x86 kmod
+# What `make test-kernel` adds: qemu, depmod for the guest kernel's modules, mkfs.ext4 for its disk.
+KERNEL_APT_PACKAGES := qemu-system-x86 kmod e2fsprogs
 
 .PHONY: setup install uninstall run stop test test-kernel test-kernel-part test-kernels bench-kernel unit lint compare soak bench bench-scale bench-daemons clean image
 
