@@ -71,7 +71,7 @@ test-kernel: setup .kernel-deps
 
 # The kernel-sensitive part of the suite (entries, discovery, visibility, lifetime, the kernel's
 # list) on KERNEL (`make test-kernel-part KERNEL=5.10`), or on each kernel of the README's Kernels
-# table in turn (`make test-kernels`): 30 to 60 minutes each under emulation. Every kernel runs;
+# table in turn (`make test-kernels`): 11 to 25 minutes each under emulation. Every kernel runs;
 # the exit status is non-zero if any failed, and the last line says which.
 KERNELS ?= 5.10 6.1 6.12 7.3
 KERNEL_PART := -rs tests/test_entries.py tests/test_discovery.py tests/test_visibility.py tests/test_lifetime.py \
